@@ -1,0 +1,126 @@
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use wasip2::http::types::{IncomingBody, IncomingRequest, Method as WasiMethod};
+use wasip2::io::streams::StreamError;
+
+/// An incoming HTTP request, with its body already read.
+///
+/// The path is the part after the function's address: a call to
+/// `/fn/acme/hello/greet?x=1` arrives here as path `/greet`, query `x=1`.
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Request {
+    /// Builds a request by hand, for unit tests of a handler.
+    pub fn new(method: Method, uri: Uri, headers: HeaderMap, body: Vec<u8>) -> Self {
+        Self { method, uri, headers, body }
+    }
+
+    /// The HTTP method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The path and query as one URI.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The path, always starting with `/`.
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The raw query string without the `?`, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+
+    /// The first value of query parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query()?;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    }
+
+    /// All request headers; names are lower-case.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The first value of header `name` if it is valid text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// The body as bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.body)
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+
+    pub(crate) fn from_incoming(request: IncomingRequest) -> Result<Self, String> {
+        let method = match request.method() {
+            WasiMethod::Get => Method::GET,
+            WasiMethod::Head => Method::HEAD,
+            WasiMethod::Post => Method::POST,
+            WasiMethod::Put => Method::PUT,
+            WasiMethod::Delete => Method::DELETE,
+            WasiMethod::Connect => Method::CONNECT,
+            WasiMethod::Options => Method::OPTIONS,
+            WasiMethod::Trace => Method::TRACE,
+            WasiMethod::Patch => Method::PATCH,
+            WasiMethod::Other(other) => {
+                Method::from_bytes(other.as_bytes()).map_err(|e| format!("bad method: {e}"))?
+            }
+        };
+        let uri = request
+            .path_with_query()
+            .unwrap_or_else(|| "/".to_string())
+            .parse::<Uri>()
+            .map_err(|e| format!("bad path: {e}"))?;
+
+        let mut headers = HeaderMap::new();
+        for (name, value) in request.headers().entries() {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("bad header: {e}"))?;
+            let value = HeaderValue::from_bytes(&value).map_err(|e| format!("bad header: {e}"))?;
+            headers.append(name, value);
+        }
+
+        let body = read_body(&request)?;
+        Ok(Self { method, uri, headers, body })
+    }
+}
+
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, String> {
+    let incoming = request.consume().map_err(|()| "request body already taken".to_string())?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming.stream().map_err(|()| "request body stream unavailable".to_string())?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => body.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(err)) => {
+                    return Err(format!("reading the request body failed: {}", err.to_debug_string()));
+                }
+            }
+        }
+    }
+    drop(IncomingBody::finish(incoming));
+    Ok(body)
+}

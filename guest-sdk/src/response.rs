@@ -1,0 +1,126 @@
+use std::io::Write as _;
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use wasip2::http::types::{Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+/// An HTTP response under construction.
+///
+/// ```
+/// use stratus_sdk::Response;
+/// let res = Response::text("made").with_status(201).with_header("x-kind", "demo");
+/// assert_eq!(res.status().as_u16(), 201);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Response {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// An empty response with the given status.
+    pub fn new(status: u16) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            headers: HeaderMap::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// `200` with a `text/plain; charset=utf-8` body.
+    pub fn text(body: impl Into<String>) -> Self {
+        Self::new(200)
+            .with_header("content-type", "text/plain; charset=utf-8")
+            .with_body(body.into().into_bytes())
+    }
+
+    /// `200` with an `application/octet-stream` body.
+    pub fn bytes(body: impl Into<Vec<u8>>) -> Self {
+        Self::new(200)
+            .with_header("content-type", "application/octet-stream")
+            .with_body(body.into())
+    }
+
+    /// `200` with `value` serialised as JSON; `500` if it cannot be serialised.
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => Self::new(200)
+                .with_header("content-type", "application/json")
+                .with_body(body),
+            Err(err) => Self::text(format!("cannot encode JSON: {err}")).with_status(500),
+        }
+    }
+
+    /// Replaces the status code; an invalid code becomes `500`.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        self
+    }
+
+    /// Sets header `name`, replacing earlier values. Invalid names or values are ignored.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            self.headers.insert(name, value);
+        }
+        self
+    }
+
+    /// Replaces the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Mutable access to the headers.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    pub(crate) fn send(self, out: ResponseOutparam) {
+        let mut entries: Vec<(String, Vec<u8>)> = self
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != http::header::CONTENT_LENGTH)
+            .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+            .collect();
+        entries.push(("content-length".to_string(), self.body.len().to_string().into_bytes()));
+
+        // A header the host forbids (e.g. hop-by-hop) must not lose the whole
+        // response: fall back to setting the allowed ones one by one.
+        let fields = Fields::from_list(&entries).unwrap_or_else(|_| {
+            let fields = Fields::new();
+            for (name, value) in &entries {
+                let _ = fields.append(name, value);
+            }
+            fields
+        });
+        let response = OutgoingResponse::new(fields);
+        let _ = response.set_status_code(self.status.as_u16());
+        let Ok(body) = response.body() else {
+            return;
+        };
+        ResponseOutparam::set(out, Ok(response));
+        if let Ok(mut stream) = body.write() {
+            // The host has the status already; a failed write means the client
+            // went away, and there is nobody left to tell.
+            let _ = stream.write_all(&self.body);
+            let _ = stream.flush();
+        }
+        let _ = OutgoingBody::finish(body, None);
+    }
+}

@@ -1,0 +1,49 @@
+//! `stratus key create|list|revoke`.
+
+use http::Method;
+
+use super::Global;
+use super::output::{cell, done, print};
+
+/// Account key commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyCommand {
+    /// Create a key for the account and print it once.
+    Create,
+    /// List the account's keys (ids only).
+    List,
+    /// Revoke a key; calls with it fail at once.
+    Revoke {
+        /// The key id.
+        id: String,
+    },
+}
+
+impl KeyCommand {
+    /// Runs the command.
+    pub async fn execute(self, global: &Global) -> anyhow::Result<()> {
+        let client = global.client();
+        let account = global.account(&client).await?;
+        match self {
+            KeyCommand::Create => {
+                let value = client.admin(Method::POST, &format!("/accounts/{account}/keys"), None).await?;
+                done(global.json, &value, || {
+                    format!("created key {} for {account}\nkey (shown once): {}", cell(&value["id"]), cell(&value["key"]))
+                });
+            }
+            KeyCommand::List => {
+                let value = client.admin(Method::GET, &format!("/accounts/{account}/keys"), None).await?;
+                let rows = value["keys"]
+                    .as_array()
+                    .map(|k| k.iter().map(|k| vec![cell(&k["id"]), cell(&k["created_at"])]).collect())
+                    .unwrap_or_default();
+                print(global.json, &value, &["id", "created_at"], rows);
+            }
+            KeyCommand::Revoke { id } => {
+                let value = client.admin(Method::DELETE, &format!("/accounts/{account}/keys/{id}"), None).await?;
+                done(global.json, &value, || format!("revoked key {id}"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! The `stratus` CLI: one subcommand per file, each with `execute()`.
+
+mod account;
+mod function;
+mod invoke;
+mod key;
+mod output;
+mod serve;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+
+/// Stratus: a serverless host for WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "stratus", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: Global,
+}
+
+/// Flags every client command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// The Stratus server.
+    #[arg(long, global = true, env = "STRATUS_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An account key, or the operator key.
+    #[arg(long, global = true, env = "STRATUS_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// The account to act on (needed with the operator key).
+    #[arg(long, global = true, env = "STRATUS_ACCOUNT")]
+    account: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Global {
+    fn client(&self) -> Client {
+        Client::new(&self.url, self.key.clone())
+    }
+
+    /// The account to act on: `--account`, or the key's own account.
+    async fn account(&self, client: &Client) -> anyhow::Result<String> {
+        if let Some(account) = &self.account {
+            return Ok(account.clone());
+        }
+        let me = client.admin(http::Method::GET, "/whoami", None).await?;
+        match me["account"].as_str() {
+            Some(account) => Ok(account.to_string()),
+            None => anyhow::bail!("the operator key acts on any account: name one with --account"),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host.
+    Serve(serve::Serve),
+    /// Develop one function: serve locally, build it, deploy it, print its URL.
+    Up(up::Up),
+    /// Create, list and delete accounts (operator).
+    #[command(subcommand)]
+    Account(account::AccountCommand),
+    /// Create, list and revoke account keys.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Deploy and manage functions.
+    #[command(subcommand)]
+    Function(function::FunctionCommand),
+    /// Call a function.
+    Invoke(invoke::Invoke),
+}
+
+/// Runs the CLI and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = cli.global;
+    match cli.command {
+        Command::Serve(cmd) => cmd.execute().await.map(|()| ExitCode::SUCCESS),
+        Command::Up(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+        Command::Account(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+        Command::Key(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+        Command::Function(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+        Command::Invoke(cmd) => cmd.execute(&global).await,
+    }
+}

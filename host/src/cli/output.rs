@@ -1,0 +1,43 @@
+//! Printing results: JSON with `--json`, aligned columns otherwise.
+
+/// Prints `value` as JSON, or `rows` under `headers` as a table.
+pub fn print(json: bool, value: &serde_json::Value, headers: &[&str], rows: Vec<Vec<String>>) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        return;
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.len());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+/// A JSON field as display text (`-` when absent).
+pub fn cell(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "-".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints a one-line confirmation, or the JSON with `--json`.
+pub fn done(json: bool, value: &serde_json::Value, message: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        println!("{}", message());
+    }
+}

@@ -1,0 +1,120 @@
+//! `stratus serve`: the only command that opens the database.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::config::ServeConfig;
+use crate::server;
+
+/// Run the host.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Serve {
+    /// Address for calls (and the admin API unless --admin-listen).
+    #[arg(long, env = "STRATUS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Serve the admin API and /metrics only here.
+    #[arg(long, env = "STRATUS_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Data directory: database and code cache.
+    #[arg(long, env = "STRATUS_DATA", default_value = ".stratus")]
+    data: PathBuf,
+    /// Give each function the host `{name}--{account}.BASE`.
+    #[arg(long, env = "STRATUS_BASE_DOMAIN")]
+    base_domain: Option<String>,
+    /// Environments that may be alive at once.
+    #[arg(long, env = "STRATUS_POOL_SLOTS", default_value_t = 256)]
+    pool_slots: u32,
+    /// The largest memory a function may use, MiB.
+    #[arg(long, env = "STRATUS_MAX_MEMORY_MB", default_value_t = 256)]
+    max_memory_mb: u32,
+    /// Largest request body a function receives, bytes.
+    #[arg(long, env = "STRATUS_MAX_REQUEST_BODY", default_value_t = 6 * 1024 * 1024)]
+    max_request_body: u64,
+    /// Zero guest stacks between uses (true unless measured otherwise).
+    #[arg(long, env = "STRATUS_ASYNC_STACK_ZEROING", default_value_t = true, action = clap::ArgAction::Set)]
+    async_stack_zeroing: bool,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+impl Serve {
+    /// Builds the configuration from the flags.
+    pub fn config(&self) -> ServeConfig {
+        let mut config = ServeConfig::new(self.listen, self.data.clone());
+        config.admin_listen = self.admin_listen;
+        config.base_domain = self.base_domain.clone();
+        config.runtime.pool_slots = self.pool_slots;
+        config.runtime.max_memory_mb = self.max_memory_mb;
+        config.runtime.async_stack_zeroing = self.async_stack_zeroing;
+        config.limits.request_body_bytes = self.max_request_body;
+        config.operator_key = std::env::var("STRATUS_OPERATOR_KEY").ok();
+        config
+    }
+
+    /// Runs until SIGTERM or Ctrl-C.
+    pub async fn execute(self) -> anyhow::Result<()> {
+        init_tracing(&self.log_format);
+        let (state, listener, admin) = start(self.config()).await?;
+        server::run(state, listener, admin, shutdown_signal()).await
+    }
+}
+
+/// Sets up host logs; `RUST_LOG` overrides the default level.
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn"));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Validates, opens, binds and announces; the caller then runs the server.
+pub async fn start(
+    config: ServeConfig,
+) -> anyhow::Result<(std::sync::Arc<server::AppState>, TcpListener, Option<TcpListener>)> {
+    let (state, generated_key) = server::prepare(config.clone()).await?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let admin = match config.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?),
+        None => None,
+    };
+    if let Some(key) = generated_key {
+        println!("operator key (shown once, keep it): {key}");
+    }
+    println!("stratus listening on http://{}", listener.local_addr()?);
+    if let Some(admin) = &admin {
+        println!("stratus admin listening on http://{}", admin.local_addr()?);
+    }
+    server::warm_up(&state);
+    Ok((state, listener, admin))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

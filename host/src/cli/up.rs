@@ -1,0 +1,161 @@
+//! `stratus up PATH`: a local host with one function, for development.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::Context as _;
+use http::Method;
+use serde_json::json;
+
+use super::Global;
+use crate::client::{Client, ClientError};
+use crate::config::ServeConfig;
+use crate::credentials::keys;
+use crate::registry::sha256_hex;
+
+/// The account `up` deploys into.
+const DEV_ACCOUNT: &str = "dev";
+
+/// Serve on a local data dir, build the function at PATH, deploy it under
+/// account `dev`, and print its URL.
+#[derive(Debug, clap::Args)]
+pub struct Up {
+    /// A function crate (built with `cargo build --target wasm32-wasip2 --release`)
+    /// or a ready `.wasm` component.
+    path: PathBuf,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Data directory.
+    #[arg(long, default_value = ".stratus")]
+    data: PathBuf,
+    /// Function name (default: the crate or file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Require an account key to call the function.
+    #[arg(long)]
+    private: bool,
+}
+
+impl Up {
+    /// Runs until Ctrl-C.
+    pub async fn execute(self, global: &Global) -> anyhow::Result<()> {
+        super::serve::init_tracing("text");
+        let component = build(&self.path)?;
+        let name = match &self.name {
+            Some(name) => name.clone(),
+            None => component
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(|s| s.replace('_', "-"))
+                .context("cannot name the function: use --name")?,
+        };
+
+        std::fs::create_dir_all(&self.data)
+            .with_context(|| format!("cannot create the data directory {}", self.data.display()))?;
+        let operator = operator_key(&self.data)?;
+        let mut config = ServeConfig::new(self.listen, self.data.clone());
+        config.operator_key = Some(operator.clone());
+        let (state, listener, admin) = super::serve::start(config).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(crate::server::run(state, listener, admin, super::serve::shutdown_signal()));
+
+        let client = Client::new(&url, Some(operator));
+        let key = dev_key(&client).await?;
+        let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
+        let sha = sha256_hex(&bytes);
+        client.upload(&format!("/accounts/{DEV_ACCOUNT}/blobs/{sha}"), bytes).await?;
+        let deployed = client
+            .admin(
+                Method::POST,
+                &format!("/accounts/{DEV_ACCOUNT}/functions/{name}/versions"),
+                Some(json!({ "blob": sha, "public": !self.private })),
+            )
+            .await?;
+        let fn_url = format!("{url}/fn/{DEV_ACCOUNT}/{name}/");
+        if global.json {
+            println!("{}", json!({ "url": fn_url, "key": key, "account": DEV_ACCOUNT, "function": name, "version": deployed["version"] }));
+        } else {
+            println!("deployed {DEV_ACCOUNT}/{name} version {} (compiled in {} ms)", deployed["version"], deployed["compile_ms"]);
+            println!("account key for {DEV_ACCOUNT}: {key}");
+            if self.private {
+                println!("try: curl -H 'Authorization: Bearer {key}' {fn_url}");
+            } else {
+                println!("try: curl {fn_url}");
+            }
+            println!("press Ctrl-C to stop");
+        }
+        server.await.context("the server task failed")?
+    }
+}
+
+/// The dev operator key, kept in the data directory so restarts reuse it.
+fn operator_key(data: &Path) -> anyhow::Result<String> {
+    let path = data.join("dev-operator.key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Ok(key.trim().to_string());
+    }
+    let key = keys::generate_operator().expose().to_string();
+    std::fs::write(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(key)
+}
+
+/// Creates account `dev` (or a new key for it) and returns the key.
+async fn dev_key(client: &Client) -> anyhow::Result<String> {
+    match client.admin(Method::POST, "/accounts", Some(json!({ "name": DEV_ACCOUNT }))).await {
+        Ok(created) => Ok(created["key"].as_str().unwrap_or_default().to_string()),
+        Err(ClientError::Api { code, .. }) if code == "conflict" => {
+            let created = client.admin(Method::POST, &format!("/accounts/{DEV_ACCOUNT}/keys"), None).await?;
+            Ok(created["key"].as_str().unwrap_or_default().to_string())
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Builds the crate at `path` for `wasm32-wasip2` and returns the component.
+fn build(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.extension().is_some_and(|e| e == "wasm") {
+        return Ok(path.to_path_buf());
+    }
+    let manifest = path.join("Cargo.toml");
+    anyhow::ensure!(manifest.exists(), "{} is neither a .wasm component nor a crate directory", path.display());
+    eprintln!("building {} for wasm32-wasip2 …", path.display());
+    let output = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "building {} failed (is the target installed? `rustup target add wasm32-wasip2`)",
+        path.display()
+    );
+    let mut wasm = None;
+    for line in output.stdout.split(|b| *b == b'\n') {
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let package_dir = message["manifest_path"].as_str().map(Path::new).and_then(Path::parent);
+        let ours = package_dir.is_some_and(|dir| {
+            dir.canonicalize().ok() == path.canonicalize().ok()
+        });
+        if !ours {
+            continue;
+        }
+        for file in message["filenames"].as_array().into_iter().flatten() {
+            if let Some(file) = file.as_str().filter(|f| f.ends_with(".wasm")) {
+                wasm = Some(PathBuf::from(file));
+            }
+        }
+    }
+    wasm.context("cargo built no .wasm file: is the crate a `cdylib`?")
+}

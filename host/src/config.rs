@@ -1,0 +1,99 @@
+//! Settings of `stratus serve`, validated before the listener binds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::runtime::RuntimeConfig;
+
+/// Defaults applied to a deploy that does not set a limit.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Invocation deadline.
+    pub timeout_ms: u64,
+    /// The largest timeout a deploy may ask for.
+    pub max_timeout_ms: u64,
+    /// Guest memory.
+    pub memory_mb: u32,
+    /// Request body bytes a guest may receive.
+    pub request_body_bytes: u64,
+    /// Component upload size.
+    pub component_bytes: u64,
+    /// How long a call waits for a free environment before 503.
+    pub queue_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            max_timeout_ms: 15 * 60 * 1000,
+            memory_mb: 128,
+            request_body_bytes: 6 * 1024 * 1024,
+            component_bytes: 64 * 1024 * 1024,
+            queue_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The trigger (and admin, unless `admin_listen`) address.
+    pub listen: SocketAddr,
+    /// A private address for the admin API and metrics.
+    pub admin_listen: Option<SocketAddr>,
+    /// The data directory (sled database and code cache).
+    pub data_dir: PathBuf,
+    /// Enables `{name}--{account}.{base}` addressing.
+    pub base_domain: Option<String>,
+    /// Engine settings.
+    pub runtime: RuntimeConfig,
+    /// Default and maximum limits.
+    pub limits: Limits,
+    /// The operator key, if given rather than generated.
+    pub operator_key: Option<String>,
+}
+
+impl ServeConfig {
+    /// Defaults for a data directory.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        let runtime = RuntimeConfig {
+            pool_slots: 256,
+            max_memory_mb: 256,
+            async_stack_zeroing: true,
+            epoch_tick: Duration::from_millis(10),
+            code_cache_dir: data_dir.join("code-cache"),
+        };
+        Self {
+            listen,
+            admin_listen: None,
+            data_dir,
+            base_domain: None,
+            runtime,
+            limits: Limits::default(),
+            operator_key: None,
+        }
+    }
+
+    /// Checks the settings; the message names the bad one.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(key) = &self.operator_key
+            && key.len() < 16
+        {
+            anyhow::bail!("STRATUS_OPERATOR_KEY must be at least 16 characters");
+        }
+        if let Some(base) = &self.base_domain
+            && (base.is_empty() || base.starts_with('.') || base.contains('/'))
+        {
+            anyhow::bail!("--base-domain {base:?} is not a domain name");
+        }
+        if self.limits.memory_mb > self.runtime.max_memory_mb {
+            anyhow::bail!("the default memory limit exceeds the pool's slot size");
+        }
+        if self.runtime.pool_slots == 0 {
+            anyhow::bail!("--pool-slots must be at least 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! Credentials: account keys and the operator key.
+//!
+//! A key is random text shown once; the host keeps only its SHA-256 and looks
+//! keys up by that hash, so the hot path does one hash and one map lookup.
+
+pub mod keys;

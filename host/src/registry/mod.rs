@@ -1,0 +1,448 @@
+//! The registry: accounts, keys, functions, versions and blobs in sled.
+//!
+//! One writer applies each change as a single sled transaction, flushes, and
+//! only then swaps in a new [`Snapshot`] and acknowledges. Readers on the hot
+//! path only ever see snapshots.
+
+pub mod records;
+pub mod snapshot;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::credentials::keys::{self, AccountKey};
+use crate::error::ApiError;
+use crate::names::{AccountName, FunctionName};
+use records::{
+    AccountRecord, FunctionRecord, KeyRecord, VersionConfig, VersionRecord, VersionState, decode, encode, now,
+};
+pub use snapshot::{FunctionEntry, ResolveError, Snapshot};
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// sled refused the directory.
+    #[error("cannot open the database in {path}: {source} (is another `stratus serve` using it?)")]
+    Sled {
+        /// The data directory.
+        path: String,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// A record could not be read.
+    #[error("the database in {path} holds a record this build cannot read: {source}")]
+    Corrupt {
+        /// The data directory.
+        path: String,
+        /// The decoding error.
+        source: anyhow::Error,
+    },
+}
+
+/// The sled trees, one per kind of record.
+#[derive(Clone)]
+struct Trees {
+    accounts: sled::Tree,
+    keys: sled::Tree,
+    functions: sled::Tree,
+    versions: sled::Tree,
+    blobs: sled::Tree,
+    blob_owners: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// The registry handle shared by the server.
+pub struct Registry {
+    db: sled::Db,
+    trees: Trees,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Serialises writers: sled transactions cannot scan, so deletes scan
+    /// first and need nobody else writing in between.
+    writer: tokio::sync::Mutex<()>,
+}
+
+fn function_key(account: &AccountName, name: &FunctionName) -> Vec<u8> {
+    format!("{account}/{name}").into_bytes()
+}
+
+fn version_key(account: &AccountName, name: &FunctionName, number: u32) -> Vec<u8> {
+    let mut key = format!("{account}/{name}/").into_bytes();
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+fn key_key(account: &AccountName, id: &str) -> Vec<u8> {
+    format!("{account}/{id}").into_bytes()
+}
+
+fn abort(err: ApiError) -> ConflictableTransactionError<ApiError> {
+    ConflictableTransactionError::Abort(err)
+}
+
+fn tx_error(err: TransactionError<ApiError>) -> ApiError {
+    match err {
+        TransactionError::Abort(err) => err,
+        TransactionError::Storage(err) => ApiError::internal(err),
+    }
+}
+
+impl Registry {
+    /// Opens (or creates) the database in `dir` and loads the first snapshot.
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        let path = dir.display().to_string();
+        let db = sled::Config::new()
+            .path(dir.join("registry"))
+            .open()
+            .map_err(|source| OpenError::Sled { path: path.clone(), source })?;
+        let tree = |name: &str| db.open_tree(name).map_err(|source| OpenError::Sled { path: path.clone(), source });
+        let trees = Trees {
+            accounts: tree("accounts")?,
+            keys: tree("keys")?,
+            functions: tree("functions")?,
+            versions: tree("versions")?,
+            blobs: tree("blobs")?,
+            blob_owners: tree("blob_owners")?,
+            meta: tree("meta")?,
+        };
+        let snapshot = build_snapshot(&trees).map_err(|source| OpenError::Corrupt { path, source })?;
+        Ok(Self { db, trees, snapshot: RwLock::new(Arc::new(snapshot)), writer: tokio::sync::Mutex::new(()) })
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Flushes, rebuilds and swaps the snapshot; called with the writer lock held.
+    async fn commit(&self) -> Result<(), ApiError> {
+        self.db.flush_async().await.map_err(ApiError::internal)?;
+        let snapshot = Arc::new(build_snapshot(&self.trees).map_err(ApiError::Internal)?);
+        match self.snapshot.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+        Ok(())
+    }
+
+    /// Reads a value from the host's metadata tree.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        Ok(self.trees.meta.get(key).map_err(ApiError::internal)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a value to the host's metadata tree, durably.
+    pub async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+        let _w = self.writer.lock().await;
+        self.trees.meta.insert(key, value).map_err(ApiError::internal)?;
+        self.db.flush_async().await.map_err(ApiError::internal)?;
+        Ok(())
+    }
+
+    /// Creates an account and its first key.
+    pub async fn create_account(&self, name: &AccountName) -> Result<(AccountRecord, AccountKey), ApiError> {
+        let _w = self.writer.lock().await;
+        let account = AccountRecord { name: name.clone(), created_at: now() };
+        let key = keys::generate(name);
+        let key_record = key.record(name);
+        let t = &self.trees;
+        (&t.accounts, &t.keys)
+            .transaction(|(accounts, keys)| {
+                if accounts.get(name.as_str())?.is_some() {
+                    return Err(abort(ApiError::Conflict(format!("account {name} already exists"))));
+                }
+                accounts.insert(name.as_str(), encode(&account))?;
+                keys.insert(key_key(name, &key_record.id), encode(&key_record))?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.commit().await?;
+        Ok((account, key))
+    }
+
+    /// Deletes an account with everything it owns; its keys stop working at once.
+    pub async fn delete_account(&self, name: &AccountName) -> Result<(), ApiError> {
+        let _w = self.writer.lock().await;
+        let t = &self.trees;
+        if t.accounts.get(name.as_str()).map_err(ApiError::internal)?.is_none() {
+            return Err(ApiError::NotFound(format!("no account {name}")));
+        }
+        let prefix = format!("{name}/");
+        let scan = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, ApiError> {
+            tree.scan_prefix(&prefix).keys().collect::<Result<_, _>>().map_err(ApiError::internal)
+        };
+        let key_keys = scan(&t.keys)?;
+        let function_keys = scan(&t.functions)?;
+        let version_keys = scan(&t.versions)?;
+        let mut owned_blobs = Vec::new();
+        for item in t.blob_owners.iter().keys() {
+            let key = item.map_err(ApiError::internal)?;
+            if key.ends_with(format!("/{name}").as_bytes()) {
+                owned_blobs.push(key);
+            }
+        }
+        (&t.accounts, &t.keys, &t.functions, &t.versions, &t.blob_owners)
+            .transaction(|(accounts, keys, functions, versions, owners)| {
+                accounts.remove(name.as_str())?;
+                for k in &key_keys {
+                    keys.remove(k)?;
+                }
+                for k in &function_keys {
+                    functions.remove(k)?;
+                }
+                for k in &version_keys {
+                    versions.remove(k)?;
+                }
+                for k in &owned_blobs {
+                    owners.remove(k)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.collect_unowned_blobs()?;
+        self.commit().await
+    }
+
+    /// Removes blobs no account refers to any more.
+    fn collect_unowned_blobs(&self) -> Result<(), ApiError> {
+        for item in self.trees.blobs.iter().keys() {
+            let sha = item.map_err(ApiError::internal)?;
+            let mut prefix = sha.to_vec();
+            prefix.push(b'/');
+            if self.trees.blob_owners.scan_prefix(&prefix).next().is_none() {
+                self.trees.blobs.remove(&sha).map_err(ApiError::internal)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every account.
+    pub fn list_accounts(&self) -> Vec<AccountRecord> {
+        let mut accounts: Vec<_> = self.snapshot().accounts.values().cloned().collect();
+        accounts.sort_by(|a, b| a.name.cmp(&b.name));
+        accounts
+    }
+
+    /// Adds a key to an account.
+    pub async fn create_key(&self, account: &AccountName) -> Result<(KeyRecord, AccountKey), ApiError> {
+        let _w = self.writer.lock().await;
+        let key = keys::generate(account);
+        let record = key.record(account);
+        let t = &self.trees;
+        (&t.accounts, &t.keys)
+            .transaction(|(accounts, keys)| {
+                if accounts.get(account.as_str())?.is_none() {
+                    return Err(abort(ApiError::NotFound(format!("no account {account}"))));
+                }
+                keys.insert(key_key(account, &record.id), encode(&record))?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.commit().await?;
+        Ok((record, key))
+    }
+
+    /// Revokes a key; calls with it fail from the next request on.
+    pub async fn revoke_key(&self, account: &AccountName, id: &str) -> Result<(), ApiError> {
+        let _w = self.writer.lock().await;
+        let removed = self.trees.keys.remove(key_key(account, id)).map_err(ApiError::internal)?;
+        if removed.is_none() {
+            return Err(ApiError::NotFound(format!("account {account} has no key {id}")));
+        }
+        self.commit().await
+    }
+
+    /// The keys of an account (never their secrets).
+    pub fn list_keys(&self, account: &AccountName) -> Vec<KeyRecord> {
+        let mut keys: Vec<_> = self.snapshot().keys.values().filter(|k| &k.account == account).cloned().collect();
+        keys.sort_by_key(|k| (k.created_at, k.id.clone()));
+        keys
+    }
+
+    /// Stores a component for `account`. Identical bytes are stored once; the
+    /// result says whether these bytes were new to the host.
+    pub async fn put_blob(&self, account: &AccountName, sha256: &str, bytes: &[u8]) -> Result<bool, ApiError> {
+        let _w = self.writer.lock().await;
+        let t = &self.trees;
+        let owner_key = format!("{sha256}/{account}");
+        let created = (&t.blobs, &t.blob_owners)
+            .transaction(|(blobs, owners)| {
+                let created = blobs.get(sha256)?.is_none();
+                if created {
+                    blobs.insert(sha256, bytes)?;
+                }
+                owners.insert(owner_key.as_bytes(), &now().to_be_bytes()[..])?;
+                Ok(created)
+            })
+            .map_err(tx_error)?;
+        self.db.flush_async().await.map_err(ApiError::internal)?;
+        Ok(created)
+    }
+
+    /// The component bytes of `sha256`, if `account` uploaded them.
+    pub fn blob_for(&self, account: &AccountName, sha256: &str) -> Result<Option<sled::IVec>, ApiError> {
+        let owner_key = format!("{sha256}/{account}");
+        if self.trees.blob_owners.get(owner_key).map_err(ApiError::internal)?.is_none() {
+            return Ok(None);
+        }
+        self.trees.blobs.get(sha256).map_err(ApiError::internal)
+    }
+
+    /// The component bytes of `sha256`, for compiling a version that refers to them.
+    pub fn blob(&self, sha256: &str) -> Result<Option<sled::IVec>, ApiError> {
+        self.trees.blobs.get(sha256).map_err(ApiError::internal)
+    }
+
+    /// Records a new version in state `Compiling`, creating the function if needed.
+    pub async fn create_version(
+        &self,
+        account: &AccountName,
+        function: &FunctionName,
+        sha256: &str,
+        size: u64,
+        config: VersionConfig,
+    ) -> Result<VersionRecord, ApiError> {
+        let _w = self.writer.lock().await;
+        let t = &self.trees;
+        let fkey = function_key(account, function);
+        let version = (&t.accounts, &t.functions, &t.versions)
+            .transaction(|(accounts, functions, versions)| {
+                if accounts.get(account.as_str())?.is_none() {
+                    return Err(abort(ApiError::NotFound(format!("no account {account}"))));
+                }
+                let mut record = match functions.get(&fkey)? {
+                    Some(bytes) => decode::<FunctionRecord>(&bytes).map_err(|e| abort(ApiError::Internal(e)))?,
+                    None => FunctionRecord {
+                        account: account.clone(),
+                        name: function.clone(),
+                        created_at: now(),
+                        next_version: 1,
+                    },
+                };
+                let version = VersionRecord {
+                    account: account.clone(),
+                    function: function.clone(),
+                    number: record.next_version,
+                    sha256: sha256.to_string(),
+                    size,
+                    config: config.clone(),
+                    state: VersionState::Compiling,
+                    created_at: now(),
+                    compile_ms: None,
+                };
+                record.next_version += 1;
+                functions.insert(fkey.as_slice(), encode(&record))?;
+                versions.insert(version_key(account, function, version.number), encode(&version))?;
+                Ok(version)
+            })
+            .map_err(tx_error)?;
+        self.commit().await?;
+        Ok(version)
+    }
+
+    /// Records the outcome of compiling a version; `latest` follows from it.
+    pub async fn finish_version(
+        &self,
+        account: &AccountName,
+        function: &FunctionName,
+        number: u32,
+        state: VersionState,
+        compile_ms: Option<u64>,
+    ) -> Result<(), ApiError> {
+        let _w = self.writer.lock().await;
+        let key = version_key(account, function, number);
+        let Some(bytes) = self.trees.versions.get(&key).map_err(ApiError::internal)? else {
+            // Deleted while compiling: nothing left to update.
+            return Ok(());
+        };
+        let mut record: VersionRecord = decode(&bytes).map_err(ApiError::Internal)?;
+        record.state = state;
+        record.compile_ms = compile_ms;
+        self.trees.versions.insert(key, encode(&record)).map_err(ApiError::internal)?;
+        self.commit().await
+    }
+
+    /// Deletes one version.
+    pub async fn delete_version(&self, account: &AccountName, function: &FunctionName, number: u32) -> Result<(), ApiError> {
+        let _w = self.writer.lock().await;
+        let removed =
+            self.trees.versions.remove(version_key(account, function, number)).map_err(ApiError::internal)?;
+        if removed.is_none() {
+            return Err(ApiError::NotFound(format!("function {function} has no version {number}")));
+        }
+        self.commit().await
+    }
+
+    /// Deletes a function with all its versions.
+    pub async fn delete_function(&self, account: &AccountName, function: &FunctionName) -> Result<(), ApiError> {
+        let _w = self.writer.lock().await;
+        let t = &self.trees;
+        let fkey = function_key(account, function);
+        let mut prefix = fkey.clone();
+        prefix.push(b'/');
+        let version_keys: Vec<sled::IVec> =
+            t.versions.scan_prefix(&prefix).keys().collect::<Result<_, _>>().map_err(ApiError::internal)?;
+        (&t.functions, &t.versions)
+            .transaction(|(functions, versions)| {
+                if functions.remove(fkey.as_slice())?.is_none() {
+                    return Err(abort(ApiError::NotFound(format!("no function {function}"))));
+                }
+                for k in &version_keys {
+                    versions.remove(k)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.commit().await
+    }
+
+    /// Flushes everything to disk; used at shutdown.
+    pub async fn flush(&self) -> Result<(), ApiError> {
+        self.db.flush_async().await.map(|_| ()).map_err(ApiError::internal)
+    }
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
+    let mut snapshot = Snapshot::default();
+    for item in trees.accounts.iter() {
+        let (_, value) = item?;
+        let record: AccountRecord = decode(&value)?;
+        snapshot.accounts.insert(record.name.clone(), record);
+    }
+    for item in trees.keys.iter() {
+        let (_, value) = item?;
+        let record: KeyRecord = decode(&value)?;
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(&record.hash, &mut hash)?;
+        snapshot.keys.insert(hash, record);
+    }
+    for item in trees.functions.iter() {
+        let (_, value) = item?;
+        let record: FunctionRecord = decode(&value)?;
+        snapshot.functions.insert(
+            (record.account.clone(), record.name.clone()),
+            FunctionEntry { record, versions: Default::default(), latest: None },
+        );
+    }
+    for item in trees.versions.iter() {
+        let (_, value) = item?;
+        let record: VersionRecord = decode(&value)?;
+        if let Some(entry) = snapshot.functions.get_mut(&(record.account.clone(), record.function.clone())) {
+            if record.state == VersionState::Ready && entry.latest.is_none_or(|n| n < record.number) {
+                entry.latest = Some(record.number);
+            }
+            entry.versions.insert(record.number, Arc::new(record));
+        }
+    }
+    Ok(snapshot)
+}

@@ -1,0 +1,169 @@
+//! The records kept in sled. Each is a serde struct stored as one format byte
+//! followed by JSON, so a later format can be told apart and migrated.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::names::{AccountName, FunctionName};
+
+/// The format byte written before every record.
+const FORMAT: u8 = 1;
+
+/// Encodes a record for sled.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    // Serialising these plain structs cannot fail: no maps with non-string keys.
+    if let Err(err) = serde_json::to_writer(&mut out, record) {
+        tracing::error!(%err, "record encoding failed");
+    }
+    out
+}
+
+/// Decodes a record read from sled.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => Ok(serde_json::from_slice(rest)?),
+        Some((format, _)) => anyhow::bail!("record format {format} is newer than this build understands"),
+        None => anyhow::bail!("empty record"),
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An account (tenant).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// Its name.
+    pub name: AccountName,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+}
+
+/// An account key. Only the SHA-256 of the secret is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The public id, also embedded in the key text.
+    pub id: String,
+    /// The account it acts for.
+    pub account: AccountName,
+    /// Hex SHA-256 of the whole key text.
+    pub hash: String,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+}
+
+/// A function: the numbering state of its versions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    /// Owner account.
+    pub account: AccountName,
+    /// Function name.
+    pub name: FunctionName,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// The number the next deploy gets; never reused, even after deletes.
+    pub next_version: u32,
+}
+
+/// Whether a function serves sub-tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Tenancy {
+    /// Calls with or without a sub-tenant.
+    #[default]
+    Single,
+    /// Calls must name a sub-tenant.
+    Multi,
+}
+
+/// Whether an environment may serve more than one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reuse {
+    /// A fresh instance per call.
+    #[default]
+    SingleUse,
+    /// An instance may serve further calls of the same partition.
+    Warm,
+}
+
+/// The configuration fixed into a version at deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionConfig {
+    /// Callable without credentials.
+    pub public: bool,
+    /// Sub-tenant requirement.
+    pub tenancy: Tenancy,
+    /// Environment reuse.
+    pub reuse: Reuse,
+    /// Hard deadline per invocation.
+    pub timeout_ms: u64,
+    /// Linear memory limit.
+    pub memory_mb: u32,
+    /// Environment variables the guest sees.
+    pub env: BTreeMap<String, String>,
+    /// Outbound `HOST[:PORT]` entries, exact match.
+    pub allow_outbound: Vec<String>,
+}
+
+/// Where a version is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum VersionState {
+    /// Being compiled; not invocable yet.
+    Compiling,
+    /// Compiled and invocable.
+    Ready,
+    /// Compilation failed; never invocable.
+    Failed {
+        /// Why.
+        message: String,
+    },
+}
+
+/// One immutable version of a function.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Owner account.
+    pub account: AccountName,
+    /// Function name.
+    pub function: FunctionName,
+    /// Its number, from 1.
+    pub number: u32,
+    /// Hex SHA-256 of the component.
+    pub sha256: String,
+    /// Component size in bytes.
+    pub size: u64,
+    /// Configuration.
+    pub config: VersionConfig,
+    /// Compilation state.
+    #[serde(flatten)]
+    pub state: VersionState,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Compile time in ms, once compiled.
+    pub compile_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_reject_unknown_formats() {
+        let rec = AccountRecord { name: AccountName::parse("acme").unwrap_or_else(|e| panic!("{e}")), created_at: 7 };
+        let bytes = encode(&rec);
+        let back: AccountRecord = decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.name.as_str(), "acme");
+        let mut future = bytes.clone();
+        future[0] = 9;
+        assert!(decode::<AccountRecord>(&future).is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! The in-memory picture of the registry that the hot path reads.
+//!
+//! It is rebuilt by the single writer after each acknowledged change and
+//! swapped in whole, so a reader always sees one consistent state and never
+//! touches disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::names::{AccountName, FunctionName, Qualifier};
+
+use super::records::{AccountRecord, FunctionRecord, KeyRecord, VersionRecord, VersionState};
+
+/// A function with its versions.
+#[derive(Debug, Clone)]
+pub struct FunctionEntry {
+    /// The function record.
+    pub record: FunctionRecord,
+    /// Every version, by number.
+    pub versions: BTreeMap<u32, Arc<VersionRecord>>,
+    /// The newest version that compiled.
+    pub latest: Option<u32>,
+}
+
+/// A consistent view of accounts, keys and functions.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Accounts by name.
+    pub accounts: HashMap<AccountName, AccountRecord>,
+    /// Account keys by SHA-256 of the key text.
+    pub keys: HashMap<[u8; 32], KeyRecord>,
+    /// Functions by owner and name.
+    pub functions: HashMap<(AccountName, FunctionName), FunctionEntry>,
+}
+
+/// Why a name did not resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// No such account or function.
+    NoFunction,
+    /// The function exists but not the version or alias.
+    NoQualifier,
+}
+
+impl Snapshot {
+    /// The function `account/name`, if it exists.
+    pub fn function(&self, account: &AccountName, name: &FunctionName) -> Option<&FunctionEntry> {
+        self.functions.get(&(account.clone(), name.clone()))
+    }
+
+    /// Resolves `account/name[:qualifier]` to an invocable version.
+    pub fn resolve(
+        &self,
+        account: &AccountName,
+        name: &FunctionName,
+        qualifier: &Qualifier,
+    ) -> Result<&Arc<VersionRecord>, ResolveError> {
+        let entry = self.function(account, name).ok_or(ResolveError::NoFunction)?;
+        let number = match qualifier {
+            Qualifier::Latest => entry.latest.ok_or(ResolveError::NoQualifier)?,
+            Qualifier::Version(n) => *n,
+            // Aliases arrive with their own registry trees.
+            Qualifier::Alias(_) => return Err(ResolveError::NoQualifier),
+        };
+        entry
+            .versions
+            .get(&number)
+            .filter(|v| v.state == VersionState::Ready)
+            .ok_or(ResolveError::NoQualifier)
+    }
+
+    /// Whether calls without credentials may reach `account/name` at all:
+    /// true when the version they would get is public.
+    pub fn is_public(&self, account: &AccountName, name: &FunctionName) -> bool {
+        self.function(account, name)
+            .and_then(|f| f.latest.and_then(|n| f.versions.get(&n)))
+            .is_some_and(|v| v.config.public)
+    }
+}

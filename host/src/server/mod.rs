@@ -1,0 +1,174 @@
+//! The server: listeners, connection handling and request dispatch.
+//!
+//! `/fn/…` (and `{name}--{account}.{base}` hosts) go to the trigger; the admin
+//! API, `/metrics` and `/healthz` go to their handlers.
+
+pub mod admin;
+pub mod metrics;
+pub mod respond;
+pub mod trigger;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::ServeConfig;
+use crate::credentials::keys;
+use crate::error::ApiError;
+use crate::registry::Registry;
+use crate::registry::records::VersionState;
+use crate::runtime::Runtime;
+use respond::Body;
+
+/// Shared by every request.
+pub struct AppState {
+    /// Accounts, functions and versions.
+    pub registry: Registry,
+    /// The engine.
+    pub runtime: Arc<Runtime>,
+    /// SHA-256 of the operator key.
+    pub operator: [u8; 32],
+    /// Settings.
+    pub config: ServeConfig,
+    /// One permit per pool slot: the budget of live environments.
+    pub admission: Arc<Semaphore>,
+    /// Counters.
+    pub metrics: metrics::Metrics,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Trigger, and admin unless a separate admin listener exists.
+    Main,
+    /// Admin API and open metrics only.
+    Admin,
+}
+
+/// Opens the database, sets up the engine and the operator key. Fails before
+/// any listener binds if anything is wrong.
+pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Option<String>)> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
+    let registry = Registry::open(&config.data_dir)?;
+    let runtime = Runtime::new(&config.runtime)?;
+
+    let (operator, generated) = match &config.operator_key {
+        Some(key) => (keys::hash(key), None),
+        None => match registry.meta("operator_key_hash")? {
+            Some(stored) => {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(&stored, &mut hash)?;
+                (hash, None)
+            }
+            None => {
+                let key = keys::generate_operator();
+                registry.set_meta("operator_key_hash", hex::encode(key.hash()).as_bytes()).await?;
+                (key.hash(), Some(key.expose().to_string()))
+            }
+        },
+    };
+    let admission = Arc::new(Semaphore::new(config.runtime.pool_slots as usize));
+    let metrics = metrics::Metrics::new(&runtime);
+    let state = Arc::new(AppState { registry, runtime, operator, config, admission, metrics });
+    Ok((state, generated))
+}
+
+/// Compiles versions left half-done by a crash and loads the ready ones from
+/// the code cache, in the background.
+pub fn warm_up(state: &Arc<AppState>) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let snapshot = state.registry.snapshot();
+        for entry in snapshot.functions.values() {
+            for version in entry.versions.values() {
+                match &version.state {
+                    VersionState::Ready => {
+                        if let Err(err) = admin::prepare_version(&state, version).await {
+                            tracing::warn!(error = %err, function = %version.function, "could not load a version");
+                        }
+                    }
+                    VersionState::Compiling => admin::compile_version(state.clone(), version.as_ref().clone()).await,
+                    VersionState::Failed { .. } => {}
+                }
+            }
+        }
+    });
+}
+
+/// Serves until `shutdown` resolves, then flushes the database.
+pub async fn run(
+    state: Arc<AppState>,
+    main: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let main_role = Role::Main;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(accept_loop(state.clone(), main, main_role));
+    if let Some(admin) = admin {
+        tasks.spawn(accept_loop(state.clone(), admin, Role::Admin));
+    }
+    shutdown.await;
+    tracing::info!("shutting down");
+    tasks.abort_all();
+    state.registry.flush().await?;
+    Ok(())
+}
+
+async fn accept_loop(state: Arc<AppState>, listener: TcpListener, role: Role) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Guests often write bodies in several chunks; without this each
+        // response can stall on delayed ACKs.
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(dispatch(state, req, role, peer).await) }
+            });
+            if let Err(err) = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%err, %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn dispatch(state: Arc<AppState>, req: Request<Incoming>, role: Role, _peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path();
+    let admin_here = role == Role::Admin || state.config.admin_listen.is_none();
+    if role == Role::Main && trigger::is_trigger(&state, &req) {
+        return trigger::handle(state, req).await;
+    }
+    if path == "/healthz" {
+        return respond::text(http::StatusCode::OK, "ok\n", "text/plain");
+    }
+    if path == "/metrics" && admin_here {
+        return metrics::handle(&state, &req, role);
+    }
+    if admin_here && (path == "/admin/v1" || path.starts_with("/admin/v1/")) {
+        return admin::handle(state, req).await;
+    }
+    respond::error(&ApiError::NotFound(format!("no route {path}")))
+}

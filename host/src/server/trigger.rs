@@ -1,0 +1,268 @@
+//! The HTTP trigger: `/fn/{account}/{name}[:{qualifier}]/{rest}` and
+//! `{name}--{account}.{base}`.
+//!
+//! A call goes through the steps of SPEC §5 in order, one line each in
+//! [`call`]: parse → authenticate → resolve → authorize → admit → run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use rand::RngCore;
+
+use super::AppState;
+use super::respond::{self, Body};
+use crate::error::ApiError;
+use crate::names::{AccountName, FunctionName, Qualifier, SubTenantId};
+use crate::registry::{ResolveError, Snapshot};
+use crate::registry::records::{Tenancy, VersionRecord};
+use crate::runtime::body::LimitedBody;
+use crate::tenancy::{self, Caller, Presented};
+
+/// Request headers reserved for the host; never shown to a guest.
+const RESERVED_PREFIX: &str = "x-stratus-";
+
+/// What a call addresses.
+#[derive(Debug)]
+struct Target {
+    account: AccountName,
+    name: FunctionName,
+    qualifier: Qualifier,
+    /// Path and query the guest sees.
+    guest_uri: Uri,
+}
+
+/// Whether this request is for the trigger.
+pub fn is_trigger(state: &AppState, req: &Request<Incoming>) -> bool {
+    req.uri().path().starts_with("/fn/") || host_target(state, req).is_some()
+}
+
+fn host_target<'a>(state: &AppState, req: &'a Request<Incoming>) -> Option<(&'a str, &'a str)> {
+    let base = state.config.base_domain.as_deref()?;
+    let host = req.headers().get(http::header::HOST)?.to_str().ok()?;
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let label = host.strip_suffix(base)?.strip_suffix('.')?;
+    label.split_once("--")
+}
+
+fn parse(state: &AppState, req: &Request<Incoming>) -> Result<Target, ApiError> {
+    let query = req.uri().query();
+    let with_query = |path: &str| -> Result<Uri, ApiError> {
+        let text = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        text.parse().map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))
+    };
+    if let Some((name, account)) = host_target(state, req) {
+        return Ok(Target {
+            account: AccountName::parse(account)?,
+            name: FunctionName::parse(name)?,
+            qualifier: Qualifier::Latest,
+            guest_uri: with_query(req.uri().path())?,
+        });
+    }
+    let rest = req.uri().path().strip_prefix("/fn/").unwrap_or_default();
+    let mut parts = rest.splitn(3, '/');
+    let account = parts.next().unwrap_or_default();
+    let function = parts.next().unwrap_or_default();
+    if account.is_empty() || function.is_empty() {
+        return Err(ApiError::BadRequest("address a function as /fn/{account}/{name}[:{qualifier}]/{path}".into()));
+    }
+    let guest_path = format!("/{}", parts.next().unwrap_or_default());
+    let (name, qualifier) = match function.split_once(':') {
+        Some((name, qualifier)) => (name, Qualifier::parse(qualifier)?),
+        None => (function, Qualifier::Latest),
+    };
+    Ok(Target {
+        account: AccountName::parse(account)?,
+        name: FunctionName::parse(name)?,
+        qualifier,
+        guest_uri: with_query(&guest_path)?,
+    })
+}
+
+/// Finds the version this caller may call. Names the caller may not see
+/// answer as if they did not exist (401 for anonymous, 404 otherwise).
+fn resolve(snapshot: &Snapshot, caller: &Caller, target: &Target) -> Result<Arc<VersionRecord>, ApiError> {
+    let own = caller.account() == Some(&target.account);
+    let hidden = || match caller {
+        Caller::Anonymous => ApiError::Unauthorized("this function needs credentials: send `Authorization: Bearer <key>`".into()),
+        Caller::Account { .. } => ApiError::NotFound(format!("no function {}/{}", target.account, target.name)),
+    };
+    if !own && !snapshot.is_public(&target.account, &target.name) {
+        return Err(hidden());
+    }
+    let version = snapshot
+        .resolve(&target.account, &target.name, &target.qualifier)
+        .map_err(|err| match err {
+            ResolveError::NoFunction => ApiError::NotFound(format!("no function {}/{}", target.account, target.name)),
+            ResolveError::NoQualifier => ApiError::NotFound(format!(
+                "function {}/{} has no invocable version {}",
+                target.account, target.name, target.qualifier
+            )),
+        })?
+        .clone();
+    if !own && !version.config.public {
+        return Err(hidden());
+    }
+    Ok(version)
+}
+
+fn new_invocation_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Serves one trigger call, always answering (errors as JSON).
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let invocation_id = new_invocation_id();
+    let (mut res, owner) = match call(&state, req, &invocation_id).await {
+        Ok((res, owner)) => (res, Some(owner)),
+        Err(err) => (respond::error(&err), None),
+    };
+    if let Ok(value) = HeaderValue::from_str(&invocation_id) {
+        res.headers_mut().insert("x-stratus-invocation-id", value);
+    }
+    if let Some(owner) = &owner {
+        state.metrics.invoked(owner, res.status());
+    }
+    tracing::debug!(invocation_id, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "call");
+    res
+}
+
+async fn call(state: &Arc<AppState>, req: Request<Incoming>, invocation_id: &str) -> Result<(Response<Body>, String), ApiError> {
+    let target = parse(state, &req)?;
+    let snapshot = state.registry.snapshot();
+    let presented = tenancy::authenticate(req.headers(), &snapshot, &state.operator)?;
+    let (caller, sub_tenant) = caller_of(&presented, req.headers())?;
+    let version = resolve(&snapshot, &caller, &target)?;
+    authorize(&version, sub_tenant.as_ref())?;
+    let permit = admit(state).await?;
+    let response = run(state, req, target, &presented, &version, permit, invocation_id, &caller, sub_tenant).await?;
+    Ok((response, version.account.to_string()))
+}
+
+fn caller_of(presented: &Presented, headers: &http::HeaderMap) -> Result<(Caller, Option<SubTenantId>), ApiError> {
+    match presented {
+        Presented::Stratus(caller @ Caller::Account { .. }) => Ok((caller.clone(), tenancy::sub_tenant_from_header(headers)?)),
+        // A sub-tenant must come from an authenticated source: without a
+        // credential the header means nothing.
+        _ => Ok((Caller::Anonymous, None)),
+    }
+}
+
+fn authorize(version: &VersionRecord, sub_tenant: Option<&SubTenantId>) -> Result<(), ApiError> {
+    if version.config.tenancy == Tenancy::Multi && sub_tenant.is_none() {
+        return Err(ApiError::SubTenantRequired);
+    }
+    Ok(())
+}
+
+async fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let wait = state.config.limits.queue_wait;
+    match tokio::time::timeout(wait, state.admission.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(ApiError::Unavailable { message: "the host is shutting down".into(), retry_after: 1 }),
+        Err(_) => Err(ApiError::Unavailable {
+            message: format!("no free environment within {} ms", wait.as_millis()),
+            retry_after: 1,
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    target: Target,
+    presented: &Presented,
+    version: &Arc<VersionRecord>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    invocation_id: &str,
+    caller: &Caller,
+    sub_tenant: Option<SubTenantId>,
+) -> Result<Response<Body>, ApiError> {
+    let limit = state.config.limits.request_body_bytes;
+    if let Some(length) = req.headers().get(http::header::CONTENT_LENGTH) {
+        let length = length.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+        if length.is_none_or(|length| length > limit) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+    }
+    let pre = super::admin::prepare_version(state, version).await?;
+
+    let (mut parts, body) = req.into_parts();
+    // The guest never sees host-reserved headers, nor a Stratus credential;
+    // a public function's own auth scheme passes through.
+    let strip_auth = !version.config.public || matches!(presented, Presented::Stratus(_));
+    if strip_auth {
+        parts.headers.remove(http::header::AUTHORIZATION);
+    }
+    let reserved: Vec<_> = parts.headers.keys().filter(|k| k.as_str().starts_with(RESERVED_PREFIX)).cloned().collect();
+    for name in reserved {
+        parts.headers.remove(name);
+    }
+    parts.uri = target.guest_uri;
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let request = Request::from_parts(parts, LimitedBody::new(body, limit, exceeded.clone()));
+
+    let started = Instant::now();
+    let invoked = state.runtime.invoke(pre, version, request, permit).await;
+    let invoked = match invoked {
+        Ok(invoked) => invoked,
+        Err(_) if exceeded.load(Ordering::Acquire) => return Err(ApiError::PayloadTooLarge { limit }),
+        Err(err) => {
+            log_call(invocation_id, version, caller, sub_tenant.as_ref(), err.status().as_u16(), started.elapsed());
+            return Err(err);
+        }
+    };
+    let (mut response, output, finished) = invoked.split();
+    if exceeded.load(Ordering::Acquire) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let status = response.status().as_u16();
+    let headers = response.headers_mut();
+    headers.insert("x-stratus-version", HeaderValue::from(version.number));
+
+    let id = invocation_id.to_string();
+    let version = version.clone();
+    let caller = caller.clone();
+    tokio::spawn(async move {
+        let clean = finished.await;
+        let printed = output.contents();
+        if !printed.is_empty() {
+            tracing::debug!(invocation_id = id, output = %String::from_utf8_lossy(&printed), "guest output");
+        }
+        if !clean {
+            tracing::debug!(invocation_id = id, "the guest failed after answering");
+        }
+        log_call(&id, &version, &caller, sub_tenant.as_ref(), status, started.elapsed());
+    });
+    Ok(response)
+}
+
+fn log_call(
+    invocation_id: &str,
+    version: &VersionRecord,
+    caller: &Caller,
+    sub_tenant: Option<&SubTenantId>,
+    status: u16,
+    elapsed: Duration,
+) {
+    tracing::info!(
+        invocation_id,
+        owner = %version.account,
+        caller = caller.name(),
+        function = %version.function,
+        version = version.number,
+        sub_tenant = sub_tenant.map(SubTenantId::as_str),
+        status,
+        duration_ms = elapsed.as_millis() as u64,
+        "invocation"
+    );
+}

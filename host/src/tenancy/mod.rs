@@ -1,0 +1,149 @@
+//! Tenancy: who a call acts for.
+//!
+//! A caller is established once per request from the `Authorization` header
+//! and, for account keys, the `x-stratus-sub-tenant` header. Everything past
+//! this point works with [`Caller`] and never looks at headers again.
+
+use http::HeaderMap;
+
+use crate::credentials::keys;
+use crate::error::ApiError;
+use crate::names::{AccountName, SubTenantId};
+use crate::registry::Snapshot;
+
+/// The header an account key uses to name the sub-tenant it acts for.
+pub const SUB_TENANT_HEADER: &str = "x-stratus-sub-tenant";
+
+/// The account name recorded for calls without credentials.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Who a call acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// No credential: only public functions.
+    Anonymous,
+    /// An account, through one of its keys.
+    Account {
+        /// The account.
+        account: AccountName,
+        /// The key used, so revocation and logs can name it.
+        key_id: String,
+    },
+}
+
+impl Caller {
+    /// The caller's account, if any.
+    pub fn account(&self) -> Option<&AccountName> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Account { account, .. } => Some(account),
+        }
+    }
+
+    /// The caller's name as recorded in claims and logs.
+    pub fn name(&self) -> &str {
+        self.account().map_or(ANONYMOUS, AccountName::as_str)
+    }
+}
+
+/// What the `Authorization` header held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// No header.
+    Nothing,
+    /// A Stratus credential for this caller.
+    Stratus(Caller),
+    /// A credential of some other scheme: the function's own business.
+    Foreign,
+}
+
+/// Something that looks like a Stratus credential; anything else is foreign.
+fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
+    let value = headers.get(http::header::AUTHORIZATION)?;
+    let Ok(text) = value.to_str() else { return Some(Err(())) };
+    let token = text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer "))?;
+    let token = token.trim();
+    if token.starts_with("sk_") || token.starts_with("op_") {
+        Some(Ok(token))
+    } else {
+        Some(Err(()))
+    }
+}
+
+/// Authenticates a trigger call. A Stratus credential that fails is a 401;
+/// a foreign one is left for the function.
+pub fn authenticate(headers: &HeaderMap, snapshot: &Snapshot, operator: &[u8; 32]) -> Result<Presented, ApiError> {
+    match bearer(headers) {
+        None if headers.contains_key(http::header::AUTHORIZATION) => Ok(Presented::Foreign),
+        None => Ok(Presented::Nothing),
+        Some(Err(())) => Ok(Presented::Foreign),
+        Some(Ok(token)) => {
+            let hash = keys::hash(token);
+            if let Some(key) = snapshot.keys.get(&hash) {
+                return Ok(Presented::Stratus(Caller::Account { account: key.account.clone(), key_id: key.id.clone() }));
+            }
+            if &hash == operator {
+                return Err(ApiError::Unauthorized(
+                    "the operator key administers the host; call functions with an account key".into(),
+                ));
+            }
+            Err(ApiError::Unauthorized("unknown or revoked key".into()))
+        }
+    }
+}
+
+/// The sub-tenant an account key names with [`SUB_TENANT_HEADER`].
+pub fn sub_tenant_from_header(headers: &HeaderMap) -> Result<Option<SubTenantId>, ApiError> {
+    let Some(value) = headers.get(SUB_TENANT_HEADER) else { return Ok(None) };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidSubTenant("the sub-tenant header is not valid text".into()))?;
+    SubTenantId::parse(text).map(Some).map_err(|e| ApiError::InvalidSubTenant(e.to_string()))
+}
+
+/// Who may administer an account through the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The operator: any account.
+    Operator,
+    /// An account key: its own account only.
+    Account(AccountName),
+}
+
+impl Principal {
+    /// Refuses unless this principal may act on `account`. An account key
+    /// asking about another account gets 404, so names do not leak.
+    pub fn may_act_on(&self, account: &AccountName) -> Result<(), ApiError> {
+        match self {
+            Principal::Operator => Ok(()),
+            Principal::Account(own) if own == account => Ok(()),
+            Principal::Account(_) => Err(ApiError::NotFound(format!("no account {account}"))),
+        }
+    }
+
+    /// Refuses unless this is the operator.
+    pub fn operator_only(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Operator => Ok(()),
+            Principal::Account(_) => Err(ApiError::Forbidden("only the operator may do this".into())),
+        }
+    }
+}
+
+/// Authenticates an admin call: the operator key or an account key.
+pub fn authenticate_admin(headers: &HeaderMap, snapshot: &Snapshot, operator: &[u8; 32]) -> Result<Principal, ApiError> {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <operator or account key>`".into()))?;
+    let hash = keys::hash(token);
+    if &hash == operator {
+        return Ok(Principal::Operator);
+    }
+    match snapshot.keys.get(&hash) {
+        Some(key) => Ok(Principal::Account(key.account.clone())),
+        None => Err(ApiError::Unauthorized("unknown or revoked key".into())),
+    }
+}
