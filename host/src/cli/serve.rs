@@ -24,6 +24,10 @@ pub struct Serve {
     /// Give each function the host `{name}--{account}.BASE`.
     #[arg(long, env = "STRATUS_BASE_DOMAIN")]
     base_domain: Option<String>,
+    /// Compiled-component cache (default: DATA/code-cache). Several hosts
+    /// with the same engine settings may share one.
+    #[arg(long, env = "STRATUS_CODE_CACHE")]
+    code_cache: Option<PathBuf>,
     /// Environments that may be alive at once.
     #[arg(long, env = "STRATUS_POOL_SLOTS", default_value_t = 256)]
     pool_slots: u32,
@@ -47,8 +51,13 @@ impl Serve {
         let mut config = ServeConfig::new(self.listen, self.data.clone());
         config.admin_listen = self.admin_listen;
         config.base_domain = self.base_domain.clone();
+        if let Some(dir) = &self.code_cache {
+            config.runtime.code_cache_dir = dir.clone();
+        }
         config.runtime.pool_slots = self.pool_slots;
         config.runtime.max_memory_mb = self.max_memory_mb;
+        // A small pool slot lowers the default with it.
+        config.limits.memory_mb = config.limits.memory_mb.min(self.max_memory_mb);
         config.runtime.async_stack_zeroing = self.async_stack_zeroing;
         config.limits.request_body_bytes = self.max_request_body;
         config.operator_key = std::env::var("STRATUS_OPERATOR_KEY").ok();

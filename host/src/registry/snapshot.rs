@@ -69,11 +69,11 @@ impl Snapshot {
             .ok_or(ResolveError::NoQualifier)
     }
 
-    /// Whether calls without credentials may reach `account/name` at all:
-    /// true when the version they would get is public.
+    /// Whether callers outside the account may learn that `account/name`
+    /// exists: true when any of its versions is public. Each call still
+    /// checks that the version it resolves to is public.
     pub fn is_public(&self, account: &AccountName, name: &FunctionName) -> bool {
         self.function(account, name)
-            .and_then(|f| f.latest.and_then(|n| f.versions.get(&n)))
-            .is_some_and(|v| v.config.public)
+            .is_some_and(|f| f.versions.values().any(|v| v.config.public && v.state == VersionState::Ready))
     }
 }

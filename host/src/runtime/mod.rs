@@ -343,7 +343,9 @@ fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
 
 fn store_cached(component: &Component, path: &Path) -> anyhow::Result<()> {
     let bytes = component.serialize()?;
-    let tmp = path.with_extension("tmp");
+    // A unique temporary name: hosts sharing a cache may write the same
+    // artifact at once, and the rename makes whichever finishes last win whole.
+    let tmp = path.with_extension(format!("{}.{}.tmp", std::process::id(), rand::random::<u32>()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())

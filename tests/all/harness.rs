@@ -1,0 +1,231 @@
+//! Starts `stratus serve` as a child process and talks to it over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The operator key every test server uses.
+pub const OPERATOR_KEY: &str = "op_integration-tests-operator-key";
+
+/// The `stratus` binary under test.
+pub fn stratus_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_stratus")
+}
+
+/// One compiled-code cache for the whole test run, so each example compiles
+/// once however many servers deploy it.
+fn shared_code_cache() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("code-cache");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
+/// A running server with its own data directory.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// `http://127.0.0.1:PORT` of `--admin-listen`, when given.
+    pub admin_url: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+    log: PathBuf,
+    agent: ureq::Agent,
+}
+
+/// A response, whatever its status.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The stable error code of a JSON error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+impl Server {
+    /// A server with default settings.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra `serve` flags.
+    pub fn start_with(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut server = Self::spawn(&data, args);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on an existing data directory (for restarts).
+    pub fn spawn(data: &Path, args: &[&str]) -> Self {
+        std::fs::create_dir_all(data).unwrap();
+        let log = data.with_extension(format!("{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let mut child = Command::new(stratus_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .arg("--code-cache")
+            .arg(shared_code_cache())
+            .args(args)
+            .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut url = None;
+        let mut admin_url = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let Some(Ok(line)) = lines.next() else { break };
+            if let Some(rest) = line.strip_prefix("stratus admin listening on ") {
+                admin_url = Some(rest.trim().to_string());
+            } else if let Some(rest) = line.strip_prefix("stratus listening on ") {
+                url = Some(rest.trim().to_string());
+                if !args.contains(&"--admin-listen") {
+                    break;
+                }
+            }
+            if url.is_some() && admin_url.is_some() {
+                break;
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let url = url.unwrap_or_else(|| {
+            panic!("the server did not start; its log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+        });
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .new_agent();
+        Self { child, url, admin_url, _dir: None, log, agent }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server (SIGKILL: a crash, as far as the database knows).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a request to `base + path`.
+    pub fn request_to(&self, base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let url = format!("{base}{path}");
+        let mut builder = http::Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(body.to_vec()).unwrap();
+        let response = self.agent.run(request).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = response.into_body().with_config().limit(64 * 1024 * 1024).read_to_vec().unwrap_or_default();
+        Reply { status, headers, body }
+    }
+
+    /// Sends a request to the main listener.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        self.request_to(&self.url, method, path, headers, body)
+    }
+
+    /// Calls an admin route with `key`.
+    pub fn admin(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let base = self.admin_url.clone().unwrap_or_else(|| self.url.clone());
+        let auth = format!("Bearer {key}");
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.request_to(&base, method, &format!("/admin/v1{path}"), &[("authorization", &auth), ("content-type", "application/json")], body.as_bytes())
+    }
+
+    /// Creates an account and returns its key.
+    pub fn create_account(&self, name: &str) -> String {
+        let reply = self.admin(OPERATOR_KEY, "POST", "/accounts", Some(json!({ "name": name })));
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        reply.json()["key"].as_str().unwrap().to_string()
+    }
+
+    /// Uploads a component and returns its SHA-256.
+    pub fn upload(&self, key: &str, account: &str, bytes: &[u8]) -> Reply {
+        let sha = sha256(bytes);
+        let base = self.admin_url.clone().unwrap_or_else(|| self.url.clone());
+        let auth = format!("Bearer {key}");
+        self.request_to(&base, "PUT", &format!("/admin/v1/accounts/{account}/blobs/{sha}"), &[("authorization", &auth)], bytes)
+    }
+
+    /// Uploads and deploys a component file; panics unless it worked.
+    pub fn deploy(&self, key: &str, account: &str, function: &str, component: &str, config: Value) -> Value {
+        let bytes = std::fs::read(component).unwrap();
+        let upload = self.upload(key, account, &bytes);
+        assert!(upload.status == 201 || upload.status == 200, "{}", upload.text());
+        let mut body = config;
+        body["blob"] = json!(sha256(&bytes));
+        let reply = self.admin(key, "POST", &format!("/accounts/{account}/functions/{function}/versions"), Some(body));
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        reply.json()
+    }
+
+    /// A metric's value from `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let base = self.admin_url.clone().unwrap_or_else(|| self.url.clone());
+        let auth = format!("Bearer {OPERATOR_KEY}");
+        let text = self.request_to(&base, "GET", "/metrics", &[("authorization", &auth)], b"").text();
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Hex SHA-256.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// `Authorization: Bearer KEY`.
+pub fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+pub use stratus_fixtures::{BUSY_COMPONENT, ECHO_COMPONENT, HELLO_COMPONENT, HOG_COMPONENT};

@@ -1,0 +1,120 @@
+//! SPEC §7: a guest that loops, eats memory or gets too much input fails only
+//! its own call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::*;
+
+#[test]
+fn a_request_body_over_the_limit_is_refused_while_streaming() {
+    let server = Server::start_with(&["--max-request-body", "65536"]);
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({ "public": true }));
+
+    let big = vec![b'x'; 200_000];
+    let declared = server.request("POST", "/fn/acme/echo/", &[], &big);
+    assert_eq!(declared.status, 413, "{}", declared.text());
+    assert_eq!(declared.code(), "payload_too_large");
+
+    // Without a content-length the limit bites while the body streams in.
+    let chunked = chunked_post(&server.url, "/fn/acme/echo/", 200_000);
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    assert!(chunked.contains("payload_too_large"));
+
+    let small = server.request("POST", "/fn/acme/echo/", &[], &big[..1000]);
+    assert_eq!(small.status, 200, "the host keeps serving");
+    assert_eq!(small.json()["body"].as_str().unwrap().len(), 1000);
+}
+
+/// A raw chunked POST, since HTTP clients set content-length when they can.
+fn chunked_post(base: &str, path: &str, total: usize) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "POST {path} HTTP/1.1\r\nhost: {addr}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n").unwrap();
+    let chunk = vec![b'y'; 8192];
+    let mut sent = 0;
+    while sent < total {
+        // The server may answer and close before everything is sent.
+        if write!(stream, "{:x}\r\n", chunk.len()).is_err() || stream.write_all(&chunk).is_err() || stream.write_all(b"\r\n").is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn a_spinning_guest_times_out_while_others_keep_answering() {
+    let server = Arc::new(Server::start());
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "busy", BUSY_COMPONENT, json!({ "public": true, "timeout_ms": 1500 }));
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let background = {
+        let (server, stop, served) = (server.clone(), stop.clone(), served.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let reply = server.request("GET", "/fn/acme/hello/", &[], b"");
+                assert_eq!(reply.status, 200, "hello failed while a guest spun: {}", reply.text());
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let server = server.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let reply = server.request("GET", "/fn/acme/busy/", &[], b"");
+                (reply.status, reply.code(), started.elapsed())
+            })
+        })
+        .collect();
+    for spinner in spinners {
+        let (status, code, elapsed) = spinner.join().unwrap();
+        assert_eq!(status, 504);
+        assert_eq!(code, "timeout");
+        assert!(elapsed < Duration::from_millis(1500 + 1000), "took {elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(1400), "ended early: {elapsed:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    background.join().unwrap();
+    assert!(served.load(Ordering::Relaxed) >= 5, "only {} hello calls during the spin", served.load(Ordering::Relaxed));
+
+    let finite = server.request("GET", "/fn/acme/busy/?ms=20", &[], b"");
+    assert_eq!(finite.status, 200);
+    assert!(finite.text().starts_with("spun"));
+}
+
+#[test]
+fn a_guest_that_eats_memory_fails_only_its_own_call() {
+    let server = Server::start();
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "hog", HOG_COMPONENT, json!({ "public": true, "memory_mb": 32 }));
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
+
+    for _ in 0..3 {
+        let reply = server.request("GET", "/fn/acme/hog/", &[], b"");
+        assert_eq!(reply.status, 502, "{}", reply.text());
+        assert_eq!(reply.code(), "guest_error");
+        assert_eq!(server.request("GET", "/fn/acme/hello/", &[], b"").status, 200);
+    }
+    // Every environment was given back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metric("stratus_live_instances") != 0.0 {
+        assert!(Instant::now() < deadline, "environments leaked: {}", server.metric("stratus_live_instances"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

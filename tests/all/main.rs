@@ -1,0 +1,13 @@
+//! Integration tests: each starts a real `stratus serve` on 127.0.0.1:0 with a
+//! temporary data directory, deploys components built from `examples/`, and
+//! talks HTTP. One module per area of the spec.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod admin;
+mod cli;
+mod deploy;
+mod limits;
+mod restart;
+mod trigger;
