@@ -30,7 +30,11 @@ pub mod __private {
     use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
     /// Serves one `wasi:http` request with the author's handler.
-    pub fn serve(request: IncomingRequest, out: ResponseOutparam, handler: fn(Request) -> Response) {
+    pub fn serve(
+        request: IncomingRequest,
+        out: ResponseOutparam,
+        handler: fn(Request) -> Response,
+    ) {
         let response = match Request::from_incoming(request) {
             Ok(req) => handler(req),
             Err(message) => Response::text(message).with_status(400),

@@ -17,7 +17,12 @@ pub struct Request {
 impl Request {
     /// Builds a request by hand, for unit tests of a handler.
     pub fn new(method: Method, uri: Uri, headers: HeaderMap, body: Vec<u8>) -> Self {
-        Self { method, uri, headers, body }
+        Self {
+            method,
+            uri,
+            headers,
+            body,
+        }
     }
 
     /// The HTTP method.
@@ -96,27 +101,40 @@ impl Request {
 
         let mut headers = HeaderMap::new();
         for (name, value) in request.headers().entries() {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("bad header: {e}"))?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("bad header: {e}"))?;
             let value = HeaderValue::from_bytes(&value).map_err(|e| format!("bad header: {e}"))?;
             headers.append(name, value);
         }
 
         let body = read_body(&request)?;
-        Ok(Self { method, uri, headers, body })
+        Ok(Self {
+            method,
+            uri,
+            headers,
+            body,
+        })
     }
 }
 
 fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, String> {
-    let incoming = request.consume().map_err(|()| "request body already taken".to_string())?;
+    let incoming = request
+        .consume()
+        .map_err(|()| "request body already taken".to_string())?;
     let mut body = Vec::new();
     {
-        let stream = incoming.stream().map_err(|()| "request body stream unavailable".to_string())?;
+        let stream = incoming
+            .stream()
+            .map_err(|()| "request body stream unavailable".to_string())?;
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => body.extend_from_slice(&chunk),
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(err)) => {
-                    return Err(format!("reading the request body failed: {}", err.to_debug_string()));
+                    return Err(format!(
+                        "reading the request body failed: {}",
+                        err.to_debug_string()
+                    ));
                 }
             }
         }

@@ -21,7 +21,9 @@ pub enum ClientError {
         message: String,
     },
     /// The server could not be reached.
-    #[error("cannot reach the Stratus server at {url}: {source} (is `stratus serve` running? set --url or STRATUS_URL)")]
+    #[error(
+        "cannot reach the Stratus server at {url}: {source} (is `stratus serve` running? set --url or STRATUS_URL)"
+    )]
     Connect {
         /// The URL tried.
         url: String,
@@ -55,7 +57,11 @@ impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:8080`) using `key`.
     pub fn new(base: &str, key: Option<String>) -> Self {
         let http = HyperClient::builder(TokioExecutor::new()).build_http();
-        Self { base: base.trim_end_matches('/').to_string(), key, http }
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            key,
+            http,
+        }
     }
 
     /// The server's base URL.
@@ -79,15 +85,28 @@ impl Client {
         for (name, value) in headers {
             builder = builder.header(*name, value);
         }
-        let request = builder.body(Full::new(body)).map_err(|e| ClientError::Other(e.into()))?;
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Other(e.into()))?;
         let response = self
             .http
             .request(request)
             .await
-            .map_err(|e| ClientError::Connect { url: self.base.clone(), source: e.into() })?;
+            .map_err(|e| ClientError::Connect {
+                url: self.base.clone(),
+                source: e.into(),
+            })?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| ClientError::Other(e.into()))?.to_bytes();
-        Ok(Reply { status: parts.status, headers: parts.headers, body })
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| ClientError::Other(e.into()))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// Calls an admin route and decodes the JSON answer (`null` for 204).
@@ -98,17 +117,33 @@ impl Client {
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ClientError> {
         let (headers, bytes) = match body {
-            Some(value) => (vec![("content-type", "application/json".to_string())], Bytes::from(value.to_string())),
+            Some(value) => (
+                vec![("content-type", "application/json".to_string())],
+                Bytes::from(value.to_string()),
+            ),
             None => (Vec::new(), Bytes::new()),
         };
-        let reply = self.send(method, &format!("/admin/v1{path}"), &headers, bytes).await?;
+        let reply = self
+            .send(method, &format!("/admin/v1{path}"), &headers, bytes)
+            .await?;
         decode(reply)
     }
 
     /// Uploads bytes to an admin route.
-    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> Result<serde_json::Value, ClientError> {
+    pub async fn upload(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<serde_json::Value, ClientError> {
         let headers = [("content-type", "application/wasm".to_string())];
-        let reply = self.send(Method::PUT, &format!("/admin/v1{path}"), &headers, Bytes::from(bytes)).await?;
+        let reply = self
+            .send(
+                Method::PUT,
+                &format!("/admin/v1{path}"),
+                &headers,
+                Bytes::from(bytes),
+            )
+            .await?;
         decode(reply)
     }
 }
@@ -128,11 +163,15 @@ pub fn decode(reply: Reply) -> Result<serde_json::Value, ClientError> {
 pub fn api_error(reply: &Reply) -> ClientError {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&reply.body).ok();
     let field = |name: &str| {
-        parsed.as_ref().and_then(|v| v["error"][name].as_str()).map(str::to_string)
+        parsed
+            .as_ref()
+            .and_then(|v| v["error"][name].as_str())
+            .map(str::to_string)
     };
     ClientError::Api {
         status: reply.status,
         code: field("code").unwrap_or_else(|| "unknown".into()),
-        message: field("message").unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned()),
+        message: field("message")
+            .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned()),
     }
 }

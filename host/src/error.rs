@@ -13,7 +13,9 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidSubTenant(String),
     /// A multi-tenant function was called without a sub-tenant.
-    #[error("this function serves sub-tenants only: send a sub-tenant token or an account key with x-stratus-sub-tenant")]
+    #[error(
+        "this function serves sub-tenants only: send a sub-tenant token or an account key with x-stratus-sub-tenant"
+    )]
     SubTenantRequired,
     /// The upload is not a component the host can run.
     #[error("{0}")]
@@ -119,9 +121,8 @@ impl ApiError {
     /// Seconds for a `Retry-After` header, where the status calls for one.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::QuotaExceeded { retry_after, .. } | ApiError::Unavailable { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            ApiError::QuotaExceeded { retry_after, .. }
+            | ApiError::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

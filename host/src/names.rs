@@ -16,7 +16,8 @@ pub struct NameError {
     rule: &'static str,
 }
 
-const NAME_RULE: &str = "use 1 to 63 characters: a lower-case letter, then lower-case letters, digits or '-'";
+const NAME_RULE: &str =
+    "use 1 to 63 characters: a lower-case letter, then lower-case letters, digits or '-'";
 const SUB_TENANT_RULE: &str = "use 1 to 64 characters from A-Z a-z 0-9 . _ -";
 
 fn is_name(s: &str) -> bool {
@@ -112,11 +113,16 @@ impl Qualifier {
     /// Parses the part after `:` in `name:qualifier`.
     pub fn parse(value: &str) -> Result<Self, NameError> {
         if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
-            return value.parse::<u32>().ok().filter(|n| *n > 0).map(Qualifier::Version).ok_or(NameError {
-                kind: "version",
-                value: value.to_string(),
-                rule: "versions are numbered from 1",
-            });
+            return value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Qualifier::Version)
+                .ok_or(NameError {
+                    kind: "version",
+                    value: value.to_string(),
+                    rule: "versions are numbered from 1",
+                });
         }
         AliasName::parse(value).map(Qualifier::Alias)
     }

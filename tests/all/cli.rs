@@ -17,17 +17,38 @@ fn stratus(server: &Server, key: &str, args: &[&str]) -> Output {
 }
 
 fn json_of(out: &Output) -> Value {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
 fn account_deploy_and_invoke_through_the_cli() {
     let server = Server::start();
-    let created = json_of(&stratus(&server, OPERATOR_KEY, &["account", "create", "acme", "--json"]));
+    let created = json_of(&stratus(
+        &server,
+        OPERATOR_KEY,
+        &["account", "create", "acme", "--json"],
+    ));
     let key = created["key"].as_str().unwrap().to_string();
 
-    let deployed = json_of(&stratus(&server, &key, &["function", "deploy", "echo", ECHO_COMPONENT, "--env", "A=1", "--json"]));
+    let deployed = json_of(&stratus(
+        &server,
+        &key,
+        &[
+            "function",
+            "deploy",
+            "echo",
+            ECHO_COMPONENT,
+            "--env",
+            "A=1",
+            "--json",
+        ],
+    ));
     assert_eq!(deployed["version"], 1);
 
     let listed = json_of(&stratus(&server, &key, &["function", "list", "--json"]));
@@ -35,8 +56,23 @@ fn account_deploy_and_invoke_through_the_cli() {
     let table = stratus(&server, &key, &["function", "list"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("echo"));
 
-    let invoked = stratus(&server, &key, &["invoke", "acme/echo", "--path", "/p?q=1", "--data", "payload"]);
-    assert!(invoked.status.success(), "{}", String::from_utf8_lossy(&invoked.stderr));
+    let invoked = stratus(
+        &server,
+        &key,
+        &[
+            "invoke",
+            "acme/echo",
+            "--path",
+            "/p?q=1",
+            "--data",
+            "payload",
+        ],
+    );
+    assert!(
+        invoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&invoked.stderr)
+    );
     let seen: Value = serde_json::from_slice(&invoked.stdout).unwrap();
     assert_eq!(seen["method"], "POST");
     assert_eq!(seen["path"], "/p");
@@ -44,7 +80,18 @@ fn account_deploy_and_invoke_through_the_cli() {
     assert_eq!(seen["env"]["A"], "1");
 
     // The operator names the account explicitly.
-    let as_operator = json_of(&stratus(&server, OPERATOR_KEY, &["--account", "acme", "function", "versions", "echo", "--json"]));
+    let as_operator = json_of(&stratus(
+        &server,
+        OPERATOR_KEY,
+        &[
+            "--account",
+            "acme",
+            "function",
+            "versions",
+            "echo",
+            "--json",
+        ],
+    ));
     assert_eq!(as_operator["versions"].as_array().unwrap().len(), 1);
 }
 
@@ -56,9 +103,16 @@ fn cli_errors_are_readable_and_exit_non_zero() {
     let missing = stratus(&server, &key, &["function", "show", "nothing"]);
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert!(stderr.contains("no function nothing") && stderr.contains("not_found"), "{stderr}");
+    assert!(
+        stderr.contains("no function nothing") && stderr.contains("not_found"),
+        "{stderr}"
+    );
 
-    let bad_file = stratus(&server, &key, &["function", "deploy", "f", "/no/such/file.wasm"]);
+    let bad_file = stratus(
+        &server,
+        &key,
+        &["function", "deploy", "f", "/no/such/file.wasm"],
+    );
     assert!(!bad_file.status.success());
     assert!(String::from_utf8_lossy(&bad_file.stderr).contains("cannot read /no/such/file.wasm"));
 
@@ -66,7 +120,14 @@ fn cli_errors_are_readable_and_exit_non_zero() {
     assert!(!failing_call.status.success());
 
     let unreachable = Command::new(stratus_bin())
-        .args(["account", "list", "--url", "http://127.0.0.1:9", "--key", OPERATOR_KEY])
+        .args([
+            "account",
+            "list",
+            "--url",
+            "http://127.0.0.1:9",
+            "--key",
+            OPERATOR_KEY,
+        ])
         .output()
         .unwrap();
     assert!(!unreachable.status.success());
@@ -96,5 +157,8 @@ fn serve_refuses_a_bad_configuration_before_listening() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("error:") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("error:") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }

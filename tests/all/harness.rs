@@ -52,16 +52,23 @@ impl Reply {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The stable error code of a JSON error body.
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -83,7 +90,13 @@ impl Server {
     /// A server on an existing data directory (for restarts).
     pub fn spawn(data: &Path, args: &[&str]) -> Self {
         std::fs::create_dir_all(data).unwrap();
-        let log = data.with_extension(format!("{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let log = data.with_extension(format!(
+            "{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let mut child = Command::new(stratus_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
@@ -118,14 +131,24 @@ impl Server {
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let url = url.unwrap_or_else(|| {
-            panic!("the server did not start; its log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+            panic!(
+                "the server did not start; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
         });
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .new_agent();
-        Self { child, url, admin_url, _dir: None, log, agent }
+        Self {
+            child,
+            url,
+            admin_url,
+            _dir: None,
+            log,
+            agent,
+        }
     }
 
     /// Everything the server logged so far.
@@ -140,26 +163,56 @@ impl Server {
     }
 
     /// Sends a request to `base + path`.
-    pub fn request_to(&self, base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    pub fn request_to(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         let url = format!("{base}{path}");
         let mut builder = http::Request::builder().method(method).uri(&url);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
         let request = builder.body(body.to_vec()).unwrap();
-        let response = self.agent.run(request).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let response = self
+            .agent
+            .run(request)
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = response.status().as_u16();
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
-        let body = response.into_body().with_config().limit(64 * 1024 * 1024).read_to_vec().unwrap_or_default();
-        Reply { status, headers, body }
+        let body = response
+            .into_body()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .unwrap_or_default();
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Sends a request to the main listener.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         self.request_to(&self.url, method, path, headers, body)
     }
 
@@ -168,12 +221,26 @@ impl Server {
         let base = self.admin_url.clone().unwrap_or_else(|| self.url.clone());
         let auth = format!("Bearer {key}");
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        self.request_to(&base, method, &format!("/admin/v1{path}"), &[("authorization", &auth), ("content-type", "application/json")], body.as_bytes())
+        self.request_to(
+            &base,
+            method,
+            &format!("/admin/v1{path}"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
     }
 
     /// Creates an account and returns its key.
     pub fn create_account(&self, name: &str) -> String {
-        let reply = self.admin(OPERATOR_KEY, "POST", "/accounts", Some(json!({ "name": name })));
+        let reply = self.admin(
+            OPERATOR_KEY,
+            "POST",
+            "/accounts",
+            Some(json!({ "name": name })),
+        );
         assert_eq!(reply.status, 201, "{}", reply.text());
         reply.json()["key"].as_str().unwrap().to_string()
     }
@@ -183,17 +250,39 @@ impl Server {
         let sha = sha256(bytes);
         let base = self.admin_url.clone().unwrap_or_else(|| self.url.clone());
         let auth = format!("Bearer {key}");
-        self.request_to(&base, "PUT", &format!("/admin/v1/accounts/{account}/blobs/{sha}"), &[("authorization", &auth)], bytes)
+        self.request_to(
+            &base,
+            "PUT",
+            &format!("/admin/v1/accounts/{account}/blobs/{sha}"),
+            &[("authorization", &auth)],
+            bytes,
+        )
     }
 
     /// Uploads and deploys a component file; panics unless it worked.
-    pub fn deploy(&self, key: &str, account: &str, function: &str, component: &str, config: Value) -> Value {
+    pub fn deploy(
+        &self,
+        key: &str,
+        account: &str,
+        function: &str,
+        component: &str,
+        config: Value,
+    ) -> Value {
         let bytes = std::fs::read(component).unwrap();
         let upload = self.upload(key, account, &bytes);
-        assert!(upload.status == 201 || upload.status == 200, "{}", upload.text());
+        assert!(
+            upload.status == 201 || upload.status == 200,
+            "{}",
+            upload.text()
+        );
         let mut body = config;
         body["blob"] = json!(sha256(&bytes));
-        let reply = self.admin(key, "POST", &format!("/accounts/{account}/functions/{function}/versions"), Some(body));
+        let reply = self.admin(
+            key,
+            "POST",
+            &format!("/accounts/{account}/functions/{function}/versions"),
+            Some(body),
+        );
         assert_eq!(reply.status, 201, "{}", reply.text());
         reply.json()
     }
@@ -202,7 +291,9 @@ impl Server {
     pub fn metric(&self, name: &str) -> f64 {
         let base = self.admin_url.clone().unwrap_or_else(|| self.url.clone());
         let auth = format!("Bearer {OPERATOR_KEY}");
-        let text = self.request_to(&base, "GET", "/metrics", &[("authorization", &auth)], b"").text();
+        let text = self
+            .request_to(&base, "GET", "/metrics", &[("authorization", &auth)], b"")
+            .text();
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

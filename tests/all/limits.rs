@@ -13,7 +13,13 @@ use crate::harness::*;
 fn a_request_body_over_the_limit_is_refused_while_streaming() {
     let server = Server::start_with(&["--max-request-body", "65536"]);
     let key = server.create_account("acme");
-    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({ "public": true }));
+    server.deploy(
+        &key,
+        "acme",
+        "echo",
+        ECHO_COMPONENT,
+        json!({ "public": true }),
+    );
 
     let big = vec![b'x'; 200_000];
     let declared = server.request("POST", "/fn/acme/echo/", &[], &big);
@@ -35,13 +41,18 @@ fn chunked_post(base: &str, path: &str, total: usize) -> String {
     use std::io::{Read, Write};
     let addr = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     write!(stream, "POST {path} HTTP/1.1\r\nhost: {addr}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n").unwrap();
     let chunk = vec![b'y'; 8192];
     let mut sent = 0;
     while sent < total {
         // The server may answer and close before everything is sent.
-        if write!(stream, "{:x}\r\n", chunk.len()).is_err() || stream.write_all(&chunk).is_err() || stream.write_all(b"\r\n").is_err() {
+        if write!(stream, "{:x}\r\n", chunk.len()).is_err()
+            || stream.write_all(&chunk).is_err()
+            || stream.write_all(b"\r\n").is_err()
+        {
             break;
         }
         sent += chunk.len();
@@ -56,8 +67,20 @@ fn chunked_post(base: &str, path: &str, total: usize) -> String {
 fn a_spinning_guest_times_out_while_others_keep_answering() {
     let server = Arc::new(Server::start());
     let key = server.create_account("acme");
-    server.deploy(&key, "acme", "busy", BUSY_COMPONENT, json!({ "public": true, "timeout_ms": 1500 }));
-    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
+    server.deploy(
+        &key,
+        "acme",
+        "busy",
+        BUSY_COMPONENT,
+        json!({ "public": true, "timeout_ms": 1500 }),
+    );
+    server.deploy(
+        &key,
+        "acme",
+        "hello",
+        HELLO_COMPONENT,
+        json!({ "public": true }),
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
@@ -66,7 +89,12 @@ fn a_spinning_guest_times_out_while_others_keep_answering() {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let reply = server.request("GET", "/fn/acme/hello/", &[], b"");
-                assert_eq!(reply.status, 200, "hello failed while a guest spun: {}", reply.text());
+                assert_eq!(
+                    reply.status,
+                    200,
+                    "hello failed while a guest spun: {}",
+                    reply.text()
+                );
                 served.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -86,12 +114,22 @@ fn a_spinning_guest_times_out_while_others_keep_answering() {
         let (status, code, elapsed) = spinner.join().unwrap();
         assert_eq!(status, 504);
         assert_eq!(code, "timeout");
-        assert!(elapsed < Duration::from_millis(1500 + 1000), "took {elapsed:?}");
-        assert!(elapsed >= Duration::from_millis(1400), "ended early: {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_millis(1500 + 1000),
+            "took {elapsed:?}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(1400),
+            "ended early: {elapsed:?}"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     background.join().unwrap();
-    assert!(served.load(Ordering::Relaxed) >= 5, "only {} hello calls during the spin", served.load(Ordering::Relaxed));
+    assert!(
+        served.load(Ordering::Relaxed) >= 5,
+        "only {} hello calls during the spin",
+        served.load(Ordering::Relaxed)
+    );
 
     let finite = server.request("GET", "/fn/acme/busy/?ms=20", &[], b"");
     assert_eq!(finite.status, 200);
@@ -102,19 +140,38 @@ fn a_spinning_guest_times_out_while_others_keep_answering() {
 fn a_guest_that_eats_memory_fails_only_its_own_call() {
     let server = Server::start();
     let key = server.create_account("acme");
-    server.deploy(&key, "acme", "hog", HOG_COMPONENT, json!({ "public": true, "memory_mb": 32 }));
-    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
+    server.deploy(
+        &key,
+        "acme",
+        "hog",
+        HOG_COMPONENT,
+        json!({ "public": true, "memory_mb": 32 }),
+    );
+    server.deploy(
+        &key,
+        "acme",
+        "hello",
+        HELLO_COMPONENT,
+        json!({ "public": true }),
+    );
 
     for _ in 0..3 {
         let reply = server.request("GET", "/fn/acme/hog/", &[], b"");
         assert_eq!(reply.status, 502, "{}", reply.text());
         assert_eq!(reply.code(), "guest_error");
-        assert_eq!(server.request("GET", "/fn/acme/hello/", &[], b"").status, 200);
+        assert_eq!(
+            server.request("GET", "/fn/acme/hello/", &[], b"").status,
+            200
+        );
     }
     // Every environment was given back.
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.metric("stratus_live_instances") != 0.0 {
-        assert!(Instant::now() < deadline, "environments leaked: {}", server.metric("stratus_live_instances"));
+        assert!(
+            Instant::now() < deadline,
+            "environments leaked: {}",
+            server.metric("stratus_live_instances")
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

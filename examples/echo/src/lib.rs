@@ -9,7 +9,10 @@ fn handle(req: Request) -> Response {
     println!("echo {} {}", req.method(), req.path());
     let mut headers = BTreeMap::new();
     for (name, value) in req.headers() {
-        headers.insert(name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned());
+        headers.insert(
+            name.as_str().to_string(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        );
     }
     Response::json(&serde_json::json!({
         "method": req.method().as_str(),

@@ -29,21 +29,32 @@ impl AccountCommand {
         let client = global.client();
         match self {
             AccountCommand::Create { name } => {
-                let value = client.admin(Method::POST, "/accounts", Some(json!({ "name": name }))).await?;
+                let value = client
+                    .admin(Method::POST, "/accounts", Some(json!({ "name": name })))
+                    .await?;
                 done(global.json, &value, || {
-                    format!("created account {name}\nkey (shown once): {}", cell(&value["key"]))
+                    format!(
+                        "created account {name}\nkey (shown once): {}",
+                        cell(&value["key"])
+                    )
                 });
             }
             AccountCommand::List => {
                 let value = client.admin(Method::GET, "/accounts", None).await?;
                 let rows = value["accounts"]
                     .as_array()
-                    .map(|a| a.iter().map(|a| vec![cell(&a["name"]), cell(&a["created_at"])]).collect())
+                    .map(|a| {
+                        a.iter()
+                            .map(|a| vec![cell(&a["name"]), cell(&a["created_at"])])
+                            .collect()
+                    })
                     .unwrap_or_default();
                 print(global.json, &value, &["name", "created_at"], rows);
             }
             AccountCommand::Delete { name } => {
-                let value = client.admin(Method::DELETE, &format!("/accounts/{name}"), None).await?;
+                let value = client
+                    .admin(Method::DELETE, &format!("/accounts/{name}"), None)
+                    .await?;
                 done(global.json, &value, || format!("deleted account {name}"));
             }
         }

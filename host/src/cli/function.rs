@@ -84,12 +84,18 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 impl Deploy {
     /// Uploads and deploys; returns the server's answer.
     pub async fn run(&self, client: &Client, account: &str) -> anyhow::Result<serde_json::Value> {
-        let bytes = std::fs::read(&self.file).with_context(|| format!("cannot read {}", self.file.display()))?;
+        let bytes = std::fs::read(&self.file)
+            .with_context(|| format!("cannot read {}", self.file.display()))?;
         let size = bytes.len();
         let sha = sha256_hex(&bytes);
-        client.upload(&format!("/accounts/{account}/blobs/{sha}"), bytes).await?;
-        let env: serde_json::Map<String, serde_json::Value> =
-            self.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        client
+            .upload(&format!("/accounts/{account}/blobs/{sha}"), bytes)
+            .await?;
+        let env: serde_json::Map<String, serde_json::Value> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
         let mut body = json!({
             "blob": sha,
             "public": self.public,
@@ -106,7 +112,14 @@ impl Deploy {
         }
         let query = if self.no_wait { "?wait=false" } else { "" };
         let mut value = client
-            .admin(Method::POST, &format!("/accounts/{account}/functions/{}/versions{query}", self.name), Some(body))
+            .admin(
+                Method::POST,
+                &format!(
+                    "/accounts/{account}/functions/{}/versions{query}",
+                    self.name
+                ),
+                Some(body),
+            )
             .await?;
         value["size"] = json!(size);
         Ok(value)
@@ -141,14 +154,28 @@ impl FunctionCommand {
                     .as_array()
                     .map(|f| {
                         f.iter()
-                            .map(|f| vec![cell(&f["name"]), cell(&f["latest"]), cell(&f["version_count"]), cell(&f["public"])])
+                            .map(|f| {
+                                vec![
+                                    cell(&f["name"]),
+                                    cell(&f["latest"]),
+                                    cell(&f["version_count"]),
+                                    cell(&f["public"]),
+                                ]
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
-                print(global.json, &value, &["name", "latest", "versions", "public"], rows);
+                print(
+                    global.json,
+                    &value,
+                    &["name", "latest", "versions", "public"],
+                    rows,
+                );
             }
             FunctionCommand::Show { name } | FunctionCommand::Versions { name } => {
-                let value = client.admin(Method::GET, &format!("{base}/{name}"), None).await?;
+                let value = client
+                    .admin(Method::GET, &format!("{base}/{name}"), None)
+                    .await?;
                 let rows = value["versions"]
                     .as_array()
                     .map(|v| {
@@ -170,9 +197,26 @@ impl FunctionCommand {
                 if !global.json {
                     println!("{account}/{name}  latest: {}", cell(&value["latest"]));
                 }
-                print(global.json, &value, &["version", "state", "sha256", "size", "public", "timeout_ms", "memory_mb"], rows);
+                print(
+                    global.json,
+                    &value,
+                    &[
+                        "version",
+                        "state",
+                        "sha256",
+                        "size",
+                        "public",
+                        "timeout_ms",
+                        "memory_mb",
+                    ],
+                    rows,
+                );
             }
-            FunctionCommand::Delete { name, version, force } => {
+            FunctionCommand::Delete {
+                name,
+                version,
+                force,
+            } => {
                 let force = if force { "?force=true" } else { "" };
                 let path = match version {
                     Some(n) => format!("{base}/{name}/versions/{n}{force}"),

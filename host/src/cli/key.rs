@@ -26,21 +26,39 @@ impl KeyCommand {
         let account = global.account(&client).await?;
         match self {
             KeyCommand::Create => {
-                let value = client.admin(Method::POST, &format!("/accounts/{account}/keys"), None).await?;
+                let value = client
+                    .admin(Method::POST, &format!("/accounts/{account}/keys"), None)
+                    .await?;
                 done(global.json, &value, || {
-                    format!("created key {} for {account}\nkey (shown once): {}", cell(&value["id"]), cell(&value["key"]))
+                    format!(
+                        "created key {} for {account}\nkey (shown once): {}",
+                        cell(&value["id"]),
+                        cell(&value["key"])
+                    )
                 });
             }
             KeyCommand::List => {
-                let value = client.admin(Method::GET, &format!("/accounts/{account}/keys"), None).await?;
+                let value = client
+                    .admin(Method::GET, &format!("/accounts/{account}/keys"), None)
+                    .await?;
                 let rows = value["keys"]
                     .as_array()
-                    .map(|k| k.iter().map(|k| vec![cell(&k["id"]), cell(&k["created_at"])]).collect())
+                    .map(|k| {
+                        k.iter()
+                            .map(|k| vec![cell(&k["id"]), cell(&k["created_at"])])
+                            .collect()
+                    })
                     .unwrap_or_default();
                 print(global.json, &value, &["id", "created_at"], rows);
             }
             KeyCommand::Revoke { id } => {
-                let value = client.admin(Method::DELETE, &format!("/accounts/{account}/keys/{id}"), None).await?;
+                let value = client
+                    .admin(
+                        Method::DELETE,
+                        &format!("/accounts/{account}/keys/{id}"),
+                        None,
+                    )
+                    .await?;
                 done(global.json, &value, || format!("revoked key {id}"));
             }
         }

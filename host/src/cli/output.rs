@@ -3,7 +3,10 @@
 /// Prints `value` as JSON, or `rows` under `headers` as a table.
 pub fn print(json: bool, value: &serde_json::Value, headers: &[&str], rows: Vec<Vec<String>>) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
         return;
     }
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -15,7 +18,11 @@ pub fn print(json: bool, value: &serde_json::Value, headers: &[&str], rows: Vec<
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_uppercase()).collect());
@@ -36,7 +43,10 @@ pub fn cell(value: &serde_json::Value) -> String {
 /// Prints a one-line confirmation, or the JSON with `--json`.
 pub fn done(json: bool, value: &serde_json::Value, message: impl FnOnce() -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         println!("{}", message());
     }

@@ -59,13 +59,21 @@ impl Up {
         config.operator_key = Some(operator.clone());
         let (state, listener, admin) = super::serve::start(config).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(crate::server::run(state, listener, admin, super::serve::shutdown_signal()));
+        let server = tokio::spawn(crate::server::run(
+            state,
+            listener,
+            admin,
+            super::serve::shutdown_signal(),
+        ));
 
         let client = Client::new(&url, Some(operator));
         let key = dev_key(&client).await?;
-        let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
+        let bytes = std::fs::read(&component)
+            .with_context(|| format!("cannot read {}", component.display()))?;
         let sha = sha256_hex(&bytes);
-        client.upload(&format!("/accounts/{DEV_ACCOUNT}/blobs/{sha}"), bytes).await?;
+        client
+            .upload(&format!("/accounts/{DEV_ACCOUNT}/blobs/{sha}"), bytes)
+            .await?;
         let deployed = client
             .admin(
                 Method::POST,
@@ -75,9 +83,15 @@ impl Up {
             .await?;
         let fn_url = format!("{url}/fn/{DEV_ACCOUNT}/{name}/");
         if global.json {
-            println!("{}", json!({ "url": fn_url, "key": key, "account": DEV_ACCOUNT, "function": name, "version": deployed["version"] }));
+            println!(
+                "{}",
+                json!({ "url": fn_url, "key": key, "account": DEV_ACCOUNT, "function": name, "version": deployed["version"] })
+            );
         } else {
-            println!("deployed {DEV_ACCOUNT}/{name} version {} (compiled in {} ms)", deployed["version"], deployed["compile_ms"]);
+            println!(
+                "deployed {DEV_ACCOUNT}/{name} version {} (compiled in {} ms)",
+                deployed["version"], deployed["compile_ms"]
+            );
             println!("account key for {DEV_ACCOUNT}: {key}");
             if self.private {
                 println!("try: curl -H 'Authorization: Bearer {key}' {fn_url}");
@@ -108,10 +122,19 @@ fn operator_key(data: &Path) -> anyhow::Result<String> {
 
 /// Creates account `dev` (or a new key for it) and returns the key.
 async fn dev_key(client: &Client) -> anyhow::Result<String> {
-    match client.admin(Method::POST, "/accounts", Some(json!({ "name": DEV_ACCOUNT }))).await {
+    match client
+        .admin(
+            Method::POST,
+            "/accounts",
+            Some(json!({ "name": DEV_ACCOUNT })),
+        )
+        .await
+    {
         Ok(created) => Ok(created["key"].as_str().unwrap_or_default().to_string()),
         Err(ClientError::Api { code, .. }) if code == "conflict" => {
-            let created = client.admin(Method::POST, &format!("/accounts/{DEV_ACCOUNT}/keys"), None).await?;
+            let created = client
+                .admin(Method::POST, &format!("/accounts/{DEV_ACCOUNT}/keys"), None)
+                .await?;
             Ok(created["key"].as_str().unwrap_or_default().to_string())
         }
         Err(err) => Err(err.into()),
@@ -124,15 +147,26 @@ fn build(path: &Path) -> anyhow::Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let manifest = path.join("Cargo.toml");
-    anyhow::ensure!(manifest.exists(), "{} is neither a .wasm component nor a crate directory", path.display());
+    anyhow::ensure!(
+        manifest.exists(),
+        "{} is neither a .wasm component nor a crate directory",
+        path.display()
+    );
     eprintln!("building {} for wasm32-wasip2 …", path.display());
-    let output = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run cargo")?;
+    let output =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--message-format=json-render-diagnostics",
+            ])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("cannot run cargo")?;
     anyhow::ensure!(
         output.status.success(),
         "building {} failed (is the target installed? `rustup target add wasm32-wasip2`)",
@@ -140,14 +174,18 @@ fn build(path: &Path) -> anyhow::Result<PathBuf> {
     );
     let mut wasm = None;
     for line in output.stdout.split(|b| *b == b'\n') {
-        let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
         if message["reason"] != "compiler-artifact" {
             continue;
         }
-        let package_dir = message["manifest_path"].as_str().map(Path::new).and_then(Path::parent);
-        let ours = package_dir.is_some_and(|dir| {
-            dir.canonicalize().ok() == path.canonicalize().ok()
-        });
+        let package_dir = message["manifest_path"]
+            .as_str()
+            .map(Path::new)
+            .and_then(Path::parent);
+        let ours =
+            package_dir.is_some_and(|dir| dir.canonicalize().ok() == path.canonicalize().ok());
         if !ours {
             continue;
         }

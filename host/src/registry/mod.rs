@@ -18,7 +18,8 @@ use crate::credentials::keys::{self, AccountKey};
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName};
 use records::{
-    AccountRecord, FunctionRecord, KeyRecord, VersionConfig, VersionRecord, VersionState, decode, encode, now,
+    AccountRecord, FunctionRecord, KeyRecord, VersionConfig, VersionRecord, VersionState, decode,
+    encode, now,
 };
 pub use snapshot::{FunctionEntry, ResolveError, Snapshot};
 
@@ -97,8 +98,16 @@ impl Registry {
         let db = sled::Config::new()
             .path(dir.join("registry"))
             .open()
-            .map_err(|source| OpenError::Sled { path: path.clone(), source })?;
-        let tree = |name: &str| db.open_tree(name).map_err(|source| OpenError::Sled { path: path.clone(), source });
+            .map_err(|source| OpenError::Sled {
+                path: path.clone(),
+                source,
+            })?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| OpenError::Sled {
+                path: path.clone(),
+                source,
+            })
+        };
         let trees = Trees {
             accounts: tree("accounts")?,
             keys: tree("keys")?,
@@ -108,8 +117,14 @@ impl Registry {
             blob_owners: tree("blob_owners")?,
             meta: tree("meta")?,
         };
-        let snapshot = build_snapshot(&trees).map_err(|source| OpenError::Corrupt { path, source })?;
-        Ok(Self { db, trees, snapshot: RwLock::new(Arc::new(snapshot)), writer: tokio::sync::Mutex::new(()) })
+        let snapshot =
+            build_snapshot(&trees).map_err(|source| OpenError::Corrupt { path, source })?;
+        Ok(Self {
+            db,
+            trees,
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            writer: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The current snapshot.
@@ -133,28 +148,44 @@ impl Registry {
 
     /// Reads a value from the host's metadata tree.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
-        Ok(self.trees.meta.get(key).map_err(ApiError::internal)?.map(|v| v.to_vec()))
+        Ok(self
+            .trees
+            .meta
+            .get(key)
+            .map_err(ApiError::internal)?
+            .map(|v| v.to_vec()))
     }
 
     /// Writes a value to the host's metadata tree, durably.
     pub async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
-        self.trees.meta.insert(key, value).map_err(ApiError::internal)?;
+        self.trees
+            .meta
+            .insert(key, value)
+            .map_err(ApiError::internal)?;
         self.db.flush_async().await.map_err(ApiError::internal)?;
         Ok(())
     }
 
     /// Creates an account and its first key.
-    pub async fn create_account(&self, name: &AccountName) -> Result<(AccountRecord, AccountKey), ApiError> {
+    pub async fn create_account(
+        &self,
+        name: &AccountName,
+    ) -> Result<(AccountRecord, AccountKey), ApiError> {
         let _w = self.writer.lock().await;
-        let account = AccountRecord { name: name.clone(), created_at: now() };
+        let account = AccountRecord {
+            name: name.clone(),
+            created_at: now(),
+        };
         let key = keys::generate(name);
         let key_record = key.record(name);
         let t = &self.trees;
         (&t.accounts, &t.keys)
             .transaction(|(accounts, keys)| {
                 if accounts.get(name.as_str())?.is_some() {
-                    return Err(abort(ApiError::Conflict(format!("account {name} already exists"))));
+                    return Err(abort(ApiError::Conflict(format!(
+                        "account {name} already exists"
+                    ))));
                 }
                 accounts.insert(name.as_str(), encode(&account))?;
                 keys.insert(key_key(name, &key_record.id), encode(&key_record))?;
@@ -169,12 +200,19 @@ impl Registry {
     pub async fn delete_account(&self, name: &AccountName) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
         let t = &self.trees;
-        if t.accounts.get(name.as_str()).map_err(ApiError::internal)?.is_none() {
+        if t.accounts
+            .get(name.as_str())
+            .map_err(ApiError::internal)?
+            .is_none()
+        {
             return Err(ApiError::NotFound(format!("no account {name}")));
         }
         let prefix = format!("{name}/");
         let scan = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, ApiError> {
-            tree.scan_prefix(&prefix).keys().collect::<Result<_, _>>().map_err(ApiError::internal)
+            tree.scan_prefix(&prefix)
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(ApiError::internal)
         };
         let key_keys = scan(&t.keys)?;
         let function_keys = scan(&t.functions)?;
@@ -186,7 +224,13 @@ impl Registry {
                 owned_blobs.push(key);
             }
         }
-        (&t.accounts, &t.keys, &t.functions, &t.versions, &t.blob_owners)
+        (
+            &t.accounts,
+            &t.keys,
+            &t.functions,
+            &t.versions,
+            &t.blob_owners,
+        )
             .transaction(|(accounts, keys, functions, versions, owners)| {
                 accounts.remove(name.as_str())?;
                 for k in &key_keys {
@@ -229,7 +273,10 @@ impl Registry {
     }
 
     /// Adds a key to an account.
-    pub async fn create_key(&self, account: &AccountName) -> Result<(KeyRecord, AccountKey), ApiError> {
+    pub async fn create_key(
+        &self,
+        account: &AccountName,
+    ) -> Result<(KeyRecord, AccountKey), ApiError> {
         let _w = self.writer.lock().await;
         let key = keys::generate(account);
         let record = key.record(account);
@@ -250,23 +297,40 @@ impl Registry {
     /// Revokes a key; calls with it fail from the next request on.
     pub async fn revoke_key(&self, account: &AccountName, id: &str) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
-        let removed = self.trees.keys.remove(key_key(account, id)).map_err(ApiError::internal)?;
+        let removed = self
+            .trees
+            .keys
+            .remove(key_key(account, id))
+            .map_err(ApiError::internal)?;
         if removed.is_none() {
-            return Err(ApiError::NotFound(format!("account {account} has no key {id}")));
+            return Err(ApiError::NotFound(format!(
+                "account {account} has no key {id}"
+            )));
         }
         self.commit().await
     }
 
     /// The keys of an account (never their secrets).
     pub fn list_keys(&self, account: &AccountName) -> Vec<KeyRecord> {
-        let mut keys: Vec<_> = self.snapshot().keys.values().filter(|k| &k.account == account).cloned().collect();
+        let mut keys: Vec<_> = self
+            .snapshot()
+            .keys
+            .values()
+            .filter(|k| &k.account == account)
+            .cloned()
+            .collect();
         keys.sort_by_key(|k| (k.created_at, k.id.clone()));
         keys
     }
 
     /// Stores a component for `account`. Identical bytes are stored once; the
     /// result says whether these bytes were new to the host.
-    pub async fn put_blob(&self, account: &AccountName, sha256: &str, bytes: &[u8]) -> Result<bool, ApiError> {
+    pub async fn put_blob(
+        &self,
+        account: &AccountName,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> Result<bool, ApiError> {
         let _w = self.writer.lock().await;
         let t = &self.trees;
         let owner_key = format!("{sha256}/{account}");
@@ -285,9 +349,19 @@ impl Registry {
     }
 
     /// The component bytes of `sha256`, if `account` uploaded them.
-    pub fn blob_for(&self, account: &AccountName, sha256: &str) -> Result<Option<sled::IVec>, ApiError> {
+    pub fn blob_for(
+        &self,
+        account: &AccountName,
+        sha256: &str,
+    ) -> Result<Option<sled::IVec>, ApiError> {
         let owner_key = format!("{sha256}/{account}");
-        if self.trees.blob_owners.get(owner_key).map_err(ApiError::internal)?.is_none() {
+        if self
+            .trees
+            .blob_owners
+            .get(owner_key)
+            .map_err(ApiError::internal)?
+            .is_none()
+        {
             return Ok(None);
         }
         self.trees.blobs.get(sha256).map_err(ApiError::internal)
@@ -316,7 +390,8 @@ impl Registry {
                     return Err(abort(ApiError::NotFound(format!("no account {account}"))));
                 }
                 let mut record = match functions.get(&fkey)? {
-                    Some(bytes) => decode::<FunctionRecord>(&bytes).map_err(|e| abort(ApiError::Internal(e)))?,
+                    Some(bytes) => decode::<FunctionRecord>(&bytes)
+                        .map_err(|e| abort(ApiError::Internal(e)))?,
                     None => FunctionRecord {
                         account: account.clone(),
                         name: function.clone(),
@@ -337,7 +412,10 @@ impl Registry {
                 };
                 record.next_version += 1;
                 functions.insert(fkey.as_slice(), encode(&record))?;
-                versions.insert(version_key(account, function, version.number), encode(&version))?;
+                versions.insert(
+                    version_key(account, function, version.number),
+                    encode(&version),
+                )?;
                 Ok(version)
             })
             .map_err(tx_error)?;
@@ -363,30 +441,51 @@ impl Registry {
         let mut record: VersionRecord = decode(&bytes).map_err(ApiError::Internal)?;
         record.state = state;
         record.compile_ms = compile_ms;
-        self.trees.versions.insert(key, encode(&record)).map_err(ApiError::internal)?;
+        self.trees
+            .versions
+            .insert(key, encode(&record))
+            .map_err(ApiError::internal)?;
         self.commit().await
     }
 
     /// Deletes one version.
-    pub async fn delete_version(&self, account: &AccountName, function: &FunctionName, number: u32) -> Result<(), ApiError> {
+    pub async fn delete_version(
+        &self,
+        account: &AccountName,
+        function: &FunctionName,
+        number: u32,
+    ) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
-        let removed =
-            self.trees.versions.remove(version_key(account, function, number)).map_err(ApiError::internal)?;
+        let removed = self
+            .trees
+            .versions
+            .remove(version_key(account, function, number))
+            .map_err(ApiError::internal)?;
         if removed.is_none() {
-            return Err(ApiError::NotFound(format!("function {function} has no version {number}")));
+            return Err(ApiError::NotFound(format!(
+                "function {function} has no version {number}"
+            )));
         }
         self.commit().await
     }
 
     /// Deletes a function with all its versions.
-    pub async fn delete_function(&self, account: &AccountName, function: &FunctionName) -> Result<(), ApiError> {
+    pub async fn delete_function(
+        &self,
+        account: &AccountName,
+        function: &FunctionName,
+    ) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
         let t = &self.trees;
         let fkey = function_key(account, function);
         let mut prefix = fkey.clone();
         prefix.push(b'/');
-        let version_keys: Vec<sled::IVec> =
-            t.versions.scan_prefix(&prefix).keys().collect::<Result<_, _>>().map_err(ApiError::internal)?;
+        let version_keys: Vec<sled::IVec> = t
+            .versions
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(ApiError::internal)?;
         (&t.functions, &t.versions)
             .transaction(|(functions, versions)| {
                 if functions.remove(fkey.as_slice())?.is_none() {
@@ -403,7 +502,11 @@ impl Registry {
 
     /// Flushes everything to disk; used at shutdown.
     pub async fn flush(&self) -> Result<(), ApiError> {
-        self.db.flush_async().await.map(|_| ()).map_err(ApiError::internal)
+        self.db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(ApiError::internal)
     }
 }
 
@@ -431,14 +534,22 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
         let record: FunctionRecord = decode(&value)?;
         snapshot.functions.insert(
             (record.account.clone(), record.name.clone()),
-            FunctionEntry { record, versions: Default::default(), latest: None },
+            FunctionEntry {
+                record,
+                versions: Default::default(),
+                latest: None,
+            },
         );
     }
     for item in trees.versions.iter() {
         let (_, value) = item?;
         let record: VersionRecord = decode(&value)?;
-        if let Some(entry) = snapshot.functions.get_mut(&(record.account.clone(), record.function.clone())) {
-            if record.state == VersionState::Ready && entry.latest.is_none_or(|n| n < record.number) {
+        if let Some(entry) = snapshot
+            .functions
+            .get_mut(&(record.account.clone(), record.function.clone()))
+        {
+            if record.state == VersionState::Ready && entry.latest.is_none_or(|n| n < record.number)
+            {
                 entry.latest = Some(record.number);
             }
             entry.versions.insert(record.number, Arc::new(record));

@@ -24,7 +24,9 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
     match bytes.split_first() {
         Some((&FORMAT, rest)) => Ok(serde_json::from_slice(rest)?),
-        Some((format, _)) => anyhow::bail!("record format {format} is newer than this build understands"),
+        Some((format, _)) => {
+            anyhow::bail!("record format {format} is newer than this build understands")
+        }
         None => anyhow::bail!("empty record"),
     }
 }
@@ -158,7 +160,10 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_reject_unknown_formats() {
-        let rec = AccountRecord { name: AccountName::parse("acme").unwrap_or_else(|e| panic!("{e}")), created_at: 7 };
+        let rec = AccountRecord {
+            name: AccountName::parse("acme").unwrap_or_else(|e| panic!("{e}")),
+            created_at: 7,
+        };
         let bytes = encode(&rec);
         let back: AccountRecord = decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back.name.as_str(), "acme");

@@ -55,7 +55,9 @@ impl Snapshot {
         name: &FunctionName,
         qualifier: &Qualifier,
     ) -> Result<&Arc<VersionRecord>, ResolveError> {
-        let entry = self.function(account, name).ok_or(ResolveError::NoFunction)?;
+        let entry = self
+            .function(account, name)
+            .ok_or(ResolveError::NoFunction)?;
         let number = match qualifier {
             Qualifier::Latest => entry.latest.ok_or(ResolveError::NoQualifier)?,
             Qualifier::Version(n) => *n,
@@ -73,7 +75,10 @@ impl Snapshot {
     /// exists: true when any of its versions is public. Each call still
     /// checks that the version it resolves to is public.
     pub fn is_public(&self, account: &AccountName, name: &FunctionName) -> bool {
-        self.function(account, name)
-            .is_some_and(|f| f.versions.values().any(|v| v.config.public && v.state == VersionState::Ready))
+        self.function(account, name).is_some_and(|f| {
+            f.versions
+                .values()
+                .any(|v| v.config.public && v.state == VersionState::Ready)
+        })
     }
 }

@@ -15,7 +15,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, oneshot};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -115,13 +118,15 @@ impl Runtime {
 
         let ticker = engine.weak();
         let tick = config.epoch_tick;
-        std::thread::Builder::new().name("stratus-epoch".into()).spawn(move || {
-            while let Some(engine) = ticker.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(tick);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("stratus-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(tick);
+                }
+            })?;
 
         Ok(Arc::new(Self {
             engine,
@@ -135,7 +140,8 @@ impl Runtime {
     }
 
     fn cache_path(&self, sha256: &str) -> PathBuf {
-        self.cache_dir.join(format!("{sha256}-{}.cwasm", self.compat))
+        self.cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.compat))
     }
 
     /// The pre-instantiated component for `sha256`, if already loaded.
@@ -148,13 +154,29 @@ impl Runtime {
     }
 
     /// Loads `sha256` from the disk cache, or compiles `bytes` and caches it.
-    pub async fn prepare(self: &Arc<Self>, sha256: &str, bytes: Vec<u8>) -> Result<Compiled, ApiError> {
+    pub async fn prepare(
+        self: &Arc<Self>,
+        sha256: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Compiled, ApiError> {
         if let Some(pre) = self.loaded(sha256) {
-            return Ok(Compiled { pre, compile_ms: 0, cache_hit: true });
+            return Ok(Compiled {
+                pre,
+                compile_ms: 0,
+                cache_hit: true,
+            });
         }
-        let _slot = self.compile_slot.acquire().await.map_err(ApiError::internal)?;
+        let _slot = self
+            .compile_slot
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?;
         if let Some(pre) = self.loaded(sha256) {
-            return Ok(Compiled { pre, compile_ms: 0, cache_hit: true });
+            return Ok(Compiled {
+                pre,
+                compile_ms: 0,
+                cache_hit: true,
+            });
         }
         let this = self.clone();
         let sha = sha256.to_string();
@@ -178,8 +200,9 @@ impl Runtime {
                 (component, true)
             }
             None => {
-                let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| ApiError::InvalidComponent(format!("the component does not compile: {e}")))?;
+                let component = Component::new(&self.engine, bytes).map_err(|e| {
+                    ApiError::InvalidComponent(format!("the component does not compile: {e}"))
+                })?;
                 self.stats.compiles.inc();
                 if let Err(err) = store_cached(&component, &path) {
                     tracing::warn!(%err, path = %path.display(), "could not cache a compiled component");
@@ -187,16 +210,21 @@ impl Runtime {
                 (component, false)
             }
         };
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| ApiError::InvalidComponent(format!("the component cannot be linked: {e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            ApiError::InvalidComponent(format!("the component cannot be linked: {e:#}"))
+        })?;
         let pre = ProxyPre::new(pre).map_err(|e| {
-            ApiError::InvalidComponent(format!("the component does not export wasi:http/incoming-handler: {e:#}"))
+            ApiError::InvalidComponent(format!(
+                "the component does not export wasi:http/incoming-handler: {e:#}"
+            ))
         })?;
         let compile_ms = started.elapsed().as_millis() as u64;
         tracing::info!(sha256, compile_ms, cache_hit, "component ready");
-        Ok(Compiled { pre, compile_ms, cache_hit })
+        Ok(Compiled {
+            pre,
+            compile_ms,
+            cache_hit,
+        })
     }
 
     /// Runs one invocation in a fresh environment and returns the guest's
@@ -232,8 +260,16 @@ impl Runtime {
         store.set_epoch_deadline(1);
 
         let (sender, receiver) = oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(|e| ApiError::Internal(e.into()))?;
-        let out = store.data_mut().http().new_response_outparam(sender).map_err(|e| ApiError::Internal(e.into()))?;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(|e| ApiError::Internal(e.into()))?;
 
         let this = self.clone();
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
@@ -243,7 +279,10 @@ impl Runtime {
             let _permit = permit;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
             };
             // The epoch callback stops guest code; this also stops a guest
             // parked in a host call (e.g. waiting on a slow client).
@@ -258,15 +297,24 @@ impl Runtime {
 
         let timeout_ms = config.timeout_ms;
         match tokio::time::timeout_at(tokio_deadline, receiver).await {
-            Ok(Ok(Ok(response))) => Ok(Invoked { response, output: Output(output), task }),
-            Ok(Ok(Err(code))) => Err(ApiError::GuestError(format!("the function answered with an error: {code:?}"))),
+            Ok(Ok(Ok(response))) => Ok(Invoked {
+                response,
+                output: Output(output),
+                task,
+            }),
+            Ok(Ok(Err(code))) => Err(ApiError::GuestError(format!(
+                "the function answered with an error: {code:?}"
+            ))),
             Ok(Err(_)) => match task.await {
-                Ok(Ok(())) => Err(ApiError::GuestError("the function returned without a response".into())),
+                Ok(Ok(())) => Err(ApiError::GuestError(
+                    "the function returned without a response".into(),
+                )),
                 Ok(Err(Failure::Timeout)) => Err(ApiError::Timeout { timeout_ms }),
                 Ok(Err(Failure::Trap(message))) => Err(ApiError::GuestError(message)),
-                Ok(Err(Failure::Saturated)) => {
-                    Err(ApiError::Unavailable { message: "the host has no free environment".into(), retry_after: 1 })
-                }
+                Ok(Err(Failure::Saturated)) => Err(ApiError::Unavailable {
+                    message: "the host has no free environment".into(),
+                    retry_after: 1,
+                }),
                 Err(join) => Err(ApiError::internal(join)),
             },
             Err(_) => Err(ApiError::Timeout { timeout_ms }),
@@ -284,7 +332,10 @@ enum Failure {
 
 impl Failure {
     fn from_trap(err: wasmtime::Error) -> Self {
-        if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        if err
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
             return Failure::Saturated;
         }
         match err.downcast_ref::<Trap>() {
@@ -318,9 +369,17 @@ pub struct Invoked {
 impl Invoked {
     /// Splits into the response and a future that ends with the invocation
     /// (true when it ended cleanly).
-    pub fn split(self) -> (http::Response<HyperOutgoingBody>, Output, impl Future<Output = bool>) {
+    pub fn split(
+        self,
+    ) -> (
+        http::Response<HyperOutgoingBody>,
+        Output,
+        impl Future<Output = bool>,
+    ) {
         let task = self.task;
-        (self.response, self.output, async move { matches!(task.await, Ok(Ok(()))) })
+        (self.response, self.output, async move {
+            matches!(task.await, Ok(Ok(())))
+        })
     }
 }
 
@@ -345,7 +404,11 @@ fn store_cached(component: &Component, path: &Path) -> anyhow::Result<()> {
     let bytes = component.serialize()?;
     // A unique temporary name: hosts sharing a cache may write the same
     // artifact at once, and the rename makes whichever finishes last win whole.
-    let tmp = path.with_extension(format!("{}.{}.tmp", std::process::id(), rand::random::<u32>()));
+    let tmp = path.with_extension(format!(
+        "{}.{}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())

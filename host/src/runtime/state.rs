@@ -59,7 +59,9 @@ impl HostState {
             http: WasiHttpCtx::new(),
             table,
             limits,
-            hooks: Outbound { allow: allow_outbound.to_vec() },
+            hooks: Outbound {
+                allow: allow_outbound.to_vec(),
+            },
             output,
         }
     }
@@ -67,13 +69,20 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -85,9 +94,17 @@ struct Outbound {
 impl Outbound {
     fn allows(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
-        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
         let with_port = format!("{host}:{port}");
-        self.allow.iter().any(|entry| entry == host || *entry == with_port)
+        self.allow
+            .iter()
+            .any(|entry| entry == host || *entry == with_port)
     }
 }
 
@@ -118,7 +135,8 @@ impl WasiHttpHooks for Outbound {
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                Box::new(io)
+                    as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
             ))
         })
     }

@@ -51,7 +51,8 @@ pub fn check_component(bytes: &[u8]) -> Result<(), ApiError> {
     let mut depth = 0usize;
     let mut unknown = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| ApiError::InvalidComponent(format!("not a WebAssembly component: {e}")))?;
+        let payload = payload
+            .map_err(|e| ApiError::InvalidComponent(format!("not a WebAssembly component: {e}")))?;
         match payload {
             Payload::Version { encoding, .. } => {
                 if depth == 0 && encoding != Encoding::Component {
@@ -65,8 +66,9 @@ pub fn check_component(bytes: &[u8]) -> Result<(), ApiError> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(reader) if depth == 1 => {
                 for import in reader {
-                    let import = import
-                        .map_err(|e| ApiError::InvalidComponent(format!("malformed import section: {e}")))?;
+                    let import = import.map_err(|e| {
+                        ApiError::InvalidComponent(format!("malformed import section: {e}"))
+                    })?;
                     if !provided(import.name.name) {
                         unknown.push(import.name.name.to_string());
                     }
@@ -76,7 +78,9 @@ pub fn check_component(bytes: &[u8]) -> Result<(), ApiError> {
         }
     }
     if depth != 0 {
-        return Err(ApiError::InvalidComponent("the component is truncated".into()));
+        return Err(ApiError::InvalidComponent(
+            "the component is truncated".into(),
+        ));
     }
     if !unknown.is_empty() {
         return Err(ApiError::UnknownImports(unknown));
@@ -94,8 +98,13 @@ mod tests {
     #[test]
     fn core_modules_and_garbage_are_refused() {
         let core = b"\0asm\x01\0\0\0";
-        assert!(matches!(check_component(core), Err(ApiError::InvalidComponent(m)) if m.contains("core")));
-        assert!(matches!(check_component(b"hello"), Err(ApiError::InvalidComponent(_))));
+        assert!(
+            matches!(check_component(core), Err(ApiError::InvalidComponent(m)) if m.contains("core"))
+        );
+        assert!(matches!(
+            check_component(b"hello"),
+            Err(ApiError::InvalidComponent(_))
+        ));
     }
 
     #[test]

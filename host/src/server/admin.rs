@@ -15,7 +15,9 @@ use super::AppState;
 use super::respond::{self, Body};
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName};
-use crate::registry::records::{KeyRecord, Reuse, Tenancy, VersionConfig, VersionRecord, VersionState};
+use crate::registry::records::{
+    KeyRecord, Reuse, Tenancy, VersionConfig, VersionRecord, VersionState,
+};
 use crate::registry::{FunctionEntry, sha256_hex};
 use crate::runtime::HostState;
 use crate::runtime::validate::check_component;
@@ -33,13 +35,20 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
 }
 
 async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let path = req.uri().path().trim_start_matches("/admin/v1").trim_end_matches('/').to_string();
+    let path = req
+        .uri()
+        .path()
+        .trim_start_matches("/admin/v1")
+        .trim_end_matches('/')
+        .to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let principal = tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator)?;
+    let principal =
+        tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator)?;
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or_default().to_string();
     let flag = |name: &str| {
-        form_urlencoded_pairs(&query).any(|(k, v)| k == name && (v.is_empty() || v == "true" || v == "1"))
+        form_urlencoded_pairs(&query)
+            .any(|(k, v)| k == name && (v.is_empty() || v == "true" || v == "1"))
     };
 
     match (&method, segments.as_slice()) {
@@ -60,7 +69,9 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             let body: Create = read_json(req).await?;
             let name = AccountName::parse(&body.name)?;
             if name.as_str() == tenancy::ANONYMOUS {
-                return Err(ApiError::Conflict("the name `anonymous` is reserved".into()));
+                return Err(ApiError::Conflict(
+                    "the name `anonymous` is reserved".into(),
+                ));
             }
             let (account, key) = state.registry.create_account(&name).await?;
             Ok(respond::json(
@@ -76,11 +87,17 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
                 .into_iter()
                 .map(|a| json!({ "name": a.name, "created_at": a.created_at }))
                 .collect();
-            Ok(respond::json(StatusCode::OK, &json!({ "accounts": accounts })))
+            Ok(respond::json(
+                StatusCode::OK,
+                &json!({ "accounts": accounts }),
+            ))
         }
         (&Method::DELETE, ["accounts", account]) => {
             principal.operator_only()?;
-            state.registry.delete_account(&AccountName::parse(account)?).await?;
+            state
+                .registry
+                .delete_account(&AccountName::parse(account)?)
+                .await?;
             Ok(respond::no_content())
         }
         (_, ["accounts", account, rest @ ..]) => {
@@ -89,9 +106,20 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             if !state.registry.snapshot().accounts.contains_key(&account) {
                 return Err(ApiError::NotFound(format!("no account {account}")));
             }
-            account_route(state, req, &method, &account, rest, flag("force"), !query_is_false(&query, "wait")).await
+            account_route(
+                state,
+                req,
+                &method,
+                &account,
+                rest,
+                flag("force"),
+                !query_is_false(&query, "wait"),
+            )
+            .await
         }
-        _ => Err(ApiError::NotFound(format!("no admin route {method} {path}"))),
+        _ => Err(ApiError::NotFound(format!(
+            "no admin route {method} {path}"
+        ))),
     }
 }
 
@@ -100,7 +128,10 @@ fn query_is_false(query: &str, name: &str) -> bool {
 }
 
 fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
 async fn account_route(
@@ -115,10 +146,18 @@ async fn account_route(
     match (method, rest) {
         (&Method::POST, ["keys"]) => {
             let (record, key) = state.registry.create_key(account).await?;
-            Ok(respond::json(StatusCode::CREATED, &json!({ "id": record.id, "key": key.secret.expose(), "created_at": record.created_at })))
+            Ok(respond::json(
+                StatusCode::CREATED,
+                &json!({ "id": record.id, "key": key.secret.expose(), "created_at": record.created_at }),
+            ))
         }
         (&Method::GET, ["keys"]) => {
-            let keys: Vec<_> = state.registry.list_keys(account).iter().map(key_json).collect();
+            let keys: Vec<_> = state
+                .registry
+                .list_keys(account)
+                .iter()
+                .map(key_json)
+                .collect();
             Ok(respond::json(StatusCode::OK, &json!({ "keys": keys })))
         }
         (&Method::DELETE, ["keys", id]) => {
@@ -135,22 +174,38 @@ async fn account_route(
                 .map(|(_, entry)| function_summary(entry))
                 .collect();
             functions.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-            Ok(respond::json(StatusCode::OK, &json!({ "functions": functions })))
+            Ok(respond::json(
+                StatusCode::OK,
+                &json!({ "functions": functions }),
+            ))
         }
         (&Method::GET, ["functions", function]) => {
             let function = FunctionName::parse(function)?;
             let snapshot = state.registry.snapshot();
-            let entry = snapshot.function(account, &function).ok_or_else(|| no_function(&function))?;
+            let entry = snapshot
+                .function(account, &function)
+                .ok_or_else(|| no_function(&function))?;
             let mut summary = function_summary(entry);
-            summary["versions"] = json!(entry.versions.values().map(|v| version_json(v)).collect::<Vec<_>>());
+            summary["versions"] = json!(
+                entry
+                    .versions
+                    .values()
+                    .map(|v| version_json(v))
+                    .collect::<Vec<_>>()
+            );
             Ok(respond::json(StatusCode::OK, &summary))
         }
         (&Method::GET, ["functions", function, "versions"]) => {
             let function = FunctionName::parse(function)?;
             let snapshot = state.registry.snapshot();
-            let entry = snapshot.function(account, &function).ok_or_else(|| no_function(&function))?;
+            let entry = snapshot
+                .function(account, &function)
+                .ok_or_else(|| no_function(&function))?;
             let versions: Vec<_> = entry.versions.values().map(|v| version_json(v)).collect();
-            Ok(respond::json(StatusCode::OK, &json!({ "versions": versions })))
+            Ok(respond::json(
+                StatusCode::OK,
+                &json!({ "versions": versions }),
+            ))
         }
         (&Method::POST, ["functions", function, "versions"]) => {
             let function = FunctionName::parse(function)?;
@@ -158,17 +213,26 @@ async fn account_route(
         }
         (&Method::DELETE, ["functions", function]) => {
             let _ = force;
-            state.registry.delete_function(account, &FunctionName::parse(function)?).await?;
+            state
+                .registry
+                .delete_function(account, &FunctionName::parse(function)?)
+                .await?;
             Ok(respond::no_content())
         }
         (&Method::DELETE, ["functions", function, "versions", number]) => {
             let number = number
                 .parse::<u32>()
                 .map_err(|_| ApiError::BadRequest(format!("{number:?} is not a version number")))?;
-            state.registry.delete_version(account, &FunctionName::parse(function)?, number).await?;
+            state
+                .registry
+                .delete_version(account, &FunctionName::parse(function)?, number)
+                .await?;
             Ok(respond::no_content())
         }
-        _ => Err(ApiError::NotFound(format!("no admin route {method} /accounts/{account}/{}", rest.join("/")))),
+        _ => Err(ApiError::NotFound(format!(
+            "no admin route {method} /accounts/{account}/{}",
+            rest.join("/")
+        ))),
     }
 }
 
@@ -212,32 +276,61 @@ fn version_json(v: &VersionRecord) -> serde_json::Value {
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge { limit: limit as u64 })
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::PayloadTooLarge {
+                limit: limit as u64,
+            })
         }
-        Err(err) => Err(ApiError::BadRequest(format!("could not read the request body: {err}"))),
+        Err(err) => Err(ApiError::BadRequest(format!(
+            "could not read the request body: {err}"
+        ))),
     }
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let bytes = read_body(req, JSON_LIMIT).await?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-async fn put_blob(state: &AppState, req: Request<Incoming>, account: &AccountName, sha: &str) -> Result<Response<Body>, ApiError> {
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-        return Err(ApiError::BadRequest("a blob is addressed by the lower-case hex SHA-256 of its bytes".into()));
+async fn put_blob(
+    state: &AppState,
+    req: Request<Incoming>,
+    account: &AccountName,
+    sha: &str,
+) -> Result<Response<Body>, ApiError> {
+    if sha.len() != 64
+        || !sha
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(ApiError::BadRequest(
+            "a blob is addressed by the lower-case hex SHA-256 of its bytes".into(),
+        ));
     }
     let bytes = read_body(req, state.config.limits.component_bytes as usize).await?;
     let actual = sha256_hex(&bytes);
     if actual != sha {
-        return Err(ApiError::BadRequest(format!("the body's SHA-256 is {actual}, not {sha}")));
+        return Err(ApiError::BadRequest(format!(
+            "the body's SHA-256 is {actual}, not {sha}"
+        )));
     }
     // Validate before storing: a refused upload leaves nothing behind.
     check_component(&bytes)?;
     let created = state.registry.put_blob(account, sha, &bytes).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(respond::json(status, &json!({ "sha256": sha, "size": bytes.len(), "created": created })))
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(respond::json(
+        status,
+        &json!({ "sha256": sha, "size": bytes.len(), "created": created }),
+    ))
 }
 
 /// The body of a deploy.
@@ -270,7 +363,10 @@ async fn deploy(
     let limits = &state.config.limits;
     let timeout_ms = body.timeout_ms.unwrap_or(limits.timeout_ms);
     if timeout_ms == 0 || timeout_ms > limits.max_timeout_ms {
-        return Err(ApiError::BadRequest(format!("timeout_ms must be between 1 and {}", limits.max_timeout_ms)));
+        return Err(ApiError::BadRequest(format!(
+            "timeout_ms must be between 1 and {}",
+            limits.max_timeout_ms
+        )));
     }
     let memory_mb = body.memory_mb.unwrap_or(limits.memory_mb);
     let max_memory = state.config.runtime.max_memory_mb;
@@ -281,13 +377,17 @@ async fn deploy(
     }
     for key in body.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(ApiError::BadRequest(format!("{key:?} is not an environment variable name")));
+            return Err(ApiError::BadRequest(format!(
+                "{key:?} is not an environment variable name"
+            )));
         }
     }
     for entry in &body.allow_outbound {
         let host = entry.rsplit_once(':').map_or(entry.as_str(), |(h, _)| h);
         if host.is_empty() || entry.contains('/') || entry.contains(' ') {
-            return Err(ApiError::BadRequest(format!("{entry:?} is not HOST[:PORT]")));
+            return Err(ApiError::BadRequest(format!(
+                "{entry:?} is not HOST[:PORT]"
+            )));
         }
     }
     let Some(blob) = state.registry.blob_for(account, &body.blob)? else {
@@ -305,7 +405,10 @@ async fn deploy(
         env: body.env,
         allow_outbound: body.allow_outbound,
     };
-    let version = state.registry.create_version(account, function, &body.blob, blob.len() as u64, config).await?;
+    let version = state
+        .registry
+        .create_version(account, function, &body.blob, blob.len() as u64, config)
+        .await?;
     let number = version.number;
     if !wait {
         tokio::spawn(compile_version(state.clone(), version));
@@ -318,12 +421,33 @@ async fn deploy(
     match state.runtime.prepare(&body.blob, blob.to_vec()).await {
         Ok(_) => {
             let compile_ms = started.elapsed().as_millis() as u64;
-            state.registry.finish_version(account, function, number, VersionState::Ready, Some(compile_ms)).await?;
-            Ok(respond::json(StatusCode::CREATED, &json!({ "version": number, "sha256": body.blob, "compile_ms": compile_ms })))
+            state
+                .registry
+                .finish_version(
+                    account,
+                    function,
+                    number,
+                    VersionState::Ready,
+                    Some(compile_ms),
+                )
+                .await?;
+            Ok(respond::json(
+                StatusCode::CREATED,
+                &json!({ "version": number, "sha256": body.blob, "compile_ms": compile_ms }),
+            ))
         }
         Err(err) => {
             let message = err.to_string();
-            state.registry.finish_version(account, function, number, VersionState::Failed { message }, None).await?;
+            state
+                .registry
+                .finish_version(
+                    account,
+                    function,
+                    number,
+                    VersionState::Failed { message },
+                    None,
+                )
+                .await?;
             Err(err)
         }
     }
@@ -333,16 +457,38 @@ async fn deploy(
 pub async fn compile_version(state: Arc<AppState>, version: VersionRecord) {
     let started = std::time::Instant::now();
     let outcome = match state.registry.blob(&version.sha256) {
-        Ok(Some(bytes)) => state.runtime.prepare(&version.sha256, bytes.to_vec()).await.map(|_| ()),
-        Ok(None) => Err(ApiError::InvalidComponent("the component's blob is gone".into())),
+        Ok(Some(bytes)) => state
+            .runtime
+            .prepare(&version.sha256, bytes.to_vec())
+            .await
+            .map(|_| ()),
+        Ok(None) => Err(ApiError::InvalidComponent(
+            "the component's blob is gone".into(),
+        )),
         Err(err) => Err(err),
     };
     let (new_state, compile_ms) = match outcome {
-        Ok(()) => (VersionState::Ready, Some(started.elapsed().as_millis() as u64)),
-        Err(err) => (VersionState::Failed { message: err.to_string() }, None),
+        Ok(()) => (
+            VersionState::Ready,
+            Some(started.elapsed().as_millis() as u64),
+        ),
+        Err(err) => (
+            VersionState::Failed {
+                message: err.to_string(),
+            },
+            None,
+        ),
     };
-    if let Err(err) =
-        state.registry.finish_version(&version.account, &version.function, version.number, new_state, compile_ms).await
+    if let Err(err) = state
+        .registry
+        .finish_version(
+            &version.account,
+            &version.function,
+            version.number,
+            new_state,
+            compile_ms,
+        )
+        .await
     {
         tracing::error!(error = %err, "could not record a compile result");
     }
@@ -350,13 +496,22 @@ pub async fn compile_version(state: Arc<AppState>, version: VersionRecord) {
 
 /// The pre-instantiated component of a ready version, loading it (from the
 /// code cache, or by compiling) on first use.
-pub async fn prepare_version(state: &AppState, version: &VersionRecord) -> Result<ProxyPre<HostState>, ApiError> {
+pub async fn prepare_version(
+    state: &AppState,
+    version: &VersionRecord,
+) -> Result<ProxyPre<HostState>, ApiError> {
     if let Some(pre) = state.runtime.loaded(&version.sha256) {
         return Ok(pre);
     }
-    let bytes = state
-        .registry
-        .blob(&version.sha256)?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("blob {} missing for a ready version", version.sha256)))?;
-    Ok(state.runtime.prepare(&version.sha256, bytes.to_vec()).await?.pre)
+    let bytes = state.registry.blob(&version.sha256)?.ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "blob {} missing for a ready version",
+            version.sha256
+        ))
+    })?;
+    Ok(state
+        .runtime
+        .prepare(&version.sha256, bytes.to_vec())
+        .await?
+        .pre)
 }

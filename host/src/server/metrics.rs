@@ -33,39 +33,74 @@ impl Metrics {
     pub fn new(runtime: &Runtime) -> Self {
         let mut registry = PromRegistry::with_prefix("stratus");
         let invocations = Family::<InvocationLabels, Counter>::default();
-        registry.register("invocations", "Invocations answered, by owner account and status class", invocations.clone());
+        registry.register(
+            "invocations",
+            "Invocations answered, by owner account and status class",
+            invocations.clone(),
+        );
         registry.register(
             "code_cache_hits",
             "Compiled components loaded from the on-disk code cache",
             runtime.stats.cache_hits.clone(),
         );
-        registry.register("compiles", "Components compiled by Cranelift", runtime.stats.compiles.clone());
-        registry.register("live_instances", "Environments alive now", runtime.stats.live_instances.clone());
-        Self { registry, invocations }
+        registry.register(
+            "compiles",
+            "Components compiled by Cranelift",
+            runtime.stats.compiles.clone(),
+        );
+        registry.register(
+            "live_instances",
+            "Environments alive now",
+            runtime.stats.live_instances.clone(),
+        );
+        Self {
+            registry,
+            invocations,
+        }
     }
 
     /// Counts one answered invocation.
     pub fn invoked(&self, account: &str, status: StatusCode) {
         let status = format!("{}xx", status.as_u16() / 100);
-        self.invocations.get_or_create(&InvocationLabels { account: account.to_string(), status }).inc();
+        self.invocations
+            .get_or_create(&InvocationLabels {
+                account: account.to_string(),
+                status,
+            })
+            .inc();
     }
 }
 
 /// Serves the metrics; on the main listener they name accounts, so only the
 /// operator may read them there.
-pub fn handle(state: &AppState, req: &Request<hyper::body::Incoming>, role: Role) -> Response<Body> {
+pub fn handle(
+    state: &AppState,
+    req: &Request<hyper::body::Incoming>,
+    role: Role,
+) -> Response<Body> {
     if role == Role::Main {
-        match tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator) {
+        match tenancy::authenticate_admin(
+            req.headers(),
+            &state.registry.snapshot(),
+            &state.operator,
+        ) {
             Ok(Principal::Operator) => {}
             Ok(Principal::Account(_)) => {
-                return respond::error(&ApiError::Forbidden("metrics need the operator key".into()));
+                return respond::error(&ApiError::Forbidden(
+                    "metrics need the operator key".into(),
+                ));
             }
             Err(err) => return respond::error(&err),
         }
     }
     let mut text = String::new();
-    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry) {
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry)
+    {
         return respond::error(&ApiError::internal(err));
     }
-    respond::text(StatusCode::OK, text, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+    respond::text(
+        StatusCode::OK,
+        text,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )
 }

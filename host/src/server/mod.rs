@@ -55,8 +55,12 @@ pub enum Role {
 /// any listener binds if anything is wrong.
 pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Option<String>)> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let registry = Registry::open(&config.data_dir)?;
     let runtime = Runtime::new(&config.runtime)?;
 
@@ -70,14 +74,23 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
             }
             None => {
                 let key = keys::generate_operator();
-                registry.set_meta("operator_key_hash", hex::encode(key.hash()).as_bytes()).await?;
+                registry
+                    .set_meta("operator_key_hash", hex::encode(key.hash()).as_bytes())
+                    .await?;
                 (key.hash(), Some(key.expose().to_string()))
             }
         },
     };
     let admission = Arc::new(Semaphore::new(config.runtime.pool_slots as usize));
     let metrics = metrics::Metrics::new(&runtime);
-    let state = Arc::new(AppState { registry, runtime, operator, config, admission, metrics });
+    let state = Arc::new(AppState {
+        registry,
+        runtime,
+        operator,
+        config,
+        admission,
+        metrics,
+    });
     Ok((state, generated))
 }
 
@@ -95,7 +108,9 @@ pub fn warm_up(state: &Arc<AppState>) {
                             tracing::warn!(error = %err, function = %version.function, "could not load a version");
                         }
                     }
-                    VersionState::Compiling => admin::compile_version(state.clone(), version.as_ref().clone()).await,
+                    VersionState::Compiling => {
+                        admin::compile_version(state.clone(), version.as_ref().clone()).await
+                    }
                     VersionState::Failed { .. } => {}
                 }
             }
@@ -155,7 +170,12 @@ async fn accept_loop(state: Arc<AppState>, listener: TcpListener, role: Role) {
     }
 }
 
-async fn dispatch(state: Arc<AppState>, req: Request<Incoming>, role: Role, _peer: SocketAddr) -> Response<Body> {
+async fn dispatch(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    role: Role,
+    _peer: SocketAddr,
+) -> Response<Body> {
     let path = req.uri().path();
     let admin_here = role == Role::Admin || state.config.admin_listen.is_none();
     if role == Role::Main && trigger::is_trigger(&state, &req) {

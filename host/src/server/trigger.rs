@@ -16,8 +16,8 @@ use super::AppState;
 use super::respond::{self, Body};
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName, Qualifier, SubTenantId};
-use crate::registry::{ResolveError, Snapshot};
 use crate::registry::records::{Tenancy, VersionRecord};
+use crate::registry::{ResolveError, Snapshot};
 use crate::runtime::body::LimitedBody;
 use crate::tenancy::{self, Caller, Presented};
 
@@ -42,7 +42,13 @@ pub fn is_trigger(state: &AppState, req: &Request<Incoming>) -> bool {
 fn host_target<'a>(state: &AppState, req: &'a Request<Incoming>) -> Option<(&'a str, &'a str)> {
     let base = state.config.base_domain.as_deref()?;
     let host = req.headers().get(http::header::HOST)?.to_str().ok()?;
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
     let label = host.strip_suffix(base)?.strip_suffix('.')?;
     label.split_once("--")
 }
@@ -54,7 +60,8 @@ fn parse(state: &AppState, req: &Request<Incoming>) -> Result<Target, ApiError> 
             Some(q) => format!("{path}?{q}"),
             None => path.to_string(),
         };
-        text.parse().map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))
+        text.parse()
+            .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))
     };
     if let Some((name, account)) = host_target(state, req) {
         return Ok(Target {
@@ -69,7 +76,9 @@ fn parse(state: &AppState, req: &Request<Incoming>) -> Result<Target, ApiError> 
     let account = parts.next().unwrap_or_default();
     let function = parts.next().unwrap_or_default();
     if account.is_empty() || function.is_empty() {
-        return Err(ApiError::BadRequest("address a function as /fn/{account}/{name}[:{qualifier}]/{path}".into()));
+        return Err(ApiError::BadRequest(
+            "address a function as /fn/{account}/{name}[:{qualifier}]/{path}".into(),
+        ));
     }
     let guest_path = format!("/{}", parts.next().unwrap_or_default());
     let (name, qualifier) = match function.split_once(':') {
@@ -86,11 +95,19 @@ fn parse(state: &AppState, req: &Request<Incoming>) -> Result<Target, ApiError> 
 
 /// Finds the version this caller may call. Names the caller may not see
 /// answer as if they did not exist (401 for anonymous, 404 otherwise).
-fn resolve(snapshot: &Snapshot, caller: &Caller, target: &Target) -> Result<Arc<VersionRecord>, ApiError> {
+fn resolve(
+    snapshot: &Snapshot,
+    caller: &Caller,
+    target: &Target,
+) -> Result<Arc<VersionRecord>, ApiError> {
     let own = caller.account() == Some(&target.account);
     let hidden = || match caller {
-        Caller::Anonymous => ApiError::Unauthorized("this function needs credentials: send `Authorization: Bearer <key>`".into()),
-        Caller::Account { .. } => ApiError::NotFound(format!("no function {}/{}", target.account, target.name)),
+        Caller::Anonymous => ApiError::Unauthorized(
+            "this function needs credentials: send `Authorization: Bearer <key>`".into(),
+        ),
+        Caller::Account { .. } => {
+            ApiError::NotFound(format!("no function {}/{}", target.account, target.name))
+        }
     };
     if !own && !snapshot.is_public(&target.account, &target.name) {
         return Err(hidden());
@@ -98,7 +115,9 @@ fn resolve(snapshot: &Snapshot, caller: &Caller, target: &Target) -> Result<Arc<
     let version = snapshot
         .resolve(&target.account, &target.name, &target.qualifier)
         .map_err(|err| match err {
-            ResolveError::NoFunction => ApiError::NotFound(format!("no function {}/{}", target.account, target.name)),
+            ResolveError::NoFunction => {
+                ApiError::NotFound(format!("no function {}/{}", target.account, target.name))
+            }
             ResolveError::NoQualifier => ApiError::NotFound(format!(
                 "function {}/{} has no invocable version {}",
                 target.account, target.name, target.qualifier
@@ -131,11 +150,20 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
     if let Some(owner) = &owner {
         state.metrics.invoked(owner, res.status());
     }
-    tracing::debug!(invocation_id, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "call");
+    tracing::debug!(
+        invocation_id,
+        status = res.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "call"
+    );
     res
 }
 
-async fn call(state: &Arc<AppState>, req: Request<Incoming>, invocation_id: &str) -> Result<(Response<Body>, String), ApiError> {
+async fn call(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    invocation_id: &str,
+) -> Result<(Response<Body>, String), ApiError> {
     let target = parse(state, &req)?;
     let snapshot = state.registry.snapshot();
     let presented = tenancy::authenticate(req.headers(), &snapshot, &state.operator)?;
@@ -143,13 +171,29 @@ async fn call(state: &Arc<AppState>, req: Request<Incoming>, invocation_id: &str
     let version = resolve(&snapshot, &caller, &target)?;
     authorize(&version, sub_tenant.as_ref())?;
     let permit = admit(state).await?;
-    let response = run(state, req, target, &presented, &version, permit, invocation_id, &caller, sub_tenant).await?;
+    let response = run(
+        state,
+        req,
+        target,
+        &presented,
+        &version,
+        permit,
+        invocation_id,
+        &caller,
+        sub_tenant,
+    )
+    .await?;
     Ok((response, version.account.to_string()))
 }
 
-fn caller_of(presented: &Presented, headers: &http::HeaderMap) -> Result<(Caller, Option<SubTenantId>), ApiError> {
+fn caller_of(
+    presented: &Presented,
+    headers: &http::HeaderMap,
+) -> Result<(Caller, Option<SubTenantId>), ApiError> {
     match presented {
-        Presented::Stratus(caller @ Caller::Account { .. }) => Ok((caller.clone(), tenancy::sub_tenant_from_header(headers)?)),
+        Presented::Stratus(caller @ Caller::Account { .. }) => {
+            Ok((caller.clone(), tenancy::sub_tenant_from_header(headers)?))
+        }
         // A sub-tenant must come from an authenticated source: without a
         // credential the header means nothing.
         _ => Ok((Caller::Anonymous, None)),
@@ -167,7 +211,10 @@ async fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Ap
     let wait = state.config.limits.queue_wait;
     match tokio::time::timeout(wait, state.admission.clone().acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
-        Ok(Err(_)) => Err(ApiError::Unavailable { message: "the host is shutting down".into(), retry_after: 1 }),
+        Ok(Err(_)) => Err(ApiError::Unavailable {
+            message: "the host is shutting down".into(),
+            retry_after: 1,
+        }),
         Err(_) => Err(ApiError::Unavailable {
             message: format!("no free environment within {} ms", wait.as_millis()),
             retry_after: 1,
@@ -203,7 +250,12 @@ async fn run(
     if strip_auth {
         parts.headers.remove(http::header::AUTHORIZATION);
     }
-    let reserved: Vec<_> = parts.headers.keys().filter(|k| k.as_str().starts_with(RESERVED_PREFIX)).cloned().collect();
+    let reserved: Vec<_> = parts
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(RESERVED_PREFIX))
+        .cloned()
+        .collect();
     for name in reserved {
         parts.headers.remove(name);
     }
@@ -215,9 +267,18 @@ async fn run(
     let invoked = state.runtime.invoke(pre, version, request, permit).await;
     let invoked = match invoked {
         Ok(invoked) => invoked,
-        Err(_) if exceeded.load(Ordering::Acquire) => return Err(ApiError::PayloadTooLarge { limit }),
+        Err(_) if exceeded.load(Ordering::Acquire) => {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
         Err(err) => {
-            log_call(invocation_id, version, caller, sub_tenant.as_ref(), err.status().as_u16(), started.elapsed());
+            log_call(
+                invocation_id,
+                version,
+                caller,
+                sub_tenant.as_ref(),
+                err.status().as_u16(),
+                started.elapsed(),
+            );
             return Err(err);
         }
     };
@@ -241,7 +302,14 @@ async fn run(
         if !clean {
             tracing::debug!(invocation_id = id, "the guest failed after answering");
         }
-        log_call(&id, &version, &caller, sub_tenant.as_ref(), status, started.elapsed());
+        log_call(
+            &id,
+            &version,
+            &caller,
+            sub_tenant.as_ref(),
+            status,
+            started.elapsed(),
+        );
     });
     Ok(response)
 }
