@@ -73,8 +73,11 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let module = format_ident!("__stratus_handler_{}", name);
     // The coercion below makes rustc check argument and return types, and
     // reports a mismatch at the signature the author wrote.
+    let checked = format_ident!("__STRATUS_HANDLER_{}", name);
     let check = quote_spanned! {sig.span()=>
-        const _: fn(::stratus_sdk::Request) -> ::stratus_sdk::Response = #name;
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        const #checked: fn(::stratus_sdk::Request) -> ::stratus_sdk::Response = #name;
     };
     Ok(quote! {
         #func
@@ -89,7 +92,7 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
                     request: ::stratus_sdk::__private::wasip2::http::types::IncomingRequest,
                     response_out: ::stratus_sdk::__private::wasip2::http::types::ResponseOutparam,
                 ) {
-                    ::stratus_sdk::__private::serve(request, response_out, super::#name)
+                    ::stratus_sdk::__private::serve(request, response_out, super::#checked)
                 }
             }
 

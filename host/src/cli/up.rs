@@ -71,16 +71,22 @@ impl Up {
         let bytes = std::fs::read(&component)
             .with_context(|| format!("cannot read {}", component.display()))?;
         let sha = sha256_hex(&bytes);
-        client
-            .upload(&format!("/accounts/{DEV_ACCOUNT}/blobs/{sha}"), bytes)
-            .await?;
-        let deployed = client
-            .admin(
-                Method::POST,
-                &format!("/accounts/{DEV_ACCOUNT}/functions/{name}/versions"),
-                Some(json!({ "blob": sha, "public": !self.private })),
-            )
-            .await?;
+        let deployed = match current_version(&client, &name, &sha, !self.private).await {
+            // Same code and settings as the running version: nothing to deploy.
+            Some(version) => json!({ "version": version, "compile_ms": 0 }),
+            None => {
+                client
+                    .upload(&format!("/accounts/{DEV_ACCOUNT}/blobs/{sha}"), bytes)
+                    .await?;
+                client
+                    .admin(
+                        Method::POST,
+                        &format!("/accounts/{DEV_ACCOUNT}/functions/{name}/versions"),
+                        Some(json!({ "blob": sha, "public": !self.private })),
+                    )
+                    .await?
+            }
+        };
         let fn_url = format!("{url}/fn/{DEV_ACCOUNT}/{name}/");
         if global.json {
             println!(
@@ -118,6 +124,24 @@ fn operator_key(data: &Path) -> anyhow::Result<String> {
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
     Ok(key)
+}
+
+/// The latest version of `name` if it already runs this code with these settings.
+async fn current_version(client: &Client, name: &str, sha: &str, public: bool) -> Option<u64> {
+    let function = client
+        .admin(
+            Method::GET,
+            &format!("/accounts/{DEV_ACCOUNT}/functions/{name}"),
+            None,
+        )
+        .await
+        .ok()?;
+    let latest = function["latest"].as_u64()?;
+    let version = function["versions"]
+        .as_array()?
+        .iter()
+        .find(|v| v["version"] == latest)?;
+    (version["sha256"] == sha && version["config"]["public"] == public).then_some(latest)
 }
 
 /// Creates account `dev` (or a new key for it) and returns the key.

@@ -107,6 +107,82 @@ mod tests {
         ));
     }
 
+    /// The crate directory of a dependency, from `cargo metadata`.
+    fn dependency_dir(name: &str) -> std::path::PathBuf {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .output()
+            .unwrap_or_else(|e| panic!("cargo metadata: {e}"));
+        let meta: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+        let manifest = meta["packages"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == name))
+            .and_then(|p| p["manifest_path"].as_str())
+            .unwrap_or_else(|| panic!("{name} is not a dependency"));
+        std::path::Path::new(manifest)
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_wit_world_is_what_the_host_links() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let deps = dir.path().join("deps");
+        std::fs::create_dir(&deps).unwrap_or_else(|e| panic!("{e}"));
+        let wasi_deps = dependency_dir("wasmtime-wasi-http").join("wit/deps");
+        for entry in std::fs::read_dir(&wasi_deps).unwrap_or_else(|e| panic!("{e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            std::fs::copy(&path, deps.join(path.file_name().unwrap_or_default()))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let world = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/world.wit");
+        std::fs::copy(world, dir.path().join("world.wit")).unwrap_or_else(|e| panic!("{e}"));
+
+        let mut resolve = wit_parser::Resolve::new();
+        let (package, _) = resolve
+            .push_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let world = resolve
+            .select_world(&[package], Some("function"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let mut imported: Vec<String> = resolve.worlds[world]
+            .imports
+            .keys()
+            .filter_map(|key| match key {
+                wit_parser::WorldKey::Interface(id) => resolve.id_of(*id),
+                wit_parser::WorldKey::Name(_) => None,
+            })
+            .collect();
+        imported.sort();
+        for name in &imported {
+            assert!(
+                provided(name),
+                "the world imports {name}, which deploys would refuse"
+            );
+        }
+        let mut bare: Vec<&str> = imported
+            .iter()
+            .map(|n| n.split('@').next().unwrap_or_default())
+            .collect();
+        bare.sort();
+        let mut linked = WASI_02.to_vec();
+        linked.sort();
+        assert_eq!(bare, linked, "the world and the validator disagree");
+        let exports: Vec<String> = resolve.worlds[world]
+            .exports
+            .keys()
+            .filter_map(|key| match key {
+                wit_parser::WorldKey::Interface(id) => resolve.id_of(*id),
+                wit_parser::WorldKey::Name(_) => None,
+            })
+            .collect();
+        assert_eq!(exports, ["wasi:http/incoming-handler@0.2.12"]);
+    }
+
     #[test]
     fn wasi_02_imports_match_any_patch_version() {
         assert!(provided("wasi:http/types@0.2.0"));

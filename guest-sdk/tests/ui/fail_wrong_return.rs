@@ -1,0 +1,8 @@
+use stratus_sdk::Request;
+
+#[stratus_sdk::handler]
+fn handle(_req: Request) -> String {
+    String::new()
+}
+
+fn main() {}

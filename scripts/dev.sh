@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The project's two entry points, usable on a fresh machine:
+#   bash scripts/dev.sh up     set up, build, and run `stratus up examples/hello`
+#   bash scripts/dev.sh test   set up, lint, and run every test (what CI runs)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# Builds are kept outside the clone so repeated runs (and CI on the same
+# machine) reuse them; a fresh machine simply starts from nothing.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stratus/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+setup() {
+    if ! command -v cargo >/dev/null; then
+        echo "error: cargo is not installed; install Rust 1.95 with rustup first" >&2
+        exit 1
+    fi
+    if command -v rustup >/dev/null; then
+        if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+            rustup target add wasm32-wasip2
+        fi
+        rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+        rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+    fi
+}
+
+step() {
+    local started=$SECONDS
+    echo "==> $*"
+    "$@"
+    echo "<== $1 ... done in $((SECONDS - started)) s"
+}
+
+case "${1:-}" in
+    up)
+        shift
+        setup
+        step cargo build --locked -p stratus
+        exec "$CARGO_TARGET_DIR/debug/stratus" up examples/hello "$@"
+        ;;
+    test)
+        setup
+        step cargo fmt --all --check
+        step cargo clippy --locked --workspace --all-targets -- -D warnings
+        step cargo test --locked --workspace
+        ;;
+    *)
+        echo "usage: bash scripts/dev.sh up [stratus up flags] | test" >&2
+        exit 2
+        ;;
+esac
