@@ -319,4 +319,6 @@ pub fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
 
-pub use stratus_fixtures::{BUSY_COMPONENT, ECHO_COMPONENT, HELLO_COMPONENT, HOG_COMPONENT};
+pub use stratus_fixtures::{
+    BUSY_COMPONENT, ECHO_COMPONENT, HELLO_COMPONENT, HOG_COMPONENT, PLAIN_PROXY_COMPONENT,
+};

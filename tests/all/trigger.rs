@@ -327,3 +327,28 @@ fn revoked_keys_and_deleted_functions_stop_at_once() {
     );
     assert_eq!(gone.status, 404);
 }
+
+#[test]
+fn a_plain_wasi_http_proxy_component_from_wasi_0_2_0_runs_unchanged() {
+    let bytes = std::fs::read(PLAIN_PROXY_COMPONENT).unwrap();
+    let imports_020 = bytes
+        .windows(b"wasi:http/types@0.2.0".len())
+        .any(|w| w == b"wasi:http/types@0.2.0");
+    assert!(
+        imports_020,
+        "the fixture should import the 0.2.0 interfaces"
+    );
+
+    let server = Server::start();
+    let key = server.create_account("acme");
+    server.deploy(
+        &key,
+        "acme",
+        "plain",
+        PLAIN_PROXY_COMPONENT,
+        json!({ "public": true }),
+    );
+    let reply = server.request("GET", "/fn/acme/plain/x/y?z=1", &[], b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "plain proxy /x/y?z=1");
+}
