@@ -4,7 +4,7 @@ use http::Method;
 use serde_json::json;
 
 use super::Global;
-use super::output::{cell, done, print};
+use super::output::{cell, done, print, time_cell};
 
 /// Account commands (operator key).
 #[derive(Debug, clap::Subcommand)]
@@ -45,7 +45,7 @@ impl AccountCommand {
                     .as_array()
                     .map(|a| {
                         a.iter()
-                            .map(|a| vec![cell(&a["name"]), cell(&a["created_at"])])
+                            .map(|a| vec![cell(&a["name"]), time_cell(&a["created_at"])])
                             .collect()
                     })
                     .unwrap_or_default();

@@ -3,7 +3,7 @@
 use http::Method;
 
 use super::Global;
-use super::output::{cell, done, print};
+use super::output::{cell, done, print, time_cell};
 
 /// Account key commands.
 #[derive(Debug, clap::Subcommand)]
@@ -45,7 +45,7 @@ impl KeyCommand {
                     .as_array()
                     .map(|k| {
                         k.iter()
-                            .map(|k| vec![cell(&k["id"]), cell(&k["created_at"])])
+                            .map(|k| vec![cell(&k["id"]), time_cell(&k["created_at"])])
                             .collect()
                     })
                     .unwrap_or_default();

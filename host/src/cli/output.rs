@@ -51,3 +51,14 @@ pub fn done(json: bool, value: &serde_json::Value, message: impl FnOnce() -> Str
         println!("{}", message());
     }
 }
+
+/// A Unix-seconds field as an RFC 3339 time.
+pub fn time_cell(value: &serde_json::Value) -> String {
+    match value.as_u64() {
+        Some(secs) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+        )
+        .to_string(),
+        None => cell(value),
+    }
+}
