@@ -7,14 +7,25 @@
 //! fn handle(req: Request) -> Response {
 //!     Response::text(format!("you asked for {}", req.path()))
 //! }
+//! # fn main() {}
 //! ```
 //!
 //! `cargo build --target wasm32-wasip2 --release` turns the crate (a `cdylib`)
 //! into a component that `stratus function deploy` accepts.
 #![deny(missing_docs)]
 
+pub mod kv;
 mod request;
 mod response;
+
+/// Bindings of the Stratus interfaces, generated from `wit/stratus.wit`.
+#[allow(missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit/stratus.wit",
+        world: "stratus-imports",
+    });
+}
 
 pub use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 pub use request::Request;
@@ -30,11 +41,7 @@ pub mod __private {
     use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
     /// Serves one `wasi:http` request with the author's handler.
-    pub fn serve(
-        request: IncomingRequest,
-        out: ResponseOutparam,
-        handler: fn(Request) -> Response,
-    ) {
+    pub fn serve(request: IncomingRequest, out: ResponseOutparam, handler: fn(Request) -> Response) {
         let response = match Request::from_incoming(request) {
             Ok(req) => handler(req),
             Err(message) => Response::text(message).with_status(400),

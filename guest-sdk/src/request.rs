@@ -89,9 +89,7 @@ impl Request {
             WasiMethod::Options => Method::OPTIONS,
             WasiMethod::Trace => Method::TRACE,
             WasiMethod::Patch => Method::PATCH,
-            WasiMethod::Other(other) => {
-                Method::from_bytes(other.as_bytes()).map_err(|e| format!("bad method: {e}"))?
-            }
+            WasiMethod::Other(other) => Method::from_bytes(other.as_bytes()).map_err(|e| format!("bad method: {e}"))?,
         };
         let uri = request
             .path_with_query()
@@ -101,8 +99,7 @@ impl Request {
 
         let mut headers = HeaderMap::new();
         for (name, value) in request.headers().entries() {
-            let name =
-                HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("bad header: {e}"))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("bad header: {e}"))?;
             let value = HeaderValue::from_bytes(&value).map_err(|e| format!("bad header: {e}"))?;
             headers.append(name, value);
         }
@@ -131,10 +128,7 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, String> {
                 Ok(chunk) => body.extend_from_slice(&chunk),
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(err)) => {
-                    return Err(format!(
-                        "reading the request body failed: {}",
-                        err.to_debug_string()
-                    ));
+                    return Err(format!("reading the request body failed: {}", err.to_debug_string()));
                 }
             }
         }

@@ -59,10 +59,7 @@ impl Response {
 
     /// Sets header `name`, replacing earlier values. Invalid names or values are ignored.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             self.headers.insert(name, value);
         }
         self
@@ -101,10 +98,7 @@ impl Response {
             .filter(|(name, _)| *name != http::header::CONTENT_LENGTH)
             .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
             .collect();
-        entries.push((
-            "content-length".to_string(),
-            self.body.len().to_string().into_bytes(),
-        ));
+        entries.push(("content-length".to_string(), self.body.len().to_string().into_bytes()));
 
         // A header the host forbids (e.g. hop-by-hop) must not lose the whole
         // response: fall back to setting the allowed ones one by one.

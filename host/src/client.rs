@@ -88,14 +88,10 @@ impl Client {
         let request = builder
             .body(Full::new(body))
             .map_err(|e| ClientError::Other(e.into()))?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| ClientError::Connect {
-                url: self.base.clone(),
-                source: e.into(),
-            })?;
+        let response = self.http.request(request).await.map_err(|e| ClientError::Connect {
+            url: self.base.clone(),
+            source: e.into(),
+        })?;
         let (parts, body) = response.into_parts();
         let body = body
             .collect()
@@ -123,26 +119,15 @@ impl Client {
             ),
             None => (Vec::new(), Bytes::new()),
         };
-        let reply = self
-            .send(method, &format!("/admin/v1{path}"), &headers, bytes)
-            .await?;
+        let reply = self.send(method, &format!("/admin/v1{path}"), &headers, bytes).await?;
         decode(reply)
     }
 
     /// Uploads bytes to an admin route.
-    pub async fn upload(
-        &self,
-        path: &str,
-        bytes: Vec<u8>,
-    ) -> Result<serde_json::Value, ClientError> {
+    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> Result<serde_json::Value, ClientError> {
         let headers = [("content-type", "application/wasm".to_string())];
         let reply = self
-            .send(
-                Method::PUT,
-                &format!("/admin/v1{path}"),
-                &headers,
-                Bytes::from(bytes),
-            )
+            .send(Method::PUT, &format!("/admin/v1{path}"), &headers, Bytes::from(bytes))
             .await?;
         decode(reply)
     }
@@ -171,7 +156,6 @@ pub fn api_error(reply: &Reply) -> ClientError {
     ClientError::Api {
         status: reply.status,
         code: field("code").unwrap_or_else(|| "unknown".into()),
-        message: field("message")
-            .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned()),
+        message: field("message").unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned()),
     }
 }

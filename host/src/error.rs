@@ -121,8 +121,9 @@ impl ApiError {
     /// Seconds for a `Retry-After` header, where the status calls for one.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::QuotaExceeded { retry_after, .. }
-            | ApiError::Unavailable { retry_after, .. } => Some(*retry_after),
+            ApiError::QuotaExceeded { retry_after, .. } | ApiError::Unavailable { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }

@@ -16,8 +16,7 @@ pub struct NameError {
     rule: &'static str,
 }
 
-const NAME_RULE: &str =
-    "use 1 to 63 characters: a lower-case letter, then lower-case letters, digits or '-'";
+const NAME_RULE: &str = "use 1 to 63 characters: a lower-case letter, then lower-case letters, digits or '-'";
 const SUB_TENANT_RULE: &str = "use 1 to 64 characters from A-Z a-z 0-9 . _ -";
 
 fn is_name(s: &str) -> bool {

@@ -10,20 +10,10 @@ fn accounts_are_the_operators_and_keys_act_on_their_own_account() {
     let acme = server.create_account("acme");
     let _other = server.create_account("other");
 
-    let duplicate = server.admin(
-        OPERATOR_KEY,
-        "POST",
-        "/accounts",
-        Some(json!({ "name": "acme" })),
-    );
+    let duplicate = server.admin(OPERATOR_KEY, "POST", "/accounts", Some(json!({ "name": "acme" })));
     assert_eq!(duplicate.status, 409);
     assert_eq!(duplicate.code(), "conflict");
-    let invalid = server.admin(
-        OPERATOR_KEY,
-        "POST",
-        "/accounts",
-        Some(json!({ "name": "Not Valid" })),
-    );
+    let invalid = server.admin(OPERATOR_KEY, "POST", "/accounts", Some(json!({ "name": "Not Valid" })));
     assert_eq!(invalid.status, 400);
 
     let list = server.admin(OPERATOR_KEY, "GET", "/accounts", None);
@@ -42,49 +32,25 @@ fn accounts_are_the_operators_and_keys_act_on_their_own_account() {
         403
     );
     assert_eq!(
-        server
-            .admin(&acme, "GET", "/accounts/other/functions", None)
-            .status,
+        server.admin(&acme, "GET", "/accounts/other/functions", None).status,
         404,
         "other accounts look absent"
     );
+    assert_eq!(server.admin(&acme, "GET", "/accounts/acme/functions", None).status, 200);
     assert_eq!(
-        server
-            .admin(&acme, "GET", "/accounts/acme/functions", None)
-            .status,
-        200
-    );
-    assert_eq!(
-        server
-            .admin("sk_nope", "GET", "/accounts/acme/functions", None)
-            .status,
+        server.admin("sk_nope", "GET", "/accounts/acme/functions", None).status,
         401
     );
-    assert_eq!(
-        server.request("GET", "/admin/v1/accounts", &[], b"").status,
-        401
-    );
+    assert_eq!(server.request("GET", "/admin/v1/accounts", &[], b"").status, 401);
 
-    let keys = server
-        .admin(&acme, "GET", "/accounts/acme/keys", None)
-        .json();
+    let keys = server.admin(&acme, "GET", "/accounts/acme/keys", None).json();
     let listed = keys["keys"].as_array().unwrap();
     assert_eq!(listed.len(), 1);
-    assert!(
-        !keys.to_string().contains(&acme),
-        "key secrets are never listed"
-    );
+    assert!(!keys.to_string().contains(&acme), "key secrets are never listed");
 
+    assert_eq!(server.admin(OPERATOR_KEY, "DELETE", "/accounts/acme", None).status, 204);
     assert_eq!(
-        server
-            .admin(OPERATOR_KEY, "DELETE", "/accounts/acme", None)
-            .status,
-        204
-    );
-    assert_eq!(
-        server
-            .admin(&acme, "GET", "/accounts/acme/functions", None)
-            .status,
+        server.admin(&acme, "GET", "/accounts/acme/functions", None).status,
         401,
         "deleting an account kills its keys"
     );
@@ -95,13 +61,7 @@ fn the_admin_listener_keeps_the_admin_api_private() {
     let server = Server::start_with(&["--admin-listen", "127.0.0.1:0"]);
     let admin_url = server.admin_url.clone().expect("admin listener announced");
     let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "hello",
-        HELLO_COMPONENT,
-        json!({ "public": true }),
-    );
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
 
     let on_main = server.request(
         "GET",
@@ -110,15 +70,9 @@ fn the_admin_listener_keeps_the_admin_api_private() {
         b"",
     );
     assert_eq!(on_main.status, 404);
-    assert_eq!(
-        server.request("GET", "/fn/acme/hello/", &[], b"").status,
-        200
-    );
+    assert_eq!(server.request("GET", "/fn/acme/hello/", &[], b"").status, 200);
     let metrics = server.request_to(&admin_url, "GET", "/metrics", &[], b"");
-    assert_eq!(
-        metrics.status, 200,
-        "metrics are open on the admin listener"
-    );
+    assert_eq!(metrics.status, 200, "metrics are open on the admin listener");
     assert!(
         metrics.text().contains("stratus_invocations_total"),
         "{}",
@@ -137,12 +91,7 @@ fn metrics_on_the_main_listener_need_the_operator_key() {
             .status,
         403
     );
-    let ok = server.request(
-        "GET",
-        "/metrics",
-        &[("authorization", &bearer(OPERATOR_KEY))],
-        b"",
-    );
+    let ok = server.request("GET", "/metrics", &[("authorization", &bearer(OPERATOR_KEY))], b"");
     assert_eq!(ok.status, 200);
     assert!(ok.text().contains("stratus_code_cache_hits_total"));
     assert_eq!(server.request("GET", "/healthz", &[], b"").status, 200);

@@ -17,13 +17,8 @@ fn stratus(server: &Server, key: &str, args: &[&str]) -> Output {
 }
 
 fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
@@ -39,15 +34,7 @@ fn account_deploy_and_invoke_through_the_cli() {
     let deployed = json_of(&stratus(
         &server,
         &key,
-        &[
-            "function",
-            "deploy",
-            "echo",
-            ECHO_COMPONENT,
-            "--env",
-            "A=1",
-            "--json",
-        ],
+        &["function", "deploy", "echo", ECHO_COMPONENT, "--env", "A=1", "--json"],
     ));
     assert_eq!(deployed["version"], 1);
 
@@ -59,20 +46,9 @@ fn account_deploy_and_invoke_through_the_cli() {
     let invoked = stratus(
         &server,
         &key,
-        &[
-            "invoke",
-            "acme/echo",
-            "--path",
-            "/p?q=1",
-            "--data",
-            "payload",
-        ],
+        &["invoke", "acme/echo", "--path", "/p?q=1", "--data", "payload"],
     );
-    assert!(
-        invoked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&invoked.stderr)
-    );
+    assert!(invoked.status.success(), "{}", String::from_utf8_lossy(&invoked.stderr));
     let seen: Value = serde_json::from_slice(&invoked.stdout).unwrap();
     assert_eq!(seen["method"], "POST");
     assert_eq!(seen["path"], "/p");
@@ -83,14 +59,7 @@ fn account_deploy_and_invoke_through_the_cli() {
     let as_operator = json_of(&stratus(
         &server,
         OPERATOR_KEY,
-        &[
-            "--account",
-            "acme",
-            "function",
-            "versions",
-            "echo",
-            "--json",
-        ],
+        &["--account", "acme", "function", "versions", "echo", "--json"],
     ));
     assert_eq!(as_operator["versions"].as_array().unwrap().len(), 1);
 }
@@ -108,11 +77,7 @@ fn cli_errors_are_readable_and_exit_non_zero() {
         "{stderr}"
     );
 
-    let bad_file = stratus(
-        &server,
-        &key,
-        &["function", "deploy", "f", "/no/such/file.wasm"],
-    );
+    let bad_file = stratus(&server, &key, &["function", "deploy", "f", "/no/such/file.wasm"]);
     assert!(!bad_file.status.success());
     assert!(String::from_utf8_lossy(&bad_file.stderr).contains("cannot read /no/such/file.wasm"));
 
@@ -120,14 +85,7 @@ fn cli_errors_are_readable_and_exit_non_zero() {
     assert!(!failing_call.status.success());
 
     let unreachable = Command::new(stratus_bin())
-        .args([
-            "account",
-            "list",
-            "--url",
-            "http://127.0.0.1:9",
-            "--key",
-            OPERATOR_KEY,
-        ])
+        .args(["account", "list", "--url", "http://127.0.0.1:9", "--key", OPERATOR_KEY])
         .output()
         .unwrap();
     assert!(!unreachable.status.success());
@@ -157,8 +115,5 @@ fn serve_refuses_a_bad_configuration_before_listening() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("error:") && !stderr.contains("panicked"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("error:") && !stderr.contains("panicked"), "{stderr}");
 }

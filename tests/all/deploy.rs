@@ -53,19 +53,10 @@ fn unknown_imports_are_listed_and_nothing_is_stored() {
     let reply = server.upload(&key, "acme", &bytes);
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert_eq!(reply.code(), "unknown_imports");
-    let message = reply.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("acme:ledger/accounts@1.0.0"), "{message}");
-    assert!(
-        message.contains("wasi:keyvalue/store@0.2.0-draft"),
-        "{message}"
-    );
-    assert_eq!(
-        reply.json()["error"]["imports"].as_array().unwrap().len(),
-        2
-    );
+    assert!(message.contains("wasi:keyvalue/store@0.2.0-draft"), "{message}");
+    assert_eq!(reply.json()["error"]["imports"].as_array().unwrap().len(), 2);
 
     let deploy = server.admin(
         &key,
@@ -103,19 +94,10 @@ fn uploads_are_content_addressed_and_idempotent() {
 fn versions_are_numbered_and_latest_moves_after_compiling() {
     let server = Server::start();
     let key = server.create_account("acme");
-    let v1 = server.deploy(
-        &key,
-        "acme",
-        "svc",
-        HELLO_COMPONENT,
-        json!({ "public": true }),
-    );
+    let v1 = server.deploy(&key, "acme", "svc", HELLO_COMPONENT, json!({ "public": true }));
     assert_eq!(v1["version"], 1);
     assert!(v1["compile_ms"].is_u64());
-    assert_eq!(
-        v1["sha256"],
-        sha256(&std::fs::read(HELLO_COMPONENT).unwrap())
-    );
+    assert_eq!(v1["sha256"], sha256(&std::fs::read(HELLO_COMPONENT).unwrap()));
 
     // Deploy without waiting: 202 now, latest moves once compiled.
     let bytes = std::fs::read(ECHO_COMPONENT).unwrap();
@@ -157,34 +139,19 @@ fn versions_are_numbered_and_latest_moves_after_compiling() {
     assert_eq!(versions.len(), 2);
     assert!(versions.iter().all(|v| v["state"] == "ready"));
 
-    let show = server
-        .admin(&key, "GET", "/accounts/acme/functions/svc", None)
-        .json();
+    let show = server.admin(&key, "GET", "/accounts/acme/functions/svc", None).json();
     assert_eq!(show["latest"], 2);
 
     assert_eq!(
         server
-            .admin(
-                &key,
-                "DELETE",
-                "/accounts/acme/functions/svc/versions/1",
-                None
-            )
+            .admin(&key, "DELETE", "/accounts/acme/functions/svc/versions/1", None)
             .status,
         204
     );
-    assert_eq!(
-        server.request("GET", "/fn/acme/svc:1/", &[], b"").status,
-        404
-    );
+    assert_eq!(server.request("GET", "/fn/acme/svc:1/", &[], b"").status, 404);
     assert_eq!(
         server
-            .admin(
-                &key,
-                "DELETE",
-                "/accounts/acme/functions/svc/versions/1",
-                None
-            )
+            .admin(&key, "DELETE", "/accounts/acme/functions/svc/versions/1", None)
             .status,
         404
     );
@@ -209,20 +176,10 @@ fn deploy_settings_are_checked() {
     assert_eq!(too_big.code(), "bad_request");
     assert!(too_big.text().contains("64"));
 
-    let unknown_field = server.admin(
-        &key,
-        "POST",
-        path,
-        Some(json!({ "blob": sha, "colour": "blue" })),
-    );
+    let unknown_field = server.admin(&key, "POST", path, Some(json!({ "blob": sha, "colour": "blue" })));
     assert_eq!(unknown_field.status, 400);
 
-    let bad_tenancy = server.admin(
-        &key,
-        "POST",
-        path,
-        Some(json!({ "blob": sha, "tenancy": "some" })),
-    );
+    let bad_tenancy = server.admin(&key, "POST", path, Some(json!({ "blob": sha, "tenancy": "some" })));
     assert_eq!(bad_tenancy.status, 400);
 
     let not_json = server.admin(&key, "POST", path, None);

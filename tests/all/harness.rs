@@ -52,8 +52,7 @@ impl Reply {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -65,10 +64,7 @@ impl Reply {
 
     /// The stable error code of a JSON error body.
     pub fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
     }
 }
 
@@ -163,14 +159,7 @@ impl Server {
     }
 
     /// Sends a request to `base + path`.
-    pub fn request_to(
-        &self,
-        base: &str,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Reply {
+    pub fn request_to(&self, base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         let url = format!("{base}{path}");
         let mut builder = http::Request::builder().method(method).uri(&url);
         for (name, value) in headers {
@@ -185,12 +174,7 @@ impl Server {
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
         let body = response
             .into_body()
@@ -198,21 +182,11 @@ impl Server {
             .limit(64 * 1024 * 1024)
             .read_to_vec()
             .unwrap_or_default();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        Reply { status, headers, body }
     }
 
     /// Sends a request to the main listener.
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Reply {
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         self.request_to(&self.url, method, path, headers, body)
     }
 
@@ -225,22 +199,14 @@ impl Server {
             &base,
             method,
             &format!("/admin/v1{path}"),
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
+            &[("authorization", &auth), ("content-type", "application/json")],
             body.as_bytes(),
         )
     }
 
     /// Creates an account and returns its key.
     pub fn create_account(&self, name: &str) -> String {
-        let reply = self.admin(
-            OPERATOR_KEY,
-            "POST",
-            "/accounts",
-            Some(json!({ "name": name })),
-        );
+        let reply = self.admin(OPERATOR_KEY, "POST", "/accounts", Some(json!({ "name": name })));
         assert_eq!(reply.status, 201, "{}", reply.text());
         reply.json()["key"].as_str().unwrap().to_string()
     }
@@ -260,21 +226,10 @@ impl Server {
     }
 
     /// Uploads and deploys a component file; panics unless it worked.
-    pub fn deploy(
-        &self,
-        key: &str,
-        account: &str,
-        function: &str,
-        component: &str,
-        config: Value,
-    ) -> Value {
+    pub fn deploy(&self, key: &str, account: &str, function: &str, component: &str, config: Value) -> Value {
         let bytes = std::fs::read(component).unwrap();
         let upload = self.upload(key, account, &bytes);
-        assert!(
-            upload.status == 201 || upload.status == 200,
-            "{}",
-            upload.text()
-        );
+        assert!(upload.status == 201 || upload.status == 200, "{}", upload.text());
         let mut body = config;
         body["blob"] = json!(sha256(&bytes));
         let reply = self.admin(
@@ -320,5 +275,5 @@ pub fn bearer(key: &str) -> String {
 }
 
 pub use stratus_fixtures::{
-    BUSY_COMPONENT, ECHO_COMPONENT, HELLO_COMPONENT, HOG_COMPONENT, PLAIN_PROXY_COMPONENT,
+    BUSY_COMPONENT, COUNTER_COMPONENT, ECHO_COMPONENT, HELLO_COMPONENT, HOG_COMPONENT, PLAIN_PROXY_COMPONENT,
 };

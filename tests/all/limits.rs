@@ -13,13 +13,7 @@ use crate::harness::*;
 fn a_request_body_over_the_limit_is_refused_while_streaming() {
     let server = Server::start_with(&["--max-request-body", "65536"]);
     let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "echo",
-        ECHO_COMPONENT,
-        json!({ "public": true }),
-    );
+    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({ "public": true }));
 
     // A declared length over the limit is refused on the headers alone: the
     // answer arrives although not one byte of the body was sent.
@@ -48,9 +42,7 @@ fn raw_exchange(base: &str, framing: &str, body: &[&[u8]]) -> String {
     use std::io::{Read, Write};
     let addr = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         stream,
         "POST /fn/acme/echo/ HTTP/1.1\r\nhost: {addr}\r\n{framing}connection: close\r\n\r\n"
@@ -75,13 +67,7 @@ fn a_spinning_guest_times_out_while_others_keep_answering() {
         BUSY_COMPONENT,
         json!({ "public": true, "timeout_ms": 1500 }),
     );
-    server.deploy(
-        &key,
-        "acme",
-        "hello",
-        HELLO_COMPONENT,
-        json!({ "public": true }),
-    );
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
 
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
@@ -90,12 +76,7 @@ fn a_spinning_guest_times_out_while_others_keep_answering() {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let reply = server.request("GET", "/fn/acme/hello/", &[], b"");
-                assert_eq!(
-                    reply.status,
-                    200,
-                    "hello failed while a guest spun: {}",
-                    reply.text()
-                );
+                assert_eq!(reply.status, 200, "hello failed while a guest spun: {}", reply.text());
                 served.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -115,14 +96,8 @@ fn a_spinning_guest_times_out_while_others_keep_answering() {
         let (status, code, elapsed) = spinner.join().unwrap();
         assert_eq!(status, 504);
         assert_eq!(code, "timeout");
-        assert!(
-            elapsed < Duration::from_millis(1500 + 1000),
-            "took {elapsed:?}"
-        );
-        assert!(
-            elapsed >= Duration::from_millis(1400),
-            "ended early: {elapsed:?}"
-        );
+        assert!(elapsed < Duration::from_millis(1500 + 1000), "took {elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(1400), "ended early: {elapsed:?}");
     }
     stop.store(true, Ordering::Relaxed);
     background.join().unwrap();
@@ -148,22 +123,13 @@ fn a_guest_that_eats_memory_fails_only_its_own_call() {
         HOG_COMPONENT,
         json!({ "public": true, "memory_mb": 32 }),
     );
-    server.deploy(
-        &key,
-        "acme",
-        "hello",
-        HELLO_COMPONENT,
-        json!({ "public": true }),
-    );
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
 
     for _ in 0..3 {
         let reply = server.request("GET", "/fn/acme/hog/", &[], b"");
         assert_eq!(reply.status, 502, "{}", reply.text());
         assert_eq!(reply.code(), "guest_error");
-        assert_eq!(
-            server.request("GET", "/fn/acme/hello/", &[], b"").status,
-            200
-        );
+        assert_eq!(server.request("GET", "/fn/acme/hello/", &[], b"").status, 200);
     }
     // Every environment was given back.
     let deadline = Instant::now() + Duration::from_secs(5);

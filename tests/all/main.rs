@@ -10,4 +10,5 @@ mod cli;
 mod deploy;
 mod limits;
 mod restart;
+mod tenancy;
 mod trigger;

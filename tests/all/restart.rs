@@ -12,28 +12,14 @@ fn a_restart_keeps_every_record_and_loads_code_from_the_cache() {
     {
         let server = Server::spawn(&data, &[]);
         key = server.create_account("acme");
-        server.deploy(
-            &key,
-            "acme",
-            "hello",
-            HELLO_COMPONENT,
-            json!({ "public": true }),
-        );
-        server.deploy(
-            &key,
-            "acme",
-            "hello",
-            HELLO_COMPONENT,
-            json!({ "public": false }),
-        );
+        server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
+        server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": false }));
         server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({}));
         // A crash, not a clean stop: acknowledged writes must already be on disk.
         server.kill();
     }
     let server = Server::spawn(&data, &[]);
-    let functions = server
-        .admin(&key, "GET", "/accounts/acme/functions", None)
-        .json();
+    let functions = server.admin(&key, "GET", "/accounts/acme/functions", None).json();
     assert_eq!(functions["functions"].as_array().unwrap().len(), 2);
     let versions = server
         .admin(&key, "GET", "/accounts/acme/functions/hello/versions", None)

@@ -8,13 +8,7 @@ use crate::harness::*;
 fn public_hello_answers_with_invocation_headers() {
     let server = Server::start();
     let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "hello",
-        HELLO_COMPONENT,
-        json!({ "public": true }),
-    );
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
 
     let reply = server.request("GET", "/fn/acme/hello/", &[], b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -72,20 +66,9 @@ fn echo_round_trips_the_request_without_credentials_or_reserved_headers() {
 fn public_functions_keep_their_own_authorization_scheme() {
     let server = Server::start();
     let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "echo",
-        ECHO_COMPONENT,
-        json!({ "public": true }),
-    );
+    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({ "public": true }));
 
-    let own = server.request(
-        "GET",
-        "/fn/acme/echo/",
-        &[("authorization", "Basic dXNlcjpwdw==")],
-        b"",
-    );
+    let own = server.request("GET", "/fn/acme/echo/", &[("authorization", "Basic dXNlcjpwdw==")], b"");
     assert_eq!(own.status, 200, "{}", own.text());
     assert_eq!(own.json()["headers"]["authorization"], "Basic dXNlcjpwdw==");
 
@@ -102,20 +85,9 @@ fn public_functions_keep_their_own_authorization_scheme() {
 fn host_form_addressing_reaches_the_same_function() {
     let server = Server::start_with(&["--base-domain", "fn.example.test"]);
     let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "echo",
-        ECHO_COMPONENT,
-        json!({ "public": true }),
-    );
+    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({ "public": true }));
 
-    let reply = server.request(
-        "GET",
-        "/a/b?c=d",
-        &[("host", "echo--acme.fn.example.test")],
-        b"",
-    );
+    let reply = server.request("GET", "/a/b?c=d", &[("host", "echo--acme.fn.example.test")], b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["path"], "/a/b");
     assert_eq!(reply.json()["query"], "c=d");
@@ -139,20 +111,10 @@ fn private_functions_need_a_key_of_their_account() {
     assert_eq!(anonymous.status, 401);
     assert_eq!(anonymous.code(), "unauthorized");
 
-    let ok = server.request(
-        "GET",
-        "/fn/acme/hello/",
-        &[("authorization", &bearer(&acme))],
-        b"",
-    );
+    let ok = server.request("GET", "/fn/acme/hello/", &[("authorization", &bearer(&acme))], b"");
     assert_eq!(ok.status, 200, "{}", ok.text());
 
-    let foreign = server.request(
-        "GET",
-        "/fn/acme/hello/",
-        &[("authorization", &bearer(&other))],
-        b"",
-    );
+    let foreign = server.request("GET", "/fn/acme/hello/", &[("authorization", &bearer(&other))], b"");
     assert_eq!(
         foreign.status, 404,
         "another account's private function must look absent"
@@ -181,13 +143,7 @@ fn private_functions_need_a_key_of_their_account() {
 fn unknown_names_answer_not_found_with_a_stable_code() {
     let server = Server::start();
     let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "hello",
-        HELLO_COMPONENT,
-        json!({ "public": true }),
-    );
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
     let auth = bearer(&key);
 
     for path in [
@@ -202,23 +158,11 @@ fn unknown_names_answer_not_found_with_a_stable_code() {
         assert!(reply.json()["error"]["message"].is_string());
     }
     // Anonymous: a missing version of a public function is 404, anything else 401.
-    assert_eq!(
-        server.request("GET", "/fn/acme/hello:7/", &[], b"").status,
-        404
-    );
-    assert_eq!(
-        server.request("GET", "/fn/acme/missing/", &[], b"").status,
-        401
-    );
-    assert_eq!(
-        server.request("GET", "/fn/nobody/hello/", &[], b"").status,
-        401
-    );
+    assert_eq!(server.request("GET", "/fn/acme/hello:7/", &[], b"").status, 404);
+    assert_eq!(server.request("GET", "/fn/acme/missing/", &[], b"").status, 401);
+    assert_eq!(server.request("GET", "/fn/nobody/hello/", &[], b"").status, 401);
     // Versions stay addressable by number.
-    assert_eq!(
-        server.request("GET", "/fn/acme/hello:1/", &[], b"").status,
-        200
-    );
+    assert_eq!(server.request("GET", "/fn/acme/hello:1/", &[], b"").status, 200);
     // Malformed addresses are bad requests.
     let bad = server.request("GET", "/fn/Acme/hello/", &[], b"");
     assert_eq!(bad.status, 400);
@@ -229,13 +173,7 @@ fn unknown_names_answer_not_found_with_a_stable_code() {
 fn sub_tenant_rules_apply_at_the_trigger() {
     let server = Server::start();
     let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "multi",
-        ECHO_COMPONENT,
-        json!({ "tenancy": "multi" }),
-    );
+    server.deploy(&key, "acme", "multi", ECHO_COMPONENT, json!({ "tenancy": "multi" }));
     let auth = bearer(&key);
 
     let missing = server.request("GET", "/fn/acme/multi/", &[("authorization", &auth)], b"");
@@ -245,10 +183,7 @@ fn sub_tenant_rules_apply_at_the_trigger() {
     let invalid = server.request(
         "GET",
         "/fn/acme/multi/",
-        &[
-            ("authorization", &auth),
-            ("x-stratus-sub-tenant", "no/slashes"),
-        ],
+        &[("authorization", &auth), ("x-stratus-sub-tenant", "no/slashes")],
         b"",
     );
     assert_eq!(invalid.status, 400);
@@ -257,10 +192,7 @@ fn sub_tenant_rules_apply_at_the_trigger() {
     let ok = server.request(
         "GET",
         "/fn/acme/multi/",
-        &[
-            ("authorization", &auth),
-            ("x-stratus-sub-tenant", "cust-42"),
-        ],
+        &[("authorization", &auth), ("x-stratus-sub-tenant", "cust-42")],
         b"",
     );
     assert_eq!(ok.status, 200, "{}", ok.text());
@@ -319,12 +251,7 @@ fn revoked_keys_and_deleted_functions_stop_at_once() {
             .status,
         204
     );
-    let gone = server.request(
-        "GET",
-        "/fn/acme/hello/",
-        &[("authorization", &bearer(&key))],
-        b"",
-    );
+    let gone = server.request("GET", "/fn/acme/hello/", &[("authorization", &bearer(&key))], b"");
     assert_eq!(gone.status, 404);
 }
 
@@ -334,20 +261,11 @@ fn a_plain_wasi_http_proxy_component_from_wasi_0_2_0_runs_unchanged() {
     let imports_020 = bytes
         .windows(b"wasi:http/types@0.2.0".len())
         .any(|w| w == b"wasi:http/types@0.2.0");
-    assert!(
-        imports_020,
-        "the fixture should import the 0.2.0 interfaces"
-    );
+    assert!(imports_020, "the fixture should import the 0.2.0 interfaces");
 
     let server = Server::start();
     let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "plain",
-        PLAIN_PROXY_COMPONENT,
-        json!({ "public": true }),
-    );
+    server.deploy(&key, "acme", "plain", PLAIN_PROXY_COMPONENT, json!({ "public": true }));
     let reply = server.request("GET", "/fn/acme/plain/x/y?z=1", &[], b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "plain proxy /x/y?z=1");

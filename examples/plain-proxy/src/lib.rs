@@ -2,9 +2,7 @@
 //! `wasi` bindings, as a component from another toolchain would be. It answers
 //! `plain proxy {path}` and proves such components run unchanged.
 
-use wasi::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
 wasi::http::proxy::export!(PlainProxy);
 

@@ -49,10 +49,7 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     }
     if sig.inputs.len() != 1 {
         return Err(syn::Error::new(
-            sig.inputs
-                .span()
-                .join(sig.ident.span())
-                .unwrap_or(sig.ident.span()),
+            sig.inputs.span().join(sig.ident.span()).unwrap_or(sig.ident.span()),
             "a Stratus handler takes exactly one argument: `req: stratus_sdk::Request`",
         ));
     }

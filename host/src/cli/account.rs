@@ -33,10 +33,7 @@ impl AccountCommand {
                     .admin(Method::POST, "/accounts", Some(json!({ "name": name })))
                     .await?;
                 done(global.json, &value, || {
-                    format!(
-                        "created account {name}\nkey (shown once): {}",
-                        cell(&value["key"])
-                    )
+                    format!("created account {name}\nkey (shown once): {}", cell(&value["key"]))
                 });
             }
             AccountCommand::List => {
@@ -52,9 +49,7 @@ impl AccountCommand {
                 print(global.json, &value, &["name", "created_at"], rows);
             }
             AccountCommand::Delete { name } => {
-                let value = client
-                    .admin(Method::DELETE, &format!("/accounts/{name}"), None)
-                    .await?;
+                let value = client.admin(Method::DELETE, &format!("/accounts/{name}"), None).await?;
                 done(global.json, &value, || format!("deleted account {name}"));
             }
         }

@@ -84,18 +84,14 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 impl Deploy {
     /// Uploads and deploys; returns the server's answer.
     pub async fn run(&self, client: &Client, account: &str) -> anyhow::Result<serde_json::Value> {
-        let bytes = std::fs::read(&self.file)
-            .with_context(|| format!("cannot read {}", self.file.display()))?;
+        let bytes = std::fs::read(&self.file).with_context(|| format!("cannot read {}", self.file.display()))?;
         let size = bytes.len();
         let sha = sha256_hex(&bytes);
         client
             .upload(&format!("/accounts/{account}/blobs/{sha}"), bytes)
             .await?;
-        let env: serde_json::Map<String, serde_json::Value> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
+        let env: serde_json::Map<String, serde_json::Value> =
+            self.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         let mut body = json!({
             "blob": sha,
             "public": self.public,
@@ -114,10 +110,7 @@ impl Deploy {
         let mut value = client
             .admin(
                 Method::POST,
-                &format!(
-                    "/accounts/{account}/functions/{}/versions{query}",
-                    self.name
-                ),
+                &format!("/accounts/{account}/functions/{}/versions{query}", self.name),
                 Some(body),
             )
             .await?;
@@ -165,17 +158,10 @@ impl FunctionCommand {
                             .collect()
                     })
                     .unwrap_or_default();
-                print(
-                    global.json,
-                    &value,
-                    &["name", "latest", "versions", "public"],
-                    rows,
-                );
+                print(global.json, &value, &["name", "latest", "versions", "public"], rows);
             }
             FunctionCommand::Show { name } | FunctionCommand::Versions { name } => {
-                let value = client
-                    .admin(Method::GET, &format!("{base}/{name}"), None)
-                    .await?;
+                let value = client.admin(Method::GET, &format!("{base}/{name}"), None).await?;
                 let rows = value["versions"]
                     .as_array()
                     .map(|v| {
@@ -212,11 +198,7 @@ impl FunctionCommand {
                     rows,
                 );
             }
-            FunctionCommand::Delete {
-                name,
-                version,
-                force,
-            } => {
+            FunctionCommand::Delete { name, version, force } => {
                 let force = if force { "?force=true" } else { "" };
                 let path = match version {
                     Some(n) => format!("{base}/{name}/versions/{n}{force}"),

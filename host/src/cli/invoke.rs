@@ -40,22 +40,16 @@ impl Invoke {
             None => Bytes::new(),
             Some("-") => {
                 let mut buf = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut buf)
-                    .context("cannot read stdin")?;
+                std::io::stdin().read_to_end(&mut buf).context("cannot read stdin")?;
                 Bytes::from(buf)
             }
             Some(data) => match data.strip_prefix('@') {
-                Some(file) => {
-                    Bytes::from(std::fs::read(file).with_context(|| format!("cannot read {file}"))?)
-                }
+                Some(file) => Bytes::from(std::fs::read(file).with_context(|| format!("cannot read {file}"))?),
                 None => Bytes::from(data.to_string()),
             },
         };
         let method = match &self.method {
-            Some(m) => {
-                Method::from_bytes(m.to_uppercase().as_bytes()).context("invalid --method")?
-            }
+            Some(m) => Method::from_bytes(m.to_uppercase().as_bytes()).context("invalid --method")?,
             None if self.data.is_some() => Method::POST,
             None => Method::GET,
         };
@@ -65,23 +59,13 @@ impl Invoke {
             headers.push(("x-stratus-sub-tenant", sub));
         }
         let reply = client
-            .send(
-                method,
-                &format!("/fn/{account}/{name}/{path}"),
-                &headers,
-                body,
-            )
+            .send(method, &format!("/fn/{account}/{name}/{path}"), &headers, body)
             .await?;
         if global.json {
             let headers: serde_json::Map<String, serde_json::Value> = reply
                 .headers
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        serde_json::json!(String::from_utf8_lossy(v.as_bytes())),
-                    )
-                })
+                .map(|(k, v)| (k.to_string(), serde_json::json!(String::from_utf8_lossy(v.as_bytes()))))
                 .collect();
             let value = serde_json::json!({
                 "status": reply.status.as_u16(),

@@ -53,11 +53,7 @@ impl KeyCommand {
             }
             KeyCommand::Revoke { id } => {
                 let value = client
-                    .admin(
-                        Method::DELETE,
-                        &format!("/accounts/{account}/keys/{id}"),
-                        None,
-                    )
+                    .admin(Method::DELETE, &format!("/accounts/{account}/keys/{id}"), None)
                     .await?;
                 done(global.json, &value, || format!("revoked key {id}"));
             }

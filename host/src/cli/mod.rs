@@ -28,12 +28,7 @@ pub struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
     /// The Stratus server.
-    #[arg(
-        long,
-        global = true,
-        env = "STRATUS_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
+    #[arg(long, global = true, env = "STRATUS_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
     /// An account key, or the operator key.
     #[arg(long, global = true, env = "STRATUS_KEY", hide_env_values = true)]
@@ -86,10 +81,7 @@ enum Command {
 /// Runs the CLI and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

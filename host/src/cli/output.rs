@@ -3,10 +3,7 @@
 /// Prints `value` as JSON, or `rows` under `headers` as a table.
 pub fn print(json: bool, value: &serde_json::Value, headers: &[&str], rows: Vec<Vec<String>>) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
         return;
     }
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -43,10 +40,7 @@ pub fn cell(value: &serde_json::Value) -> String {
 /// Prints a one-line confirmation, or the JSON with `--json`.
 pub fn done(json: bool, value: &serde_json::Value, message: impl FnOnce() -> String) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     } else {
         println!("{}", message());
     }
@@ -55,10 +49,9 @@ pub fn done(json: bool, value: &serde_json::Value, message: impl FnOnce() -> Str
 /// A Unix-seconds field as an RFC 3339 time.
 pub fn time_cell(value: &serde_json::Value) -> String {
     match value.as_u64() {
-        Some(secs) => humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-        )
-        .to_string(),
+        Some(secs) => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+        }
         None => cell(value),
     }
 }

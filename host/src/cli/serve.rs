@@ -74,9 +74,8 @@ impl Serve {
 
 /// Sets up host logs; `RUST_LOG` overrides the default level.
 pub fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn"));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -92,11 +91,7 @@ pub fn init_tracing(format: &str) {
 /// Validates, opens, binds and announces; the caller then runs the server.
 pub async fn start(
     config: ServeConfig,
-) -> anyhow::Result<(
-    std::sync::Arc<server::AppState>,
-    TcpListener,
-    Option<TcpListener>,
-)> {
+) -> anyhow::Result<(std::sync::Arc<server::AppState>, TcpListener, Option<TcpListener>)> {
     let (state, generated_key) = server::prepare(config.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -125,14 +120,13 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

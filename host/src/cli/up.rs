@@ -68,8 +68,7 @@ impl Up {
 
         let client = Client::new(&url, Some(operator));
         let key = dev_key(&client).await?;
-        let bytes = std::fs::read(&component)
-            .with_context(|| format!("cannot read {}", component.display()))?;
+        let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
         let sha = sha256_hex(&bytes);
         let deployed = match current_version(&client, &name, &sha, !self.private).await {
             // Same code and settings as the running version: nothing to deploy.
@@ -129,11 +128,7 @@ fn operator_key(data: &Path) -> anyhow::Result<String> {
 /// The latest version of `name` if it already runs this code with these settings.
 async fn current_version(client: &Client, name: &str, sha: &str, public: bool) -> Option<u64> {
     let function = client
-        .admin(
-            Method::GET,
-            &format!("/accounts/{DEV_ACCOUNT}/functions/{name}"),
-            None,
-        )
+        .admin(Method::GET, &format!("/accounts/{DEV_ACCOUNT}/functions/{name}"), None)
         .await
         .ok()?;
     let latest = function["latest"].as_u64()?;
@@ -147,11 +142,7 @@ async fn current_version(client: &Client, name: &str, sha: &str, public: bool) -
 /// Creates account `dev` (or a new key for it) and returns the key.
 async fn dev_key(client: &Client) -> anyhow::Result<String> {
     match client
-        .admin(
-            Method::POST,
-            "/accounts",
-            Some(json!({ "name": DEV_ACCOUNT })),
-        )
+        .admin(Method::POST, "/accounts", Some(json!({ "name": DEV_ACCOUNT })))
         .await
     {
         Ok(created) => Ok(created["key"].as_str().unwrap_or_default().to_string()),
@@ -177,20 +168,19 @@ fn build(path: &Path) -> anyhow::Result<PathBuf> {
         path.display()
     );
     eprintln!("building {} for wasm32-wasip2 …", path.display());
-    let output =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--message-format=json-render-diagnostics",
-            ])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .stderr(Stdio::inherit())
-            .output()
-            .context("cannot run cargo")?;
+    let output = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
     anyhow::ensure!(
         output.status.success(),
         "building {} failed (is the target installed? `rustup target add wasm32-wasip2`)",
@@ -204,12 +194,8 @@ fn build(path: &Path) -> anyhow::Result<PathBuf> {
         if message["reason"] != "compiler-artifact" {
             continue;
         }
-        let package_dir = message["manifest_path"]
-            .as_str()
-            .map(Path::new)
-            .and_then(Path::parent);
-        let ours =
-            package_dir.is_some_and(|dir| dir.canonicalize().ok() == path.canonicalize().ok());
+        let package_dir = message["manifest_path"].as_str().map(Path::new).and_then(Path::parent);
+        let ours = package_dir.is_some_and(|dir| dir.canonicalize().ok() == path.canonicalize().ok());
         if !ours {
             continue;
         }

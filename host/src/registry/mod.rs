@@ -4,6 +4,7 @@
 //! only then swaps in a new [`Snapshot`] and acknowledges. Readers on the hot
 //! path only ever see snapshots.
 
+pub mod kv;
 pub mod records;
 pub mod snapshot;
 
@@ -18,8 +19,7 @@ use crate::credentials::keys::{self, AccountKey};
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName};
 use records::{
-    AccountRecord, FunctionRecord, KeyRecord, VersionConfig, VersionRecord, VersionState, decode,
-    encode, now,
+    AccountRecord, FunctionRecord, KeyRecord, VersionConfig, VersionRecord, VersionState, decode, encode, now,
 };
 pub use snapshot::{FunctionEntry, ResolveError, Snapshot};
 
@@ -59,6 +59,7 @@ struct Trees {
 /// The registry handle shared by the server.
 pub struct Registry {
     db: sled::Db,
+    kv: Arc<kv::Kv>,
     trees: Trees,
     snapshot: RwLock<Arc<Snapshot>>,
     /// Serialises writers: sled transactions cannot scan, so deletes scan
@@ -117,14 +118,25 @@ impl Registry {
             blob_owners: tree("blob_owners")?,
             meta: tree("meta")?,
         };
-        let snapshot =
-            build_snapshot(&trees).map_err(|source| OpenError::Corrupt { path, source })?;
+        let kv = Arc::new(
+            kv::Kv::open(&db, kv::KvLimits::default()).map_err(|source| OpenError::Sled {
+                path: path.clone(),
+                source,
+            })?,
+        );
+        let snapshot = build_snapshot(&trees).map_err(|source| OpenError::Corrupt { path, source })?;
         Ok(Self {
             db,
+            kv,
             trees,
             snapshot: RwLock::new(Arc::new(snapshot)),
             writer: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The key/value store of functions.
+    pub fn kv(&self) -> Arc<kv::Kv> {
+        self.kv.clone()
     }
 
     /// The current snapshot.
@@ -159,19 +171,13 @@ impl Registry {
     /// Writes a value to the host's metadata tree, durably.
     pub async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
-        self.trees
-            .meta
-            .insert(key, value)
-            .map_err(ApiError::internal)?;
+        self.trees.meta.insert(key, value).map_err(ApiError::internal)?;
         self.db.flush_async().await.map_err(ApiError::internal)?;
         Ok(())
     }
 
     /// Creates an account and its first key.
-    pub async fn create_account(
-        &self,
-        name: &AccountName,
-    ) -> Result<(AccountRecord, AccountKey), ApiError> {
+    pub async fn create_account(&self, name: &AccountName) -> Result<(AccountRecord, AccountKey), ApiError> {
         let _w = self.writer.lock().await;
         let account = AccountRecord {
             name: name.clone(),
@@ -183,9 +189,7 @@ impl Registry {
         (&t.accounts, &t.keys)
             .transaction(|(accounts, keys)| {
                 if accounts.get(name.as_str())?.is_some() {
-                    return Err(abort(ApiError::Conflict(format!(
-                        "account {name} already exists"
-                    ))));
+                    return Err(abort(ApiError::Conflict(format!("account {name} already exists"))));
                 }
                 accounts.insert(name.as_str(), encode(&account))?;
                 keys.insert(key_key(name, &key_record.id), encode(&key_record))?;
@@ -200,11 +204,7 @@ impl Registry {
     pub async fn delete_account(&self, name: &AccountName) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
         let t = &self.trees;
-        if t.accounts
-            .get(name.as_str())
-            .map_err(ApiError::internal)?
-            .is_none()
-        {
+        if t.accounts.get(name.as_str()).map_err(ApiError::internal)?.is_none() {
             return Err(ApiError::NotFound(format!("no account {name}")));
         }
         let prefix = format!("{name}/");
@@ -224,13 +224,7 @@ impl Registry {
                 owned_blobs.push(key);
             }
         }
-        (
-            &t.accounts,
-            &t.keys,
-            &t.functions,
-            &t.versions,
-            &t.blob_owners,
-        )
+        (&t.accounts, &t.keys, &t.functions, &t.versions, &t.blob_owners)
             .transaction(|(accounts, keys, functions, versions, owners)| {
                 accounts.remove(name.as_str())?;
                 for k in &key_keys {
@@ -249,6 +243,7 @@ impl Registry {
             })
             .map_err(tx_error)?;
         self.collect_unowned_blobs()?;
+        self.kv.drop_owner(name).map_err(ApiError::internal)?;
         self.commit().await
     }
 
@@ -273,10 +268,7 @@ impl Registry {
     }
 
     /// Adds a key to an account.
-    pub async fn create_key(
-        &self,
-        account: &AccountName,
-    ) -> Result<(KeyRecord, AccountKey), ApiError> {
+    pub async fn create_key(&self, account: &AccountName) -> Result<(KeyRecord, AccountKey), ApiError> {
         let _w = self.writer.lock().await;
         let key = keys::generate(account);
         let record = key.record(account);
@@ -303,9 +295,7 @@ impl Registry {
             .remove(key_key(account, id))
             .map_err(ApiError::internal)?;
         if removed.is_none() {
-            return Err(ApiError::NotFound(format!(
-                "account {account} has no key {id}"
-            )));
+            return Err(ApiError::NotFound(format!("account {account} has no key {id}")));
         }
         self.commit().await
     }
@@ -325,12 +315,7 @@ impl Registry {
 
     /// Stores a component for `account`. Identical bytes are stored once; the
     /// result says whether these bytes were new to the host.
-    pub async fn put_blob(
-        &self,
-        account: &AccountName,
-        sha256: &str,
-        bytes: &[u8],
-    ) -> Result<bool, ApiError> {
+    pub async fn put_blob(&self, account: &AccountName, sha256: &str, bytes: &[u8]) -> Result<bool, ApiError> {
         let _w = self.writer.lock().await;
         let t = &self.trees;
         let owner_key = format!("{sha256}/{account}");
@@ -349,11 +334,7 @@ impl Registry {
     }
 
     /// The component bytes of `sha256`, if `account` uploaded them.
-    pub fn blob_for(
-        &self,
-        account: &AccountName,
-        sha256: &str,
-    ) -> Result<Option<sled::IVec>, ApiError> {
+    pub fn blob_for(&self, account: &AccountName, sha256: &str) -> Result<Option<sled::IVec>, ApiError> {
         let owner_key = format!("{sha256}/{account}");
         if self
             .trees
@@ -390,8 +371,7 @@ impl Registry {
                     return Err(abort(ApiError::NotFound(format!("no account {account}"))));
                 }
                 let mut record = match functions.get(&fkey)? {
-                    Some(bytes) => decode::<FunctionRecord>(&bytes)
-                        .map_err(|e| abort(ApiError::Internal(e)))?,
+                    Some(bytes) => decode::<FunctionRecord>(&bytes).map_err(|e| abort(ApiError::Internal(e)))?,
                     None => FunctionRecord {
                         account: account.clone(),
                         name: function.clone(),
@@ -412,10 +392,7 @@ impl Registry {
                 };
                 record.next_version += 1;
                 functions.insert(fkey.as_slice(), encode(&record))?;
-                versions.insert(
-                    version_key(account, function, version.number),
-                    encode(&version),
-                )?;
+                versions.insert(version_key(account, function, version.number), encode(&version))?;
                 Ok(version)
             })
             .map_err(tx_error)?;
@@ -470,11 +447,7 @@ impl Registry {
     }
 
     /// Deletes a function with all its versions.
-    pub async fn delete_function(
-        &self,
-        account: &AccountName,
-        function: &FunctionName,
-    ) -> Result<(), ApiError> {
+    pub async fn delete_function(&self, account: &AccountName, function: &FunctionName) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
         let t = &self.trees;
         let fkey = function_key(account, function);
@@ -502,11 +475,7 @@ impl Registry {
 
     /// Flushes everything to disk; used at shutdown.
     pub async fn flush(&self) -> Result<(), ApiError> {
-        self.db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(ApiError::internal)
+        self.db.flush_async().await.map(|_| ()).map_err(ApiError::internal)
     }
 }
 
@@ -548,8 +517,7 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
             .functions
             .get_mut(&(record.account.clone(), record.function.clone()))
         {
-            if record.state == VersionState::Ready && entry.latest.is_none_or(|n| n < record.number)
-            {
+            if record.state == VersionState::Ready && entry.latest.is_none_or(|n| n < record.number) {
                 entry.latest = Some(record.number);
             }
             entry.versions.insert(record.number, Arc::new(record));

@@ -55,9 +55,7 @@ impl Snapshot {
         name: &FunctionName,
         qualifier: &Qualifier,
     ) -> Result<&Arc<VersionRecord>, ResolveError> {
-        let entry = self
-            .function(account, name)
-            .ok_or(ResolveError::NoFunction)?;
+        let entry = self.function(account, name).ok_or(ResolveError::NoFunction)?;
         let number = match qualifier {
             Qualifier::Latest => entry.latest.ok_or(ResolveError::NoQualifier)?,
             Qualifier::Version(n) => *n,

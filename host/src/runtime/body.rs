@@ -38,19 +38,14 @@ where
     type Data = Bytes;
     type Error = HttpError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
                         self.exceeded.store(true, Ordering::Release);
-                        return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(
-                            self.limit,
-                        )))));
+                        return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.limit)))));
                     }
                     self.remaining -= len;
                 }

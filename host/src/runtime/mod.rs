@@ -2,6 +2,7 @@
 //! fresh store + instance for every invocation.
 
 pub mod body;
+pub mod kv;
 pub mod state;
 pub mod validate;
 
@@ -15,16 +16,15 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, oneshot};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::error::ApiError;
+use crate::names::SubTenantId;
+use crate::registry::kv::{Kv, Namespace};
 use crate::registry::records::VersionRecord;
 pub use state::HostState;
 
@@ -67,6 +67,8 @@ pub struct Runtime {
     /// One compile at a time, off the async workers, so deploys never take
     /// the cores serving calls.
     compile_slot: Semaphore,
+    /// Functions' key/value data.
+    kv: Arc<Kv>,
     /// Metrics.
     pub stats: RuntimeStats,
 }
@@ -83,7 +85,7 @@ pub struct Compiled {
 
 impl Runtime {
     /// Builds the engine and starts its epoch ticker.
-    pub fn new(config: &RuntimeConfig) -> anyhow::Result<Arc<Self>> {
+    pub fn new(config: &RuntimeConfig, kv: Arc<Kv>) -> anyhow::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::default();
         let slots = config.pool_slots.max(1);
         pool.total_component_instances(slots)
@@ -107,6 +109,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        kv::add_to_linker(&mut linker)?;
 
         let compat = {
             use std::hash::{Hash, Hasher};
@@ -135,13 +138,13 @@ impl Runtime {
             compat,
             loaded: RwLock::new(HashMap::new()),
             compile_slot: Semaphore::new(1),
+            kv,
             stats: RuntimeStats::default(),
         }))
     }
 
     fn cache_path(&self, sha256: &str) -> PathBuf {
-        self.cache_dir
-            .join(format!("{sha256}-{}.cwasm", self.compat))
+        self.cache_dir.join(format!("{sha256}-{}.cwasm", self.compat))
     }
 
     /// The pre-instantiated component for `sha256`, if already loaded.
@@ -154,11 +157,7 @@ impl Runtime {
     }
 
     /// Loads `sha256` from the disk cache, or compiles `bytes` and caches it.
-    pub async fn prepare(
-        self: &Arc<Self>,
-        sha256: &str,
-        bytes: Vec<u8>,
-    ) -> Result<Compiled, ApiError> {
+    pub async fn prepare(self: &Arc<Self>, sha256: &str, bytes: Vec<u8>) -> Result<Compiled, ApiError> {
         if let Some(pre) = self.loaded(sha256) {
             return Ok(Compiled {
                 pre,
@@ -166,11 +165,7 @@ impl Runtime {
                 cache_hit: true,
             });
         }
-        let _slot = self
-            .compile_slot
-            .acquire()
-            .await
-            .map_err(ApiError::internal)?;
+        let _slot = self.compile_slot.acquire().await.map_err(ApiError::internal)?;
         if let Some(pre) = self.loaded(sha256) {
             return Ok(Compiled {
                 pre,
@@ -200,9 +195,8 @@ impl Runtime {
                 (component, true)
             }
             None => {
-                let component = Component::new(&self.engine, bytes).map_err(|e| {
-                    ApiError::InvalidComponent(format!("the component does not compile: {e}"))
-                })?;
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| ApiError::InvalidComponent(format!("the component does not compile: {e}")))?;
                 self.stats.compiles.inc();
                 if let Err(err) = store_cached(&component, &path) {
                     tracing::warn!(%err, path = %path.display(), "could not cache a compiled component");
@@ -210,9 +204,10 @@ impl Runtime {
                 (component, false)
             }
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            ApiError::InvalidComponent(format!("the component cannot be linked: {e:#}"))
-        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| ApiError::InvalidComponent(format!("the component cannot be linked: {e:#}")))?;
         let pre = ProxyPre::new(pre).map_err(|e| {
             ApiError::InvalidComponent(format!(
                 "the component does not export wasi:http/incoming-handler: {e:#}"
@@ -234,6 +229,7 @@ impl Runtime {
         self: &Arc<Self>,
         pre: ProxyPre<HostState>,
         version: &VersionRecord,
+        call: CallContext<'_>,
         request: http::Request<B>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Invoked, ApiError>
@@ -244,7 +240,11 @@ impl Runtime {
         let config = &version.config;
         let timeout = Duration::from_millis(config.timeout_ms);
         let deadline = Instant::now() + timeout;
-        let state = HostState::new(&config.env, config.memory_mb, &config.allow_outbound);
+        let kv = kv::KvAccess {
+            store: self.kv.clone(),
+            namespace: Namespace::new(&version.account, call.caller, call.sub_tenant),
+        };
+        let state = HostState::new(&config.env, config.memory_mb, &config.allow_outbound, kv);
         let output = state.output.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -306,9 +306,7 @@ impl Runtime {
                 "the function answered with an error: {code:?}"
             ))),
             Ok(Err(_)) => match task.await {
-                Ok(Ok(())) => Err(ApiError::GuestError(
-                    "the function returned without a response".into(),
-                )),
+                Ok(Ok(())) => Err(ApiError::GuestError("the function returned without a response".into())),
                 Ok(Err(Failure::Timeout)) => Err(ApiError::Timeout { timeout_ms }),
                 Ok(Err(Failure::Trap(message))) => Err(ApiError::GuestError(message)),
                 Ok(Err(Failure::Saturated)) => Err(ApiError::Unavailable {
@@ -322,6 +320,15 @@ impl Runtime {
     }
 }
 
+/// Who a call runs for, as established by the trigger from authenticated data.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    /// The calling account's name, or `anonymous`.
+    pub caller: &'a str,
+    /// The sub-tenant, if the credential named one.
+    pub sub_tenant: Option<&'a SubTenantId>,
+}
+
 /// How an invocation failed inside its task.
 #[derive(Debug)]
 enum Failure {
@@ -332,10 +339,7 @@ enum Failure {
 
 impl Failure {
     fn from_trap(err: wasmtime::Error) -> Self {
-        if err
-            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-            .is_some()
-        {
+        if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
             return Failure::Saturated;
         }
         match err.downcast_ref::<Trap>() {
@@ -369,17 +373,13 @@ pub struct Invoked {
 impl Invoked {
     /// Splits into the response and a future that ends with the invocation
     /// (true when it ended cleanly).
-    pub fn split(
-        self,
-    ) -> (
-        http::Response<HyperOutgoingBody>,
-        Output,
-        impl Future<Output = bool>,
-    ) {
+    pub fn split(self) -> (http::Response<HyperOutgoingBody>, Output, impl Future<Output = bool>) {
         let task = self.task;
-        (self.response, self.output, async move {
-            matches!(task.await, Ok(Ok(())))
-        })
+        (
+            self.response,
+            self.output,
+            async move { matches!(task.await, Ok(Ok(()))) },
+        )
     }
 }
 
@@ -404,11 +404,7 @@ fn store_cached(component: &Component, path: &Path) -> anyhow::Result<()> {
     let bytes = component.serialize()?;
     // A unique temporary name: hosts sharing a cache may write the same
     // artifact at once, and the rename makes whichever finishes last win whole.
-    let tmp = path.with_extension(format!(
-        "{}.{}.tmp",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let tmp = path.with_extension(format!("{}.{}.tmp", std::process::id(), rand::random::<u32>()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())

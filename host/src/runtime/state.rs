@@ -25,11 +25,18 @@ pub struct HostState {
     hooks: Outbound,
     /// The guest's stdout and stderr, bounded.
     pub output: MemoryOutputPipe,
+    /// The call's KV namespace.
+    pub(crate) kv: super::kv::KvAccess,
 }
 
 impl HostState {
     /// Builds the state for a version's configuration.
-    pub fn new(env: &BTreeMap<String, String>, memory_mb: u32, allow_outbound: &[String]) -> Self {
+    pub fn new(
+        env: &BTreeMap<String, String>,
+        memory_mb: u32,
+        allow_outbound: &[String],
+        kv: super::kv::KvAccess,
+    ) -> Self {
         let output = MemoryOutputPipe::new(OUTPUT_CAPTURE);
         let mut builder = WasiCtx::builder();
         for (key, value) in env {
@@ -63,6 +70,7 @@ impl HostState {
                 allow: allow_outbound.to_vec(),
             },
             output,
+            kv,
         }
     }
 }
@@ -96,15 +104,9 @@ impl Outbound {
         let Some(host) = uri.host() else { return false };
         let port = uri
             .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("http") {
-                80
-            } else {
-                443
-            });
+            .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
         let with_port = format!("{host}:{port}");
-        self.allow
-            .iter()
-            .any(|entry| entry == host || *entry == with_port)
+        self.allow.iter().any(|entry| entry == host || *entry == with_port)
     }
 }
 
@@ -135,8 +137,7 @@ impl WasiHttpHooks for Outbound {
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 res.map(BodyExt::boxed_unsync),
-                Box::new(io)
-                    as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                Box::new(io) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
             ))
         })
     }

@@ -38,12 +38,17 @@ const WASI_02: &[&str] = &[
     "wasi:http/outgoing-handler",
 ];
 
+/// Interfaces of the `stratus:function` package the host implements; any
+/// `0.1.x` matches.
+const STRATUS_01: &[&str] = &["stratus:function/kv"];
+
 fn provided(import: &str) -> bool {
     let (interface, version) = match import.split_once('@') {
         Some((interface, version)) => (interface, Some(version)),
         None => (import, None),
     };
-    WASI_02.contains(&interface) && version.is_some_and(|v| v.starts_with("0.2."))
+    (WASI_02.contains(&interface) && version.is_some_and(|v| v.starts_with("0.2.")))
+        || (STRATUS_01.contains(&interface) && version.is_some_and(|v| v.starts_with("0.1.")))
 }
 
 /// Checks that `bytes` is a valid component whose imports the host provides.
@@ -51,8 +56,7 @@ pub fn check_component(bytes: &[u8]) -> Result<(), ApiError> {
     let mut depth = 0usize;
     let mut unknown = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
-        let payload = payload
-            .map_err(|e| ApiError::InvalidComponent(format!("not a WebAssembly component: {e}")))?;
+        let payload = payload.map_err(|e| ApiError::InvalidComponent(format!("not a WebAssembly component: {e}")))?;
         match payload {
             Payload::Version { encoding, .. } => {
                 if depth == 0 && encoding != Encoding::Component {
@@ -66,9 +70,8 @@ pub fn check_component(bytes: &[u8]) -> Result<(), ApiError> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(reader) if depth == 1 => {
                 for import in reader {
-                    let import = import.map_err(|e| {
-                        ApiError::InvalidComponent(format!("malformed import section: {e}"))
-                    })?;
+                    let import =
+                        import.map_err(|e| ApiError::InvalidComponent(format!("malformed import section: {e}")))?;
                     if !provided(import.name.name) {
                         unknown.push(import.name.name.to_string());
                     }
@@ -78,9 +81,7 @@ pub fn check_component(bytes: &[u8]) -> Result<(), ApiError> {
         }
     }
     if depth != 0 {
-        return Err(ApiError::InvalidComponent(
-            "the component is truncated".into(),
-        ));
+        return Err(ApiError::InvalidComponent("the component is truncated".into()));
     }
     if !unknown.is_empty() {
         return Err(ApiError::UnknownImports(unknown));
@@ -98,13 +99,8 @@ mod tests {
     #[test]
     fn core_modules_and_garbage_are_refused() {
         let core = b"\0asm\x01\0\0\0";
-        assert!(
-            matches!(check_component(core), Err(ApiError::InvalidComponent(m)) if m.contains("core"))
-        );
-        assert!(matches!(
-            check_component(b"hello"),
-            Err(ApiError::InvalidComponent(_))
-        ));
+        assert!(matches!(check_component(core), Err(ApiError::InvalidComponent(m)) if m.contains("core")));
+        assert!(matches!(check_component(b"hello"), Err(ApiError::InvalidComponent(_))));
     }
 
     /// The crate directory of a dependency, from `cargo metadata`.
@@ -115,8 +111,7 @@ mod tests {
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
             .output()
             .unwrap_or_else(|e| panic!("cargo metadata: {e}"));
-        let meta: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+        let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
         let manifest = meta["packages"]
             .as_array()
             .and_then(|p| p.iter().find(|p| p["name"] == name))
@@ -136,16 +131,19 @@ mod tests {
         let wasi_deps = dependency_dir("wasmtime-wasi-http").join("wit/deps");
         for entry in std::fs::read_dir(&wasi_deps).unwrap_or_else(|e| panic!("{e}")) {
             let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
-            std::fs::copy(&path, deps.join(path.file_name().unwrap_or_default()))
-                .unwrap_or_else(|e| panic!("{e}"));
+            std::fs::copy(&path, deps.join(path.file_name().unwrap_or_default())).unwrap_or_else(|e| panic!("{e}"));
         }
-        let world = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/world.wit");
-        std::fs::copy(world, dir.path().join("world.wit")).unwrap_or_else(|e| panic!("{e}"));
+        let wit_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit");
+        for entry in std::fs::read_dir(wit_dir).unwrap_or_else(|e| panic!("{e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.extension().is_some_and(|e| e == "wit") {
+                std::fs::copy(&path, dir.path().join(path.file_name().unwrap_or_default()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
 
         let mut resolve = wit_parser::Resolve::new();
-        let (package, _) = resolve
-            .push_dir(dir.path())
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let (package, _) = resolve.push_dir(dir.path()).unwrap_or_else(|e| panic!("{e:?}"));
         let world = resolve
             .select_world(&[package], Some("function"))
             .unwrap_or_else(|e| panic!("{e:?}"));
@@ -159,17 +157,14 @@ mod tests {
             .collect();
         imported.sort();
         for name in &imported {
-            assert!(
-                provided(name),
-                "the world imports {name}, which deploys would refuse"
-            );
+            assert!(provided(name), "the world imports {name}, which deploys would refuse");
         }
         let mut bare: Vec<&str> = imported
             .iter()
             .map(|n| n.split('@').next().unwrap_or_default())
             .collect();
         bare.sort();
-        let mut linked = WASI_02.to_vec();
+        let mut linked: Vec<&str> = WASI_02.iter().chain(STRATUS_01).copied().collect();
         linked.sort();
         assert_eq!(bare, linked, "the world and the validator disagree");
         let exports: Vec<String> = resolve.worlds[world]

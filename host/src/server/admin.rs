@@ -15,9 +15,7 @@ use super::AppState;
 use super::respond::{self, Body};
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName};
-use crate::registry::records::{
-    KeyRecord, Reuse, Tenancy, VersionConfig, VersionRecord, VersionState,
-};
+use crate::registry::records::{KeyRecord, Reuse, Tenancy, VersionConfig, VersionRecord, VersionState};
 use crate::registry::{FunctionEntry, sha256_hex};
 use crate::runtime::HostState;
 use crate::runtime::validate::check_component;
@@ -42,14 +40,11 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         .trim_end_matches('/')
         .to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let principal =
-        tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator)?;
+    let principal = tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator)?;
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or_default().to_string();
-    let flag = |name: &str| {
-        form_urlencoded_pairs(&query)
-            .any(|(k, v)| k == name && (v.is_empty() || v == "true" || v == "1"))
-    };
+    let flag =
+        |name: &str| form_urlencoded_pairs(&query).any(|(k, v)| k == name && (v.is_empty() || v == "true" || v == "1"));
 
     match (&method, segments.as_slice()) {
         (&Method::GET, ["whoami"]) => Ok(respond::json(
@@ -69,9 +64,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             let body: Create = read_json(req).await?;
             let name = AccountName::parse(&body.name)?;
             if name.as_str() == tenancy::ANONYMOUS {
-                return Err(ApiError::Conflict(
-                    "the name `anonymous` is reserved".into(),
-                ));
+                return Err(ApiError::Conflict("the name `anonymous` is reserved".into()));
             }
             let (account, key) = state.registry.create_account(&name).await?;
             Ok(respond::json(
@@ -87,17 +80,11 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
                 .into_iter()
                 .map(|a| json!({ "name": a.name, "created_at": a.created_at }))
                 .collect();
-            Ok(respond::json(
-                StatusCode::OK,
-                &json!({ "accounts": accounts }),
-            ))
+            Ok(respond::json(StatusCode::OK, &json!({ "accounts": accounts })))
         }
         (&Method::DELETE, ["accounts", account]) => {
             principal.operator_only()?;
-            state
-                .registry
-                .delete_account(&AccountName::parse(account)?)
-                .await?;
+            state.registry.delete_account(&AccountName::parse(account)?).await?;
             Ok(respond::no_content())
         }
         (_, ["accounts", account, rest @ ..]) => {
@@ -117,9 +104,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             )
             .await
         }
-        _ => Err(ApiError::NotFound(format!(
-            "no admin route {method} {path}"
-        ))),
+        _ => Err(ApiError::NotFound(format!("no admin route {method} {path}"))),
     }
 }
 
@@ -152,12 +137,7 @@ async fn account_route(
             ))
         }
         (&Method::GET, ["keys"]) => {
-            let keys: Vec<_> = state
-                .registry
-                .list_keys(account)
-                .iter()
-                .map(key_json)
-                .collect();
+            let keys: Vec<_> = state.registry.list_keys(account).iter().map(key_json).collect();
             Ok(respond::json(StatusCode::OK, &json!({ "keys": keys })))
         }
         (&Method::DELETE, ["keys", id]) => {
@@ -174,10 +154,7 @@ async fn account_route(
                 .map(|(_, entry)| function_summary(entry))
                 .collect();
             functions.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-            Ok(respond::json(
-                StatusCode::OK,
-                &json!({ "functions": functions }),
-            ))
+            Ok(respond::json(StatusCode::OK, &json!({ "functions": functions })))
         }
         (&Method::GET, ["functions", function]) => {
             let function = FunctionName::parse(function)?;
@@ -186,13 +163,7 @@ async fn account_route(
                 .function(account, &function)
                 .ok_or_else(|| no_function(&function))?;
             let mut summary = function_summary(entry);
-            summary["versions"] = json!(
-                entry
-                    .versions
-                    .values()
-                    .map(|v| version_json(v))
-                    .collect::<Vec<_>>()
-            );
+            summary["versions"] = json!(entry.versions.values().map(|v| version_json(v)).collect::<Vec<_>>());
             Ok(respond::json(StatusCode::OK, &summary))
         }
         (&Method::GET, ["functions", function, "versions"]) => {
@@ -202,10 +173,7 @@ async fn account_route(
                 .function(account, &function)
                 .ok_or_else(|| no_function(&function))?;
             let versions: Vec<_> = entry.versions.values().map(|v| version_json(v)).collect();
-            Ok(respond::json(
-                StatusCode::OK,
-                &json!({ "versions": versions }),
-            ))
+            Ok(respond::json(StatusCode::OK, &json!({ "versions": versions })))
         }
         (&Method::POST, ["functions", function, "versions"]) => {
             let function = FunctionName::parse(function)?;
@@ -276,25 +244,16 @@ fn version_json(v: &VersionRecord) -> serde_json::Value {
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err)
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::PayloadTooLarge {
-                limit: limit as u64,
-            })
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit: limit as u64 })
         }
-        Err(err) => Err(ApiError::BadRequest(format!(
-            "could not read the request body: {err}"
-        ))),
+        Err(err) => Err(ApiError::BadRequest(format!("could not read the request body: {err}"))),
     }
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let bytes = read_body(req, JSON_LIMIT).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 async fn put_blob(
@@ -303,11 +262,7 @@ async fn put_blob(
     account: &AccountName,
     sha: &str,
 ) -> Result<Response<Body>, ApiError> {
-    if sha.len() != 64
-        || !sha
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         return Err(ApiError::BadRequest(
             "a blob is addressed by the lower-case hex SHA-256 of its bytes".into(),
         ));
@@ -322,11 +277,7 @@ async fn put_blob(
     // Validate before storing: a refused upload leaves nothing behind.
     check_component(&bytes)?;
     let created = state.registry.put_blob(account, sha, &bytes).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(respond::json(
         status,
         &json!({ "sha256": sha, "size": bytes.len(), "created": created }),
@@ -385,9 +336,7 @@ async fn deploy(
     for entry in &body.allow_outbound {
         let host = entry.rsplit_once(':').map_or(entry.as_str(), |(h, _)| h);
         if host.is_empty() || entry.contains('/') || entry.contains(' ') {
-            return Err(ApiError::BadRequest(format!(
-                "{entry:?} is not HOST[:PORT]"
-            )));
+            return Err(ApiError::BadRequest(format!("{entry:?} is not HOST[:PORT]")));
         }
     }
     let Some(blob) = state.registry.blob_for(account, &body.blob)? else {
@@ -423,13 +372,7 @@ async fn deploy(
             let compile_ms = started.elapsed().as_millis() as u64;
             state
                 .registry
-                .finish_version(
-                    account,
-                    function,
-                    number,
-                    VersionState::Ready,
-                    Some(compile_ms),
-                )
+                .finish_version(account, function, number, VersionState::Ready, Some(compile_ms))
                 .await?;
             Ok(respond::json(
                 StatusCode::CREATED,
@@ -440,13 +383,7 @@ async fn deploy(
             let message = err.to_string();
             state
                 .registry
-                .finish_version(
-                    account,
-                    function,
-                    number,
-                    VersionState::Failed { message },
-                    None,
-                )
+                .finish_version(account, function, number, VersionState::Failed { message }, None)
                 .await?;
             Err(err)
         }
@@ -457,21 +394,12 @@ async fn deploy(
 pub async fn compile_version(state: Arc<AppState>, version: VersionRecord) {
     let started = std::time::Instant::now();
     let outcome = match state.registry.blob(&version.sha256) {
-        Ok(Some(bytes)) => state
-            .runtime
-            .prepare(&version.sha256, bytes.to_vec())
-            .await
-            .map(|_| ()),
-        Ok(None) => Err(ApiError::InvalidComponent(
-            "the component's blob is gone".into(),
-        )),
+        Ok(Some(bytes)) => state.runtime.prepare(&version.sha256, bytes.to_vec()).await.map(|_| ()),
+        Ok(None) => Err(ApiError::InvalidComponent("the component's blob is gone".into())),
         Err(err) => Err(err),
     };
     let (new_state, compile_ms) = match outcome {
-        Ok(()) => (
-            VersionState::Ready,
-            Some(started.elapsed().as_millis() as u64),
-        ),
+        Ok(()) => (VersionState::Ready, Some(started.elapsed().as_millis() as u64)),
         Err(err) => (
             VersionState::Failed {
                 message: err.to_string(),
@@ -496,22 +424,13 @@ pub async fn compile_version(state: Arc<AppState>, version: VersionRecord) {
 
 /// The pre-instantiated component of a ready version, loading it (from the
 /// code cache, or by compiling) on first use.
-pub async fn prepare_version(
-    state: &AppState,
-    version: &VersionRecord,
-) -> Result<ProxyPre<HostState>, ApiError> {
+pub async fn prepare_version(state: &AppState, version: &VersionRecord) -> Result<ProxyPre<HostState>, ApiError> {
     if let Some(pre) = state.runtime.loaded(&version.sha256) {
         return Ok(pre);
     }
-    let bytes = state.registry.blob(&version.sha256)?.ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!(
-            "blob {} missing for a ready version",
-            version.sha256
-        ))
-    })?;
-    Ok(state
-        .runtime
-        .prepare(&version.sha256, bytes.to_vec())
-        .await?
-        .pre)
+    let bytes = state
+        .registry
+        .blob(&version.sha256)?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("blob {} missing for a ready version", version.sha256)))?;
+    Ok(state.runtime.prepare(&version.sha256, bytes.to_vec()).await?.pre)
 }

@@ -53,10 +53,7 @@ impl Metrics {
             "Environments alive now",
             runtime.stats.live_instances.clone(),
         );
-        Self {
-            registry,
-            invocations,
-        }
+        Self { registry, invocations }
     }
 
     /// Counts one answered invocation.
@@ -73,29 +70,18 @@ impl Metrics {
 
 /// Serves the metrics; on the main listener they name accounts, so only the
 /// operator may read them there.
-pub fn handle(
-    state: &AppState,
-    req: &Request<hyper::body::Incoming>,
-    role: Role,
-) -> Response<Body> {
+pub fn handle(state: &AppState, req: &Request<hyper::body::Incoming>, role: Role) -> Response<Body> {
     if role == Role::Main {
-        match tenancy::authenticate_admin(
-            req.headers(),
-            &state.registry.snapshot(),
-            &state.operator,
-        ) {
+        match tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator) {
             Ok(Principal::Operator) => {}
             Ok(Principal::Account(_)) => {
-                return respond::error(&ApiError::Forbidden(
-                    "metrics need the operator key".into(),
-                ));
+                return respond::error(&ApiError::Forbidden("metrics need the operator key".into()));
             }
             Err(err) => return respond::error(&err),
         }
     }
     let mut text = String::new();
-    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry)
-    {
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry) {
         return respond::error(&ApiError::internal(err));
     }
     respond::text(

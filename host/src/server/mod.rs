@@ -55,14 +55,10 @@ pub enum Role {
 /// any listener binds if anything is wrong.
 pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Option<String>)> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create the data directory {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
     let registry = Registry::open(&config.data_dir)?;
-    let runtime = Runtime::new(&config.runtime)?;
+    let runtime = Runtime::new(&config.runtime, registry.kv())?;
 
     let (operator, generated) = match &config.operator_key {
         Some(key) => (keys::hash(key), None),
@@ -108,9 +104,7 @@ pub fn warm_up(state: &Arc<AppState>) {
                             tracing::warn!(error = %err, function = %version.function, "could not load a version");
                         }
                     }
-                    VersionState::Compiling => {
-                        admin::compile_version(state.clone(), version.as_ref().clone()).await
-                    }
+                    VersionState::Compiling => admin::compile_version(state.clone(), version.as_ref().clone()).await,
                     VersionState::Failed { .. } => {}
                 }
             }
@@ -170,12 +164,7 @@ async fn accept_loop(state: Arc<AppState>, listener: TcpListener, role: Role) {
     }
 }
 
-async fn dispatch(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-    role: Role,
-    _peer: SocketAddr,
-) -> Response<Body> {
+async fn dispatch(state: Arc<AppState>, req: Request<Incoming>, role: Role, _peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path();
     let admin_here = role == Role::Admin || state.config.admin_listen.is_none();
     if role == Role::Main && trigger::is_trigger(&state, &req) {

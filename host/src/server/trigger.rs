@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName, Qualifier, SubTenantId};
 use crate::registry::records::{Tenancy, VersionRecord};
 use crate::registry::{ResolveError, Snapshot};
+use crate::runtime::CallContext;
 use crate::runtime::body::LimitedBody;
 use crate::tenancy::{self, Caller, Presented};
 
@@ -60,8 +61,7 @@ fn parse(state: &AppState, req: &Request<Incoming>) -> Result<Target, ApiError> 
             Some(q) => format!("{path}?{q}"),
             None => path.to_string(),
         };
-        text.parse()
-            .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))
+        text.parse().map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))
     };
     if let Some((name, account)) = host_target(state, req) {
         return Ok(Target {
@@ -95,19 +95,13 @@ fn parse(state: &AppState, req: &Request<Incoming>) -> Result<Target, ApiError> 
 
 /// Finds the version this caller may call. Names the caller may not see
 /// answer as if they did not exist (401 for anonymous, 404 otherwise).
-fn resolve(
-    snapshot: &Snapshot,
-    caller: &Caller,
-    target: &Target,
-) -> Result<Arc<VersionRecord>, ApiError> {
+fn resolve(snapshot: &Snapshot, caller: &Caller, target: &Target) -> Result<Arc<VersionRecord>, ApiError> {
     let own = caller.account() == Some(&target.account);
     let hidden = || match caller {
-        Caller::Anonymous => ApiError::Unauthorized(
-            "this function needs credentials: send `Authorization: Bearer <key>`".into(),
-        ),
-        Caller::Account { .. } => {
-            ApiError::NotFound(format!("no function {}/{}", target.account, target.name))
+        Caller::Anonymous => {
+            ApiError::Unauthorized("this function needs credentials: send `Authorization: Bearer <key>`".into())
         }
+        Caller::Account { .. } => ApiError::NotFound(format!("no function {}/{}", target.account, target.name)),
     };
     if !own && !snapshot.is_public(&target.account, &target.name) {
         return Err(hidden());
@@ -115,9 +109,7 @@ fn resolve(
     let version = snapshot
         .resolve(&target.account, &target.name, &target.qualifier)
         .map_err(|err| match err {
-            ResolveError::NoFunction => {
-                ApiError::NotFound(format!("no function {}/{}", target.account, target.name))
-            }
+            ResolveError::NoFunction => ApiError::NotFound(format!("no function {}/{}", target.account, target.name)),
             ResolveError::NoQualifier => ApiError::NotFound(format!(
                 "function {}/{} has no invocable version {}",
                 target.account, target.name, target.qualifier
@@ -186,10 +178,7 @@ async fn call(
     Ok((response, version.account.to_string()))
 }
 
-fn caller_of(
-    presented: &Presented,
-    headers: &http::HeaderMap,
-) -> Result<(Caller, Option<SubTenantId>), ApiError> {
+fn caller_of(presented: &Presented, headers: &http::HeaderMap) -> Result<(Caller, Option<SubTenantId>), ApiError> {
     match presented {
         Presented::Stratus(caller @ Caller::Account { .. }) => {
             Ok((caller.clone(), tenancy::sub_tenant_from_header(headers)?))
@@ -264,7 +253,11 @@ async fn run(
     let request = Request::from_parts(parts, LimitedBody::new(body, limit, exceeded.clone()));
 
     let started = Instant::now();
-    let invoked = state.runtime.invoke(pre, version, request, permit).await;
+    let call = CallContext {
+        caller: caller.name(),
+        sub_tenant: sub_tenant.as_ref(),
+    };
+    let invoked = state.runtime.invoke(pre, version, call, request, permit).await;
     let invoked = match invoked {
         Ok(invoked) => invoked,
         Err(_) if exceeded.load(Ordering::Acquire) => {
@@ -302,14 +295,7 @@ async fn run(
         if !clean {
             tracing::debug!(invocation_id = id, "the guest failed after answering");
         }
-        log_call(
-            &id,
-            &version,
-            &caller,
-            sub_tenant.as_ref(),
-            status,
-            started.elapsed(),
-        );
+        log_call(&id, &version, &caller, sub_tenant.as_ref(), status, started.elapsed());
     });
     Ok(response)
 }

@@ -63,9 +63,7 @@ fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     let Ok(text) = value.to_str() else {
         return Some(Err(()));
     };
-    let token = text
-        .strip_prefix("Bearer ")
-        .or_else(|| text.strip_prefix("bearer "))?;
+    let token = text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer "))?;
     let token = token.trim();
     if token.starts_with("sk_") || token.starts_with("op_") {
         Some(Ok(token))
@@ -76,11 +74,7 @@ fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
 
 /// Authenticates a trigger call. A Stratus credential that fails is a 401;
 /// a foreign one is left for the function.
-pub fn authenticate(
-    headers: &HeaderMap,
-    snapshot: &Snapshot,
-    operator: &[u8; 32],
-) -> Result<Presented, ApiError> {
+pub fn authenticate(headers: &HeaderMap, snapshot: &Snapshot, operator: &[u8; 32]) -> Result<Presented, ApiError> {
     match bearer(headers) {
         None if headers.contains_key(http::header::AUTHORIZATION) => Ok(Presented::Foreign),
         None => Ok(Presented::Nothing),
@@ -95,8 +89,7 @@ pub fn authenticate(
             }
             if &hash == operator {
                 return Err(ApiError::Unauthorized(
-                    "the operator key administers the host; call functions with an account key"
-                        .into(),
+                    "the operator key administers the host; call functions with an account key".into(),
                 ));
             }
             Err(ApiError::Unauthorized("unknown or revoked key".into()))
@@ -109,9 +102,9 @@ pub fn sub_tenant_from_header(headers: &HeaderMap) -> Result<Option<SubTenantId>
     let Some(value) = headers.get(SUB_TENANT_HEADER) else {
         return Ok(None);
     };
-    let text = value.to_str().map_err(|_| {
-        ApiError::InvalidSubTenant("the sub-tenant header is not valid text".into())
-    })?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidSubTenant("the sub-tenant header is not valid text".into()))?;
     SubTenantId::parse(text)
         .map(Some)
         .map_err(|e| ApiError::InvalidSubTenant(e.to_string()))
@@ -141,9 +134,7 @@ impl Principal {
     pub fn operator_only(&self) -> Result<(), ApiError> {
         match self {
             Principal::Operator => Ok(()),
-            Principal::Account(_) => {
-                Err(ApiError::Forbidden("only the operator may do this".into()))
-            }
+            Principal::Account(_) => Err(ApiError::Forbidden("only the operator may do this".into())),
         }
     }
 }
@@ -159,9 +150,7 @@ pub fn authenticate_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::Unauthorized("send `Authorization: Bearer <operator or account key>`".into())
-        })?;
+        .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <operator or account key>`".into()))?;
     let hash = keys::hash(token);
     if &hash == operator {
         return Ok(Principal::Operator);

@@ -1,0 +1,20 @@
+//! Counts calls twice: in instance memory, and in the KV key `count`.
+//!
+//! A single-use environment always answers `memory: 1`; a warm one counts up
+//! within its partition. The KV count is shared by every call of the same
+//! caller and sub-tenant.
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use stratus_sdk::{Request, Response};
+
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+#[stratus_sdk::handler]
+fn handle(_req: Request) -> Response {
+    let memory = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    match stratus_sdk::kv::increment("count", 1) {
+        Ok(kv) => Response::text(format!("{{\"memory\":{memory},\"kv\":{kv}}}"))
+            .with_header("content-type", "application/json"),
+        Err(err) => Response::text(format!("kv failed: {err}")).with_status(500),
+    }
+}

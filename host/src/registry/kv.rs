@@ -1,0 +1,309 @@
+//! Key/value data of functions, one namespace per (owner, caller, sub-tenant).
+//!
+//! Namespaces are key prefixes in one sled tree; the prefix is built only
+//! here, from parsed names, so guest-supplied keys can never reach outside it.
+//! Each namespace's usage (key + value bytes) is kept in a second tree and
+//! updated in the same transaction as the data.
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use crate::names::{AccountName, SubTenantId};
+
+/// Size limits of the store.
+#[derive(Debug, Clone)]
+pub struct KvLimits {
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Key plus value bytes one namespace may hold.
+    pub quota_bytes: u64,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 512,
+            max_value_bytes: 1024 * 1024,
+            quota_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a KV operation failed; each maps to one case of the WIT `error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// A key or value over its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The namespace's quota would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// `increment` on a value that is not an integer.
+    #[error("{0}")]
+    NotAnInteger(String),
+    /// The store failed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// One namespace: (owner account, caller, sub-tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    prefix: Vec<u8>,
+}
+
+impl Namespace {
+    /// The namespace of calls by `caller` (an account name or `anonymous`)
+    /// for `sub_tenant` to functions of `owner`.
+    pub fn new(owner: &AccountName, caller: &str, sub_tenant: Option<&SubTenantId>) -> Self {
+        // None of the parts can contain '/', and a sub-tenant id is never
+        // empty, so distinct namespaces never share a prefix.
+        let sub = sub_tenant.map_or("", SubTenantId::as_str);
+        Self {
+            prefix: format!("{owner}/{caller}/{sub}/").into_bytes(),
+        }
+    }
+
+    fn key(&self, key: &str) -> Vec<u8> {
+        let mut full = self.prefix.clone();
+        full.extend_from_slice(key.as_bytes());
+        full
+    }
+}
+
+/// The store.
+pub struct Kv {
+    db: sled::Db,
+    data: sled::Tree,
+    usage: sled::Tree,
+    limits: KvLimits,
+}
+
+/// The value before and after a write.
+type Change = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+type TxResult<T> = Result<T, ConflictableTransactionError<KvError>>;
+
+fn abort<T>(err: KvError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(err))
+}
+
+fn unavailable(err: impl std::fmt::Display) -> KvError {
+    tracing::error!(%err, "kv store failure");
+    KvError::Unavailable("the key/value store is unavailable".into())
+}
+
+fn tx_error(err: TransactionError<KvError>) -> KvError {
+    match err {
+        TransactionError::Abort(err) => err,
+        TransactionError::Storage(err) => unavailable(err),
+    }
+}
+
+fn read_usage(usage: &TransactionalTree, prefix: &[u8]) -> TxResult<u64> {
+    Ok(usage.get(prefix)?.map_or(0, |v| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&v[..8.min(v.len())]);
+        u64::from_be_bytes(bytes)
+    }))
+}
+
+impl Kv {
+    /// Opens the KV trees of `db`.
+    pub fn open(db: &sled::Db, limits: KvLimits) -> sled::Result<Self> {
+        Ok(Self {
+            db: db.clone(),
+            data: db.open_tree("kv")?,
+            usage: db.open_tree("kv_usage")?,
+            limits,
+        })
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), KvError> {
+        if key.len() > self.limits.max_key_bytes {
+            return Err(KvError::TooLarge(format!(
+                "the key is {} bytes; keys are at most {} bytes",
+                key.len(),
+                self.limits.max_key_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.check_key(key)?;
+        Ok(self.data.get(ns.key(key)).map_err(unavailable)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes `new` (or removes, when `None`) at `key` with the usage updated
+    /// in the same transaction; returns what was there.
+    fn write(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        new: impl Fn(Option<&[u8]>) -> Result<Option<Vec<u8>>, KvError>,
+    ) -> Result<Change, KvError> {
+        self.check_key(key)?;
+        let full = ns.key(key);
+        let quota = self.limits.quota_bytes;
+        let max_value = self.limits.max_value_bytes;
+        (&self.data, &self.usage)
+            .transaction(|(data, usage)| {
+                let old = data.get(&full)?.map(|v| v.to_vec());
+                let value = match new(old.as_deref()) {
+                    Ok(value) => value,
+                    Err(err) => return abort(err),
+                };
+                if let Some(value) = &value
+                    && value.len() > max_value
+                {
+                    return abort(KvError::TooLarge(format!(
+                        "the value is {} bytes; values are at most {max_value} bytes",
+                        value.len()
+                    )));
+                }
+                let size = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
+                let used = read_usage(usage, &ns.prefix)?;
+                let after = (used + size(&value)).saturating_sub(size(&old));
+                if after > quota && size(&value) > size(&old) {
+                    return abort(KvError::QuotaExceeded(format!(
+                        "this namespace would hold {after} bytes; its quota is {quota} bytes"
+                    )));
+                }
+                match &value {
+                    Some(value) => data.insert(full.as_slice(), value.as_slice())?,
+                    None => data.remove(full.as_slice())?,
+                };
+                usage.insert(ns.prefix.as_slice(), &after.to_be_bytes()[..])?;
+                Ok((old, value))
+            })
+            .map_err(tx_error)
+    }
+
+    async fn flush(&self) -> Result<(), KvError> {
+        self.db.flush_async().await.map(|_| ()).map_err(unavailable)
+    }
+
+    /// Sets `key`, durably.
+    pub async fn set(&self, ns: &Namespace, key: &str, value: Vec<u8>) -> Result<(), KvError> {
+        self.write(ns, key, |_| Ok(Some(value.clone())))?;
+        self.flush().await
+    }
+
+    /// Removes `key`, durably; true if it existed.
+    pub async fn delete(&self, ns: &Namespace, key: &str) -> Result<bool, KvError> {
+        let (old, _) = self.write(ns, key, |_| Ok(None))?;
+        self.flush().await?;
+        Ok(old.is_some())
+    }
+
+    /// Adds `delta` to the decimal integer at `key`, atomically and durably.
+    pub async fn increment(&self, ns: &Namespace, key: &str, delta: i64) -> Result<i64, KvError> {
+        let (_, new) = self.write(ns, key, |old| {
+            let current = match old {
+                None => 0,
+                Some(bytes) => std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<i64>().ok())
+                    .ok_or_else(|| KvError::NotAnInteger(format!("the value at {key:?} is not a decimal integer")))?,
+            };
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| KvError::NotAnInteger("the result does not fit in 64 bits".into()))?;
+            Ok(Some(next.to_string().into_bytes()))
+        })?;
+        self.flush().await?;
+        new.and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+            .ok_or_else(|| KvError::Unavailable("the new value could not be read back".into()))
+    }
+
+    /// Keys starting with `prefix`, at most 1000.
+    pub fn list_keys(&self, ns: &Namespace, prefix: &str) -> Result<Vec<String>, KvError> {
+        self.check_key(prefix)?;
+        let mut keys = Vec::new();
+        for item in self.data.scan_prefix(ns.key(prefix)).keys().take(1000) {
+            let key = item.map_err(unavailable)?;
+            keys.push(String::from_utf8_lossy(&key[ns.prefix.len()..]).into_owned());
+        }
+        Ok(keys)
+    }
+
+    /// Removes every namespace whose owner is `owner` (account deletion).
+    pub fn drop_owner(&self, owner: &AccountName) -> Result<(), KvError> {
+        let prefix = format!("{owner}/");
+        for tree in [&self.data, &self.usage] {
+            for key in tree.scan_prefix(&prefix).keys() {
+                tree.remove(key.map_err(unavailable)?).map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(limits: KvLimits) -> (tempfile::TempDir, Kv) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = sled::Config::new()
+            .path(dir.path())
+            .open()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kv = Kv::open(&db, limits).unwrap_or_else(|e| panic!("{e}"));
+        (dir, kv)
+    }
+
+    fn ns(owner: &str, caller: &str, sub: Option<&str>) -> Namespace {
+        let owner = AccountName::parse(owner).unwrap_or_else(|e| panic!("{e}"));
+        let sub = sub.map(|s| SubTenantId::parse(s).unwrap_or_else(|e| panic!("{e}")));
+        Namespace::new(&owner, caller, sub.as_ref())
+    }
+
+    #[tokio::test]
+    async fn namespaces_are_apart() {
+        let (_dir, kv) = store(KvLimits::default());
+        let a = ns("acme", "acme", Some("a"));
+        let b = ns("acme", "acme", Some("b"));
+        let none = ns("acme", "acme", None);
+        let other_caller = ns("acme", "globex", Some("a"));
+        kv.set(&a, "k", b"1".to_vec()).await.unwrap_or_else(|e| panic!("{e}"));
+        for other in [&b, &none, &other_caller] {
+            assert_eq!(kv.get(other, "k").unwrap_or_else(|e| panic!("{e}")), None);
+            assert!(kv.list_keys(other, "").unwrap_or_else(|e| panic!("{e}")).is_empty());
+        }
+        assert_eq!(kv.list_keys(&a, "").unwrap_or_else(|e| panic!("{e}")), ["k"]);
+    }
+
+    #[tokio::test]
+    async fn limits_and_quota_are_typed_errors() {
+        let (_dir, kv) = store(KvLimits {
+            max_key_bytes: 8,
+            max_value_bytes: 16,
+            quota_bytes: 40,
+        });
+        let n = ns("acme", "acme", None);
+        assert!(matches!(
+            kv.set(&n, "much-too-long", vec![]).await,
+            Err(KvError::TooLarge(_))
+        ));
+        assert!(matches!(kv.set(&n, "k", vec![0; 17]).await, Err(KvError::TooLarge(_))));
+        kv.set(&n, "a", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
+        kv.set(&n, "b", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            kv.set(&n, "c", vec![0; 16]).await,
+            Err(KvError::QuotaExceeded(_))
+        ));
+        // Freeing space makes room again; shrinking is always allowed.
+        assert!(kv.delete(&n, "a").await.unwrap_or_else(|e| panic!("{e}")));
+        kv.set(&n, "c", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
+        kv.set(&n, "c", vec![0; 1]).await.unwrap_or_else(|e| panic!("{e}"));
+        kv.set(&n, "t", b"x".to_vec()).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(kv.increment(&n, "t", 1).await, Err(KvError::NotAnInteger(_))));
+        assert_eq!(kv.increment(&n, "i", 5).await.unwrap_or_else(|e| panic!("{e}")), 5);
+        assert_eq!(kv.increment(&n, "i", -7).await.unwrap_or_else(|e| panic!("{e}")), -2);
+    }
+}

@@ -1,0 +1,61 @@
+//! The `stratus:function/kv` import, backed by the registry's KV store.
+
+use std::sync::Arc;
+
+use crate::registry::kv::{Kv, KvError, Namespace};
+
+wasmtime::component::bindgen!({
+    path: "../wit/stratus.wit",
+    world: "stratus-imports",
+    imports: { default: async },
+});
+
+use self::stratus::function::kv::{Error, Host};
+
+/// A call's access to its own namespace and nothing else.
+pub struct KvAccess {
+    /// The store.
+    pub store: Arc<Kv>,
+    /// The call's namespace, fixed by the host from authenticated data.
+    pub namespace: Namespace,
+}
+
+fn to_wit(err: KvError) -> Error {
+    match err {
+        KvError::TooLarge(m) => Error::TooLarge(m),
+        KvError::QuotaExceeded(m) => Error::QuotaExceeded(m),
+        KvError::NotAnInteger(m) => Error::NotAnInteger(m),
+        KvError::Unavailable(m) => Error::Unavailable(m),
+    }
+}
+
+impl Host for KvAccess {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
+        self.store.get(&self.namespace, &key).map_err(to_wit)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
+        self.store.set(&self.namespace, &key, value).await.map_err(to_wit)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, Error> {
+        self.store.delete(&self.namespace, &key).await.map_err(to_wit)
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
+        self.store.increment(&self.namespace, &key, delta).await.map_err(to_wit)
+    }
+
+    async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, Error> {
+        self.store.list_keys(&self.namespace, &prefix).map_err(to_wit)
+    }
+}
+
+/// Links the KV interface, reaching each store's [`KvAccess`].
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<super::HostState>) -> wasmtime::Result<()> {
+    struct KvData;
+    impl wasmtime::component::HasData for KvData {
+        type Data<'a> = &'a mut KvAccess;
+    }
+    self::stratus::function::kv::add_to_linker::<super::HostState, KvData>(linker, |state| &mut state.kv)
+}

@@ -1,0 +1,104 @@
+//! SPEC §1, §3, §5: partitions and the KV namespace of (owner, caller, sub-tenant).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn count(server: &Server, key: &str, sub_tenant: Option<&str>) -> Value {
+    let auth = bearer(key);
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(sub) = sub_tenant {
+        headers.push(("x-stratus-sub-tenant", sub));
+    }
+    let reply = server.request("GET", "/fn/acme/counter/", &headers, b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
+#[test]
+fn single_use_environments_start_fresh_and_kv_counts_per_sub_tenant() {
+    let server = Server::start();
+    let key = server.create_account("acme");
+    server.deploy(
+        &key,
+        "acme",
+        "counter",
+        COUNTER_COMPONENT,
+        json!({ "tenancy": "multi" }),
+    );
+
+    let subs = ["cust-a", "cust-b", "cust-c"];
+    let mut expected: HashMap<&str, i64> = HashMap::new();
+    for i in 0..20 {
+        let sub = subs[i % subs.len()];
+        let seen = count(&server, &key, Some(sub));
+        assert_eq!(
+            seen["memory"], 1,
+            "a single-use environment saw a previous call: {seen}"
+        );
+        let n = expected.entry(sub).or_insert(0);
+        *n += 1;
+        assert_eq!(seen["kv"], *n, "sub-tenant {sub}: {seen}");
+    }
+}
+
+#[test]
+fn concurrent_increments_are_never_lost() {
+    let server = Arc::new(Server::start());
+    let key = server.create_account("acme");
+    server.deploy(
+        &key,
+        "acme",
+        "counter",
+        COUNTER_COMPONENT,
+        json!({ "tenancy": "multi" }),
+    );
+
+    let subs = ["t1", "t2", "t3"];
+    let threads: Vec<_> = subs
+        .iter()
+        .flat_map(|sub| (0..8).map(move |_| *sub))
+        .map(|sub| {
+            let (server, key) = (server.clone(), key.clone());
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    count(&server, &key, Some(sub));
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    for sub in subs {
+        // 8 callers × 5 calls each, plus this one.
+        assert_eq!(count(&server, &key, Some(sub))["kv"], 41, "sub-tenant {sub}");
+    }
+}
+
+#[test]
+fn callers_and_sub_tenants_have_separate_namespaces() {
+    let server = Server::start();
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "counter", COUNTER_COMPONENT, json!({ "public": true }));
+
+    for _ in 0..3 {
+        count(&server, &key, None);
+    }
+    assert_eq!(
+        count(&server, &key, None)["kv"],
+        4,
+        "the account's own calls without a sub-tenant"
+    );
+    assert_eq!(
+        count(&server, &key, Some("x"))["kv"],
+        1,
+        "a sub-tenant given on a single-tenant function is used"
+    );
+    let anonymous = server.request("GET", "/fn/acme/counter/", &[], b"");
+    assert_eq!(anonymous.json()["kv"], 1, "anonymous callers have their own namespace");
+    assert_eq!(count(&server, &key, None)["kv"], 5);
+}
