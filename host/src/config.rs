@@ -19,8 +19,6 @@ pub struct Limits {
     pub request_body_bytes: u64,
     /// Component upload size.
     pub component_bytes: u64,
-    /// How long a call waits for a free environment before 503.
-    pub queue_wait: Duration,
 }
 
 impl Default for Limits {
@@ -31,7 +29,6 @@ impl Default for Limits {
             memory_mb: 128,
             request_body_bytes: 6 * 1024 * 1024,
             component_bytes: 64 * 1024 * 1024,
-            queue_wait: Duration::from_secs(2),
         }
     }
 }
@@ -64,6 +61,12 @@ impl ServeConfig {
             async_stack_zeroing: true,
             epoch_tick: Duration::from_millis(10),
             code_cache_dir: data_dir.join("code-cache"),
+            queue_wait: Duration::from_secs(2),
+            warm: crate::runtime::warm::WarmLimits {
+                idle_ttl: Duration::from_secs(60),
+                max_idle_per_partition: 4,
+                max_idle_total: 128,
+            },
         };
         Self {
             listen,

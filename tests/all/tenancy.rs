@@ -102,3 +102,81 @@ fn callers_and_sub_tenants_have_separate_namespaces() {
     assert_eq!(anonymous.json()["kv"], 1, "anonymous callers have their own namespace");
     assert_eq!(count(&server, &key, None)["kv"], 5);
 }
+
+#[test]
+fn warm_environments_are_reused_only_inside_their_partition() {
+    let server = Server::start();
+    let acme = server.create_account("acme");
+    server.deploy(
+        &acme,
+        "acme",
+        "counter",
+        COUNTER_COMPONENT,
+        json!({ "public": true, "reuse": "warm" }),
+    );
+
+    // Sequential calls of one partition reuse one environment.
+    for expected in 1..=4 {
+        assert_eq!(count(&server, &acme, Some("a"))["memory"], expected);
+    }
+    // Every other partition starts from a fresh instance.
+    assert_eq!(
+        count(&server, &acme, Some("b"))["memory"],
+        1,
+        "another sub-tenant saw a grown counter"
+    );
+    assert_eq!(
+        count(&server, &acme, None)["memory"],
+        1,
+        "no sub-tenant is a partition of its own"
+    );
+    let anonymous = server.request("GET", "/fn/acme/counter/", &[], b"");
+    assert_eq!(anonymous.json()["memory"], 1, "another caller saw a grown counter");
+    assert_eq!(
+        count(&server, &acme, Some("a"))["memory"],
+        5,
+        "sub-tenant a keeps its environment"
+    );
+    assert_eq!(count(&server, &acme, Some("b"))["memory"], 2);
+    assert!(server.metric("stratus_warm_hits_total") >= 5.0);
+    assert!(server.metric("stratus_idle_instances") >= 3.0);
+
+    // A new version is a new partition.
+    server.deploy(
+        &acme,
+        "acme",
+        "counter",
+        COUNTER_COMPONENT,
+        json!({ "public": true, "reuse": "warm" }),
+    );
+    assert_eq!(count(&server, &acme, Some("a"))["memory"], 1);
+}
+
+#[test]
+fn idle_warm_environments_expire_and_give_back_their_slots() {
+    let server = Server::start_with(&["--warm-idle-ttl", "300ms", "--pool-slots", "2"]);
+    let acme = server.create_account("acme");
+    server.deploy(&acme, "acme", "counter", COUNTER_COMPONENT, json!({ "reuse": "warm" }));
+    server.deploy(&acme, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
+
+    // Two partitions hold both slots while idle; a third call still gets one,
+    // by evicting the least recently used idle environment.
+    count(&server, &acme, Some("a"));
+    count(&server, &acme, Some("b"));
+    assert_eq!(server.metric("stratus_idle_instances"), 2.0);
+    assert_eq!(server.request("GET", "/fn/acme/hello/", &[], b"").status, 200);
+    assert_eq!(
+        count(&server, &acme, Some("b"))["memory"],
+        2,
+        "the most recently used partition stayed warm"
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(
+        server.metric("stratus_idle_instances"),
+        0.0,
+        "idle environments outlived their TTL"
+    );
+    assert_eq!(server.metric("stratus_live_instances"), 0.0);
+    assert_eq!(count(&server, &acme, Some("b"))["memory"], 1);
+}

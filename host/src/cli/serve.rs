@@ -40,6 +40,15 @@ pub struct Serve {
     /// Zero guest stacks between uses (true unless measured otherwise).
     #[arg(long, env = "STRATUS_ASYNC_STACK_ZEROING", default_value_t = true, action = clap::ArgAction::Set)]
     async_stack_zeroing: bool,
+    /// How long an idle warm environment is kept, e.g. `60s`.
+    #[arg(long, env = "STRATUS_WARM_IDLE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    warm_idle_ttl: std::time::Duration,
+    /// Idle warm environments kept per partition.
+    #[arg(long, env = "STRATUS_WARM_MAX_IDLE_PER_PARTITION", default_value_t = 4)]
+    warm_max_idle_per_partition: usize,
+    /// Idle warm environments kept host-wide (least recently used go first).
+    #[arg(long, env = "STRATUS_WARM_MAX_IDLE", default_value_t = 128)]
+    warm_max_idle: usize,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -55,6 +64,9 @@ impl Serve {
             config.runtime.code_cache_dir = dir.clone();
         }
         config.runtime.pool_slots = self.pool_slots;
+        config.runtime.warm.idle_ttl = self.warm_idle_ttl;
+        config.runtime.warm.max_idle_per_partition = self.warm_max_idle_per_partition;
+        config.runtime.warm.max_idle_total = self.warm_max_idle;
         config.runtime.max_memory_mb = self.max_memory_mb;
         // A small pool slot lowers the default with it.
         config.limits.memory_mb = config.limits.memory_mb.min(self.max_memory_mb);

@@ -5,6 +5,7 @@ pub mod body;
 pub mod kv;
 pub mod state;
 pub mod validate;
+pub mod warm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, oneshot};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -25,7 +27,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::error::ApiError;
 use crate::names::SubTenantId;
 use crate::registry::kv::{Kv, Namespace};
-use crate::registry::records::VersionRecord;
+use crate::registry::records::{Reuse, VersionRecord};
 pub use state::HostState;
 
 /// Engine and pool settings, fixed at start.
@@ -42,6 +44,10 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Where compiled components are cached.
     pub code_cache_dir: PathBuf,
+    /// How long a call waits for a free slot before 503.
+    pub queue_wait: Duration,
+    /// Limits of the warm pool.
+    pub warm: warm::WarmLimits,
 }
 
 /// Counters the host exposes as metrics.
@@ -51,8 +57,12 @@ pub struct RuntimeStats {
     pub cache_hits: Counter,
     /// Components compiled because the cache did not have them.
     pub compiles: Counter,
-    /// Environments currently alive.
+    /// Environments currently alive (running or idle).
     pub live_instances: Gauge,
+    /// Warm environments idle now.
+    pub idle_instances: Gauge,
+    /// Calls served by a warm environment that had served before.
+    pub warm_hits: Counter,
 }
 
 /// The engine with its linker and compiled versions.
@@ -69,6 +79,12 @@ pub struct Runtime {
     compile_slot: Semaphore,
     /// Functions' key/value data.
     kv: Arc<Kv>,
+    /// One permit per pool slot: the budget of live environments, idle
+    /// ones included.
+    slots: Arc<Semaphore>,
+    queue_wait: Duration,
+    /// Idle warm environments by partition.
+    warm: warm::WarmPool,
     /// Metrics.
     pub stats: RuntimeStats,
 }
@@ -131,7 +147,9 @@ impl Runtime {
                 }
             })?;
 
-        Ok(Arc::new(Self {
+        let stats = RuntimeStats::default();
+        let warm = warm::WarmPool::new(config.warm.clone(), stats.idle_instances.clone());
+        let runtime = Arc::new(Self {
             engine,
             linker,
             cache_dir: config.code_cache_dir.clone(),
@@ -139,8 +157,70 @@ impl Runtime {
             loaded: RwLock::new(HashMap::new()),
             compile_slot: Semaphore::new(1),
             kv,
-            stats: RuntimeStats::default(),
-        }))
+            slots: Arc::new(Semaphore::new(slots as usize)),
+            queue_wait: config.queue_wait,
+            warm,
+            stats,
+        });
+        // Idle environments past their TTL give their slots back.
+        let weak = Arc::downgrade(&runtime);
+        std::thread::Builder::new()
+            .name("stratus-warm-ttl".into())
+            .spawn(move || {
+                while let Some(runtime) = weak.upgrade() {
+                    runtime.warm.expire();
+                    drop(runtime);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })?;
+        Ok(runtime)
+    }
+
+    /// Takes a pool slot for a new environment: at once if one is free, else
+    /// by evicting an idle warm environment, else after a bounded wait.
+    async fn acquire_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        loop {
+            if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+                return Ok(permit);
+            }
+            if !self.warm.evict_oldest() {
+                break;
+            }
+        }
+        match tokio::time::timeout(self.queue_wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(ApiError::Unavailable {
+                message: "the host is shutting down".into(),
+                retry_after: 1,
+            }),
+            Err(_) => Err(ApiError::Unavailable {
+                message: format!("no free environment within {} ms", self.queue_wait.as_millis()),
+                retry_after: 1,
+            }),
+        }
+    }
+
+    /// A new store for a version, for the call context given.
+    fn new_store(&self, version: &VersionRecord, call: CallContext<'_>) -> Store<HostState> {
+        let config = &version.config;
+        let kv = kv::KvAccess {
+            store: self.kv.clone(),
+            namespace: Namespace::new(&version.account, call.caller, call.sub_tenant),
+        };
+        let state = HostState::new(&config.env, config.memory_mb, &config.allow_outbound, kv);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // Each epoch tick: past the call's deadline, trap; otherwise yield so
+        // other calls share the cores with a guest that spins.
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        store
     }
 
     fn cache_path(&self, sha256: &str) -> PathBuf {
@@ -222,94 +302,103 @@ impl Runtime {
         })
     }
 
-    /// Runs one invocation in a fresh environment and returns the guest's
-    /// response; its body keeps streaming from the guest until it finishes or
-    /// the deadline passes.
+    /// Runs one invocation and returns the guest's response; its body keeps
+    /// streaming from the guest until it finishes or the deadline passes.
+    ///
+    /// A warm version's call first looks for an idle environment of its own
+    /// partition; otherwise (and always for single-use versions) it takes a
+    /// pool slot and instantiates a fresh one.
     pub async fn invoke<B>(
         self: &Arc<Self>,
         pre: ProxyPre<HostState>,
         version: &VersionRecord,
         call: CallContext<'_>,
         request: http::Request<B>,
-        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Invoked, ApiError>
     where
         B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let config = &version.config;
+        let warm = config.reuse == Reuse::Warm;
+        let partition = warm::Partition {
+            owner: version.account.clone(),
+            function: version.function.clone(),
+            version: version.number,
+            caller: call.caller.to_string(),
+            sub_tenant: call.sub_tenant.cloned(),
+        };
+        let reused = if warm { self.warm.take(&partition) } else { None };
+        let source = match reused {
+            Some(env) => {
+                self.stats.warm_hits.inc();
+                Source::Warm(env)
+            }
+            None => Source::Fresh(self.acquire_slot().await?, self.new_store(version, call)),
+        };
+
         let timeout = Duration::from_millis(config.timeout_ms);
         let deadline = Instant::now() + timeout;
-        let kv = kv::KvAccess {
-            store: self.kv.clone(),
-            namespace: Namespace::new(&version.account, call.caller, call.sub_tenant),
-        };
-        let state = HostState::new(&config.env, config.memory_mb, &config.allow_outbound, kv);
-        let output = state.output.clone();
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        // Each epoch tick: past the deadline, trap; otherwise yield so other
-        // calls share the cores with a guest that spins.
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        store.set_epoch_deadline(1);
-
-        let (sender, receiver) = oneshot::channel();
-        let req = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, request)
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        let out = store
-            .data_mut()
-            .http()
-            .new_response_outparam(sender)
-            .map_err(|e| ApiError::Internal(e.into()))?;
-
-        let this = self.clone();
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
-        this.stats.live_instances.inc();
+        let (sender, receiver) = oneshot::channel();
+        let this = self.clone();
+        let captured: Arc<std::sync::OnceLock<(MemoryOutputPipe, usize)>> = Arc::default();
+        let output = captured.clone();
         let task = tokio::spawn(async move {
-            // The admission permit lives exactly as long as the environment.
-            let _permit = permit;
             let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
+                let mut env = match source {
+                    Source::Warm(env) => env,
+                    Source::Fresh(permit, mut store) => {
+                        store.data_mut().deadline = deadline;
+                        let proxy = pre.instantiate_async(&mut store).await.map_err(Failure::from_trap)?;
+                        warm::Env::new(store, proxy, permit, this.stats.live_instances.clone())
+                    }
+                };
+                env.store.data_mut().deadline = deadline;
+                let pipe = env.store.data().output.clone();
+                let _ = captured.set((pipe.clone(), pipe.contents().len()));
+                let http = |store: &mut Store<HostState>| {
+                    let req = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
+                    let out = store.data_mut().http().new_response_outparam(sender)?;
+                    Ok::<_, wasmtime::Error>((req, out))
+                };
+                let (req, out) = http(&mut env.store).map_err(|e| Failure::Trap(format!("{e:#}")))?;
+                env.proxy
                     .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
+                    .call_handle(&mut env.store, req, out)
                     .await
+                    .map_err(Failure::from_trap)?;
+                env.calls += 1;
+                if warm {
+                    this.warm.put(partition, env);
+                }
+                Ok(())
             };
             // The epoch callback stops guest code; this also stops a guest
-            // parked in a host call (e.g. waiting on a slow client).
+            // parked in a host call (e.g. waiting on a slow client). Either
+            // way a failed environment is dropped, never reused.
             let result = match tokio::time::timeout_at(tokio_deadline, run).await {
-                Ok(result) => result.map_err(Failure::from_trap),
+                Ok(result) => result,
                 Err(_) => Err(Failure::Timeout),
             };
-            drop(store);
-            this.stats.live_instances.dec();
-            result
+            let printed = output
+                .get()
+                .map(|(pipe, start)| pipe.contents().slice(*start.min(&pipe.contents().len())..))
+                .unwrap_or_default();
+            (result, printed)
         });
 
         let timeout_ms = config.timeout_ms;
         match tokio::time::timeout_at(tokio_deadline, receiver).await {
-            Ok(Ok(Ok(response))) => Ok(Invoked {
-                response,
-                output: Output(output),
-                task,
-            }),
+            Ok(Ok(Ok(response))) => Ok(Invoked { response, task }),
             Ok(Ok(Err(code))) => Err(ApiError::GuestError(format!(
                 "the function answered with an error: {code:?}"
             ))),
             Ok(Err(_)) => match task.await {
-                Ok(Ok(())) => Err(ApiError::GuestError("the function returned without a response".into())),
-                Ok(Err(Failure::Timeout)) => Err(ApiError::Timeout { timeout_ms }),
-                Ok(Err(Failure::Trap(message))) => Err(ApiError::GuestError(message)),
-                Ok(Err(Failure::Saturated)) => Err(ApiError::Unavailable {
+                Ok((Ok(()), _)) => Err(ApiError::GuestError("the function returned without a response".into())),
+                Ok((Err(Failure::Timeout), _)) => Err(ApiError::Timeout { timeout_ms }),
+                Ok((Err(Failure::Trap(message)), _)) => Err(ApiError::GuestError(message)),
+                Ok((Err(Failure::Saturated), _)) => Err(ApiError::Unavailable {
                     message: "the host has no free environment".into(),
                     retry_after: 1,
                 }),
@@ -318,6 +407,19 @@ impl Runtime {
             Err(_) => Err(ApiError::Timeout { timeout_ms }),
         }
     }
+
+    /// Idle warm environments now.
+    pub fn idle_environments(&self) -> usize {
+        self.warm.idle()
+    }
+}
+
+/// Where a call's environment comes from.
+enum Source {
+    /// An idle environment of the call's partition.
+    Warm(warm::Env),
+    /// A new one: its slot and its store, to instantiate in the call's task.
+    Fresh(tokio::sync::OwnedSemaphorePermit, Store<HostState>),
 }
 
 /// Who a call runs for, as established by the trigger from authenticated data.
@@ -350,36 +452,30 @@ impl Failure {
     }
 }
 
-/// The guest's captured stdout and stderr.
-pub struct Output(wasmtime_wasi::p2::pipe::MemoryOutputPipe);
-
-impl Output {
-    /// What the guest printed so far.
-    pub fn contents(&self) -> bytes::Bytes {
-        self.0.contents()
-    }
-}
-
 /// A response from the guest, with the task still writing its body.
 pub struct Invoked {
     /// Status and headers from the guest; the body streams.
     pub response: http::Response<HyperOutgoingBody>,
-    /// What the guest prints.
-    pub output: Output,
-    /// The running invocation.
-    task: tokio::task::JoinHandle<Result<(), Failure>>,
+    /// The running invocation, ending with its outcome and what it printed.
+    task: tokio::task::JoinHandle<(Result<(), Failure>, bytes::Bytes)>,
 }
 
 impl Invoked {
-    /// Splits into the response and a future that ends with the invocation
-    /// (true when it ended cleanly).
-    pub fn split(self) -> (http::Response<HyperOutgoingBody>, Output, impl Future<Output = bool>) {
+    /// Splits into the response and a future that ends with the invocation:
+    /// whether it ended cleanly, and what the guest printed during it.
+    pub fn split(
+        self,
+    ) -> (
+        http::Response<HyperOutgoingBody>,
+        impl Future<Output = (bool, bytes::Bytes)>,
+    ) {
         let task = self.task;
-        (
-            self.response,
-            self.output,
-            async move { matches!(task.await, Ok(Ok(()))) },
-        )
+        (self.response, async move {
+            match task.await {
+                Ok((result, printed)) => (result.is_ok(), printed),
+                Err(_) => (false, bytes::Bytes::new()),
+            }
+        })
     }
 }
 

@@ -27,6 +27,8 @@ pub struct HostState {
     pub output: MemoryOutputPipe,
     /// The call's KV namespace.
     pub(crate) kv: super::kv::KvAccess,
+    /// When the current call must end; set at the start of every call.
+    pub(crate) deadline: std::time::Instant,
 }
 
 impl HostState {
@@ -71,6 +73,7 @@ impl HostState {
             },
             output,
             kv,
+            deadline: std::time::Instant::now(),
         }
     }
 }

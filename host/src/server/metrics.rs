@@ -50,8 +50,18 @@ impl Metrics {
         );
         registry.register(
             "live_instances",
-            "Environments alive now",
+            "Environments alive now, running or idle",
             runtime.stats.live_instances.clone(),
+        );
+        registry.register(
+            "idle_instances",
+            "Warm environments idle now",
+            runtime.stats.idle_instances.clone(),
+        );
+        registry.register(
+            "warm_hits",
+            "Calls served by a warm environment of their partition",
+            runtime.stats.warm_hits.clone(),
         );
         Self { registry, invocations }
     }

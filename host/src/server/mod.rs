@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::config::ServeConfig;
 use crate::credentials::keys;
@@ -36,8 +35,6 @@ pub struct AppState {
     pub operator: [u8; 32],
     /// Settings.
     pub config: ServeConfig,
-    /// One permit per pool slot: the budget of live environments.
-    pub admission: Arc<Semaphore>,
     /// Counters.
     pub metrics: metrics::Metrics,
 }
@@ -77,14 +74,12 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
             }
         },
     };
-    let admission = Arc::new(Semaphore::new(config.runtime.pool_slots as usize));
     let metrics = metrics::Metrics::new(&runtime);
     let state = Arc::new(AppState {
         registry,
         runtime,
         operator,
         config,
-        admission,
         metrics,
     });
     Ok((state, generated))

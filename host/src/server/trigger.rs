@@ -2,7 +2,8 @@
 //! `{name}--{account}.{base}`.
 //!
 //! A call goes through the steps of SPEC §5 in order, one line each in
-//! [`call`]: parse → authenticate → resolve → authorize → admit → run.
+//! [`call`]: parse → authenticate → resolve → authorize → run (the runtime
+//! admits the call into a pool slot or a warm environment of its partition).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,14 +163,12 @@ async fn call(
     let (caller, sub_tenant) = caller_of(&presented, req.headers())?;
     let version = resolve(&snapshot, &caller, &target)?;
     authorize(&version, sub_tenant.as_ref())?;
-    let permit = admit(state).await?;
     let response = run(
         state,
         req,
         target,
         &presented,
         &version,
-        permit,
         invocation_id,
         &caller,
         sub_tenant,
@@ -196,21 +195,6 @@ fn authorize(version: &VersionRecord, sub_tenant: Option<&SubTenantId>) -> Resul
     Ok(())
 }
 
-async fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    let wait = state.config.limits.queue_wait;
-    match tokio::time::timeout(wait, state.admission.clone().acquire_owned()).await {
-        Ok(Ok(permit)) => Ok(permit),
-        Ok(Err(_)) => Err(ApiError::Unavailable {
-            message: "the host is shutting down".into(),
-            retry_after: 1,
-        }),
-        Err(_) => Err(ApiError::Unavailable {
-            message: format!("no free environment within {} ms", wait.as_millis()),
-            retry_after: 1,
-        }),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn run(
     state: &Arc<AppState>,
@@ -218,7 +202,6 @@ async fn run(
     target: Target,
     presented: &Presented,
     version: &Arc<VersionRecord>,
-    permit: tokio::sync::OwnedSemaphorePermit,
     invocation_id: &str,
     caller: &Caller,
     sub_tenant: Option<SubTenantId>,
@@ -257,7 +240,7 @@ async fn run(
         caller: caller.name(),
         sub_tenant: sub_tenant.as_ref(),
     };
-    let invoked = state.runtime.invoke(pre, version, call, request, permit).await;
+    let invoked = state.runtime.invoke(pre, version, call, request).await;
     let invoked = match invoked {
         Ok(invoked) => invoked,
         Err(_) if exceeded.load(Ordering::Acquire) => {
@@ -275,7 +258,7 @@ async fn run(
             return Err(err);
         }
     };
-    let (mut response, output, finished) = invoked.split();
+    let (mut response, finished) = invoked.split();
     if exceeded.load(Ordering::Acquire) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
@@ -287,8 +270,7 @@ async fn run(
     let version = version.clone();
     let caller = caller.clone();
     tokio::spawn(async move {
-        let clean = finished.await;
-        let printed = output.contents();
+        let (clean, printed) = finished.await;
         if !printed.is_empty() {
             tracing::debug!(invocation_id = id, output = %String::from_utf8_lossy(&printed), "guest output");
         }

@@ -1,0 +1,234 @@
+//! Environments and the warm pool.
+//!
+//! An [`Env`] is a store with its instance and the admission permit of its
+//! pool slot. Single-use environments are dropped after one call; warm ones go
+//! back to the pool under their [`Partition`] and are only ever taken out for
+//! a call of that same partition.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+use super::HostState;
+use crate::names::{AccountName, FunctionName, SubTenantId};
+
+/// Who an environment belongs to, from its first call on: one version of a
+/// function, one caller, one sub-tenant (or none).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Partition {
+    /// The function's owner.
+    pub owner: AccountName,
+    /// The function.
+    pub function: FunctionName,
+    /// The version.
+    pub version: u32,
+    /// The caller's account name, or `anonymous`.
+    pub caller: String,
+    /// The sub-tenant.
+    pub sub_tenant: Option<SubTenantId>,
+}
+
+/// A live environment.
+pub struct Env {
+    /// The store with the guest's state.
+    pub store: Store<HostState>,
+    /// The instance's exports.
+    pub proxy: Proxy,
+    /// Its slot in the pool's budget; released when the environment drops.
+    _permit: OwnedSemaphorePermit,
+    live: Gauge,
+    /// Calls this environment has served.
+    pub calls: u64,
+}
+
+impl Env {
+    /// Wraps a freshly instantiated environment.
+    pub fn new(store: Store<HostState>, proxy: Proxy, permit: OwnedSemaphorePermit, live: Gauge) -> Self {
+        live.inc();
+        Self {
+            store,
+            proxy,
+            _permit: permit,
+            live,
+            calls: 0,
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.live.dec();
+    }
+}
+
+/// Limits of the warm pool.
+#[derive(Debug, Clone)]
+pub struct WarmLimits {
+    /// How long an idle environment is kept.
+    pub idle_ttl: Duration,
+    /// Idle environments kept per partition.
+    pub max_idle_per_partition: usize,
+    /// Idle environments kept host-wide; past it the least recently used goes.
+    pub max_idle_total: usize,
+}
+
+struct Idle {
+    env: Env,
+    /// Identifies this idle period in `order`.
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_partition: HashMap<Partition, Vec<Idle>>,
+    /// Idle periods oldest first. Entries whose environment was taken again
+    /// stay behind as stale entries and are skipped.
+    order: VecDeque<(Partition, u64, Instant)>,
+    next_seq: u64,
+    total: usize,
+}
+
+impl Inner {
+    fn is_idle(&self, partition: &Partition, seq: u64) -> bool {
+        self.by_partition
+            .get(partition)
+            .is_some_and(|list| list.iter().any(|idle| idle.seq == seq))
+    }
+}
+
+/// Idle warm environments, by partition.
+pub struct WarmPool {
+    inner: Mutex<Inner>,
+    limits: WarmLimits,
+    idle_gauge: Gauge,
+}
+
+impl WarmPool {
+    /// An empty pool.
+    pub fn new(limits: WarmLimits, idle_gauge: Gauge) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            limits,
+            idle_gauge,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// An idle environment of exactly this partition, newest first.
+    pub fn take(&self, partition: &Partition) -> Option<Env> {
+        let mut inner = self.lock();
+        let list = inner.by_partition.get_mut(partition)?;
+        let idle = list.pop()?;
+        if list.is_empty() {
+            inner.by_partition.remove(partition);
+        }
+        inner.total -= 1;
+        // Its entry in `order` goes stale; `evict_oldest` skips stale entries.
+        self.idle_gauge.set(inner.total as i64);
+        Some(idle.env)
+    }
+
+    /// Keeps an environment for later calls of its partition; drops it (and
+    /// frees its slot) when the partition or the host is at its idle limit.
+    pub fn put(&self, partition: Partition, env: Env) {
+        let evicted;
+        {
+            let mut inner = self.lock();
+            let full = inner
+                .by_partition
+                .get(&partition)
+                .is_some_and(|l| l.len() >= self.limits.max_idle_per_partition);
+            if full {
+                drop(inner);
+                return;
+            }
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            inner
+                .by_partition
+                .entry(partition.clone())
+                .or_default()
+                .push(Idle { env, seq });
+            inner.order.push_back((partition, seq, Instant::now()));
+            inner.total += 1;
+            evicted = if inner.total > self.limits.max_idle_total {
+                Self::pop_oldest(&mut inner)
+            } else {
+                None
+            };
+            self.idle_gauge.set(inner.total as i64);
+        }
+        // Dropped outside the lock: tearing down a store takes a while.
+        drop(evicted);
+    }
+
+    fn pop_oldest(inner: &mut Inner) -> Option<Env> {
+        while let Some((partition, seq, _)) = inner.order.pop_front() {
+            let Some(list) = inner.by_partition.get_mut(&partition) else {
+                continue;
+            };
+            let Some(pos) = list.iter().position(|idle| idle.seq == seq) else {
+                continue;
+            };
+            let idle = list.remove(pos);
+            if list.is_empty() {
+                inner.by_partition.remove(&partition);
+            }
+            inner.total -= 1;
+            return Some(idle.env);
+        }
+        None
+    }
+
+    /// Drops the least recently used idle environment, freeing its slot for a
+    /// call that needs a fresh one. False when nothing was idle.
+    pub fn evict_oldest(&self) -> bool {
+        let evicted = {
+            let mut inner = self.lock();
+            let evicted = Self::pop_oldest(&mut inner);
+            self.idle_gauge.set(inner.total as i64);
+            evicted
+        };
+        evicted.is_some()
+    }
+
+    /// Drops environments idle for longer than the TTL.
+    pub fn expire(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut inner = self.lock();
+            while let Some((partition, seq, since)) = inner.order.front().cloned() {
+                if !inner.is_idle(&partition, seq) {
+                    inner.order.pop_front();
+                    continue;
+                }
+                if now.duration_since(since) < self.limits.idle_ttl {
+                    break;
+                }
+                // The front entry is live, so this pops exactly it.
+                if let Some(env) = Self::pop_oldest(&mut inner) {
+                    expired.push(env);
+                }
+            }
+            self.idle_gauge.set(inner.total as i64);
+        }
+        drop(expired);
+    }
+
+    /// Idle environments now.
+    pub fn idle(&self) -> usize {
+        self.lock().total
+    }
+}
