@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub runtime: RuntimeConfig,
     /// Default and maximum limits.
     pub limits: Limits,
+    /// Concurrency caps per account and sub-tenant.
+    pub quotas: crate::tenancy::quota::QuotaLimits,
     /// The operator key, if given rather than generated.
     pub operator_key: Option<String>,
 }
@@ -75,6 +77,7 @@ impl ServeConfig {
             base_domain: None,
             runtime,
             limits: Limits::default(),
+            quotas: Default::default(),
             operator_key: None,
         }
     }

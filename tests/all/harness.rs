@@ -242,7 +242,8 @@ impl Server {
         reply.json()
     }
 
-    /// A metric's value from `/metrics` (0 when absent).
+    /// A metric's value from `/metrics`, summed over its label sets; `name`
+    /// may include labels, e.g. `x_total{scope="account"}` (0 when absent).
     pub fn metric(&self, name: &str) -> f64 {
         let base = self.admin_url.clone().unwrap_or_else(|| self.url.clone());
         let auth = format!("Bearer {OPERATOR_KEY}");
@@ -250,9 +251,13 @@ impl Server {
             .request_to(&base, "GET", "/metrics", &[("authorization", &auth)], b"")
             .text();
         text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(series, _)| {
+                *series == name || series.strip_prefix(name).is_some_and(|rest| rest.starts_with('{'))
+            })
+            .filter_map(|(_, value)| value.parse::<f64>().ok())
+            .fold(0.0, |sum, v| sum + v)
     }
 }
 

@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod deploy;
 mod limits;
+mod quotas;
 mod restart;
 mod tenancy;
 mod trigger;

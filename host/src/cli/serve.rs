@@ -49,6 +49,15 @@ pub struct Serve {
     /// Idle warm environments kept host-wide (least recently used go first).
     #[arg(long, env = "STRATUS_WARM_MAX_IDLE", default_value_t = 128)]
     warm_max_idle: usize,
+    /// Concurrent calls per caller account.
+    #[arg(long, env = "STRATUS_MAX_CONCURRENCY_PER_ACCOUNT", default_value_t = 128)]
+    max_concurrency_per_account: u32,
+    /// Concurrent calls per sub-tenant (functions may set their own).
+    #[arg(long, env = "STRATUS_MAX_CONCURRENCY_PER_SUB_TENANT", default_value_t = 32)]
+    max_concurrency_per_sub_tenant: u32,
+    /// How long a call waits at a cap or for a free environment, e.g. `2s`.
+    #[arg(long, env = "STRATUS_QUEUE_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
+    queue_wait: std::time::Duration,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -64,6 +73,10 @@ impl Serve {
             config.runtime.code_cache_dir = dir.clone();
         }
         config.runtime.pool_slots = self.pool_slots;
+        config.runtime.queue_wait = self.queue_wait;
+        config.quotas.queue_wait = self.queue_wait;
+        config.quotas.per_account = self.max_concurrency_per_account;
+        config.quotas.per_sub_tenant = self.max_concurrency_per_sub_tenant;
         config.runtime.warm.idle_ttl = self.warm_idle_ttl;
         config.runtime.warm.max_idle_per_partition = self.warm_max_idle_per_partition;
         config.runtime.warm.max_idle_total = self.warm_max_idle;

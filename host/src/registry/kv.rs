@@ -184,7 +184,7 @@ impl Kv {
     }
 
     async fn flush(&self) -> Result<(), KvError> {
-        self.db.flush_async().await.map(|_| ()).map_err(unavailable)
+        super::flush(&self.db).await.map_err(unavailable)
     }
 
     /// Sets `key`, durably.

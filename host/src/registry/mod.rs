@@ -149,7 +149,7 @@ impl Registry {
 
     /// Flushes, rebuilds and swaps the snapshot; called with the writer lock held.
     async fn commit(&self) -> Result<(), ApiError> {
-        self.db.flush_async().await.map_err(ApiError::internal)?;
+        flush(&self.db).await.map_err(ApiError::internal)?;
         let snapshot = Arc::new(build_snapshot(&self.trees).map_err(ApiError::Internal)?);
         match self.snapshot.write() {
             Ok(mut guard) => *guard = snapshot,
@@ -172,7 +172,7 @@ impl Registry {
     pub async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
         self.trees.meta.insert(key, value).map_err(ApiError::internal)?;
-        self.db.flush_async().await.map_err(ApiError::internal)?;
+        flush(&self.db).await.map_err(ApiError::internal)?;
         Ok(())
     }
 
@@ -329,7 +329,7 @@ impl Registry {
                 Ok(created)
             })
             .map_err(tx_error)?;
-        self.db.flush_async().await.map_err(ApiError::internal)?;
+        flush(&self.db).await.map_err(ApiError::internal)?;
         Ok(created)
     }
 
@@ -475,7 +475,19 @@ impl Registry {
 
     /// Flushes everything to disk; used at shutdown.
     pub async fn flush(&self) -> Result<(), ApiError> {
-        self.db.flush_async().await.map(|_| ()).map_err(ApiError::internal)
+        flush(&self.db).await.map_err(ApiError::internal)
+    }
+}
+
+/// Flushes `db` to disk without blocking the async workers.
+///
+/// sled 0.34's `flush_async` can deadlock when several flushes are pending at
+/// once (sled issue #1308), so the blocking flush runs on the blocking pool.
+pub async fn flush(db: &sled::Db) -> sled::Result<()> {
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || db.flush()).await {
+        Ok(result) => result.map(|_| ()),
+        Err(join) => Err(sled::Error::ReportableBug(format!("flush task failed: {join}"))),
     }
 }
 

@@ -113,6 +113,9 @@ pub struct VersionConfig {
     pub env: BTreeMap<String, String>,
     /// Outbound `HOST[:PORT]` entries, exact match.
     pub allow_outbound: Vec<String>,
+    /// Concurrent calls per sub-tenant, overriding the host default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency_per_sub_tenant: Option<u32>,
 }
 
 /// Where a version is in its life.

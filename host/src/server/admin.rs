@@ -301,6 +301,7 @@ struct Deploy {
     env: BTreeMap<String, String>,
     #[serde(default)]
     allow_outbound: Vec<String>,
+    max_concurrency_per_sub_tenant: Option<u32>,
 }
 
 async fn deploy(
@@ -339,6 +340,11 @@ async fn deploy(
             return Err(ApiError::BadRequest(format!("{entry:?} is not HOST[:PORT]")));
         }
     }
+    if body.max_concurrency_per_sub_tenant == Some(0) {
+        return Err(ApiError::BadRequest(
+            "max_concurrency_per_sub_tenant must be at least 1".into(),
+        ));
+    }
     let Some(blob) = state.registry.blob_for(account, &body.blob)? else {
         return Err(ApiError::NotFound(format!(
             "account {account} has no blob {}: upload it with PUT /admin/v1/accounts/{account}/blobs/{{sha256}} first",
@@ -353,6 +359,7 @@ async fn deploy(
         memory_mb,
         env: body.env,
         allow_outbound: body.allow_outbound,
+        max_concurrency_per_sub_tenant: body.max_concurrency_per_sub_tenant,
     };
     let version = state
         .registry

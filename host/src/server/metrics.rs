@@ -10,6 +10,7 @@ use super::respond::{self, Body};
 use super::{AppState, Role};
 use crate::error::ApiError;
 use crate::runtime::Runtime;
+use crate::tenancy::quota::Quotas;
 use crate::tenancy::{self, Principal};
 
 /// Labels of an invocation counter.
@@ -30,7 +31,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers every metric, including the runtime's.
-    pub fn new(runtime: &Runtime) -> Self {
+    pub fn new(runtime: &Runtime, quotas: &Quotas) -> Self {
         let mut registry = PromRegistry::with_prefix("stratus");
         let invocations = Family::<InvocationLabels, Counter>::default();
         registry.register(
@@ -62,6 +63,16 @@ impl Metrics {
             "warm_hits",
             "Calls served by a warm environment of their partition",
             runtime.stats.warm_hits.clone(),
+        );
+        registry.register(
+            "queued_calls",
+            "Calls that waited for a concurrency cap, by scope",
+            quotas.queued.clone(),
+        );
+        registry.register(
+            "quota_rejections",
+            "Calls refused with 429 at a concurrency cap, by scope",
+            quotas.rejected.clone(),
         );
         Self { registry, invocations }
     }

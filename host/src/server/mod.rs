@@ -35,6 +35,8 @@ pub struct AppState {
     pub operator: [u8; 32],
     /// Settings.
     pub config: ServeConfig,
+    /// Concurrency caps per account and sub-tenant.
+    pub quotas: crate::tenancy::quota::Quotas,
     /// Counters.
     pub metrics: metrics::Metrics,
 }
@@ -74,12 +76,14 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
             }
         },
     };
-    let metrics = metrics::Metrics::new(&runtime);
+    let quotas = crate::tenancy::quota::Quotas::new(config.quotas.clone());
+    let metrics = metrics::Metrics::new(&runtime, &quotas);
     let state = Arc::new(AppState {
         registry,
         runtime,
         operator,
         config,
+        quotas,
         metrics,
     });
     Ok((state, generated))

@@ -21,6 +21,7 @@ use crate::registry::records::{Tenancy, VersionRecord};
 use crate::registry::{ResolveError, Snapshot};
 use crate::runtime::CallContext;
 use crate::runtime::body::LimitedBody;
+use crate::tenancy::quota::Admission;
 use crate::tenancy::{self, Caller, Presented};
 
 /// Request headers reserved for the host; never shown to a guest.
@@ -163,6 +164,7 @@ async fn call(
     let (caller, sub_tenant) = caller_of(&presented, req.headers())?;
     let version = resolve(&snapshot, &caller, &target)?;
     authorize(&version, sub_tenant.as_ref())?;
+    let admission = admit(state, &version, &caller, sub_tenant.as_ref()).await?;
     let response = run(
         state,
         req,
@@ -172,6 +174,7 @@ async fn call(
         invocation_id,
         &caller,
         sub_tenant,
+        admission,
     )
     .await?;
     Ok((response, version.account.to_string()))
@@ -186,6 +189,19 @@ fn caller_of(presented: &Presented, headers: &http::HeaderMap) -> Result<(Caller
         // credential the header means nothing.
         _ => Ok((Caller::Anonymous, None)),
     }
+}
+
+async fn admit(
+    state: &AppState,
+    version: &VersionRecord,
+    caller: &Caller,
+    sub_tenant: Option<&SubTenantId>,
+) -> Result<Admission, ApiError> {
+    let function_cap = version
+        .config
+        .max_concurrency_per_sub_tenant
+        .map(|cap| (format!("{}/{}", version.account, version.function), cap));
+    state.quotas.admit(caller.name(), sub_tenant, function_cap).await
 }
 
 fn authorize(version: &VersionRecord, sub_tenant: Option<&SubTenantId>) -> Result<(), ApiError> {
@@ -205,6 +221,7 @@ async fn run(
     invocation_id: &str,
     caller: &Caller,
     sub_tenant: Option<SubTenantId>,
+    admission: Admission,
 ) -> Result<Response<Body>, ApiError> {
     let limit = state.config.limits.request_body_bytes;
     if let Some(length) = req.headers().get(http::header::CONTENT_LENGTH) {
@@ -271,6 +288,8 @@ async fn run(
     let caller = caller.clone();
     tokio::spawn(async move {
         let (clean, printed) = finished.await;
+        // The caps count the call until its guest is done, body included.
+        drop(admission);
         if !printed.is_empty() {
             tracing::debug!(invocation_id = id, output = %String::from_utf8_lossy(&printed), "guest output");
         }

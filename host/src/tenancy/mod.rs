@@ -4,6 +4,8 @@
 //! and, for account keys, the `x-stratus-sub-tenant` header. Everything past
 //! this point works with [`Caller`] and never looks at headers again.
 
+pub mod quota;
+
 use http::HeaderMap;
 
 use crate::credentials::keys;
