@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Concurrency caps per account and sub-tenant.
     pub quotas: crate::tenancy::quota::QuotaLimits,
+    /// The `iss` of every token this host signs.
+    pub issuer: String,
     /// The operator key, if given rather than generated.
     pub operator_key: Option<String>,
 }
@@ -78,6 +80,7 @@ impl ServeConfig {
             runtime,
             limits: Limits::default(),
             quotas: Default::default(),
+            issuer: "stratus".to_string(),
             operator_key: None,
         }
     }

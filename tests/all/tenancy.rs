@@ -180,3 +180,163 @@ fn idle_warm_environments_expire_and_give_back_their_slots() {
     assert_eq!(server.metric("stratus_live_instances"), 0.0);
     assert_eq!(count(&server, &acme, Some("b"))["memory"], 1);
 }
+
+fn issue_token(server: &Server, key: &str, sub: &str, ttl_s: u64) -> String {
+    let reply = server.admin(
+        key,
+        "POST",
+        "/accounts/acme/sub-tenant-tokens",
+        Some(json!({ "sub_tenant": sub, "ttl_s": ttl_s })),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    reply.json()["token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_sub_tenant_token_acts_for_its_sub_tenant_only() {
+    let server = Server::start();
+    let key = server.create_account("acme");
+    server.create_account("globex");
+    server.deploy(
+        &key,
+        "acme",
+        "counter",
+        COUNTER_COMPONENT,
+        json!({ "tenancy": "multi" }),
+    );
+    let token = issue_token(&server, &key, "alice", 3600);
+    let auth = bearer(&token);
+
+    let first = server.request("GET", "/fn/acme/counter/", &[("authorization", &auth)], b"");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json()["kv"], 1);
+    // Same partition and namespace as the account key naming alice.
+    assert_eq!(count(&server, &key, Some("alice"))["kv"], 2);
+    let same = server.request(
+        "GET",
+        "/fn/acme/counter/",
+        &[("authorization", &auth), ("x-stratus-sub-tenant", "alice")],
+        b"",
+    );
+    assert_eq!(same.status, 200);
+
+    let other = server.request(
+        "GET",
+        "/fn/acme/counter/",
+        &[("authorization", &auth), ("x-stratus-sub-tenant", "globex")],
+        b"",
+    );
+    assert_eq!(other.status, 403, "{}", other.text());
+    assert_eq!(other.code(), "forbidden");
+
+    // It can invoke, not administer.
+    for path in ["/accounts/acme/functions", "/accounts/acme/keys", "/whoami"] {
+        assert_eq!(server.admin(&token, "GET", path, None).status, 401, "{path}");
+    }
+    // It acts for acme: another account's private function is not there.
+    let foreign = server.request("GET", "/fn/globex/anything/", &[("authorization", &auth)], b"");
+    assert_eq!(foreign.status, 404);
+
+    // A token altered in any byte is refused.
+    let mut tampered = token.clone().into_bytes();
+    let last = tampered.len() - 3;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let reply = server.request(
+        "GET",
+        "/fn/acme/counter/",
+        &[("authorization", &bearer(&tampered))],
+        b"",
+    );
+    assert_eq!(reply.status, 401, "{}", reply.text());
+
+    // The JWKS publishes the key the token names.
+    let jwks = server.request("GET", "/.well-known/jwks.json", &[], b"").json();
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_string();
+    let header = token.split('.').next().unwrap();
+    use base64::Engine as _;
+    let header: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    assert_eq!(header["kid"], kid.as_str());
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(header["typ"], "stratus-sub-tenant+jwt");
+}
+
+#[test]
+fn sub_tenant_tokens_expire_and_die_with_their_key() {
+    let server = Server::start();
+    let key = server.create_account("acme");
+    server.deploy(
+        &key,
+        "acme",
+        "counter",
+        COUNTER_COMPONENT,
+        json!({ "tenancy": "multi" }),
+    );
+
+    let too_long = server.admin(
+        &key,
+        "POST",
+        "/accounts/acme/sub-tenant-tokens",
+        Some(json!({ "sub_tenant": "a", "ttl_s": 86401 })),
+    );
+    assert_eq!(too_long.status, 400);
+    let bad_id = server.admin(
+        &key,
+        "POST",
+        "/accounts/acme/sub-tenant-tokens",
+        Some(json!({ "sub_tenant": "a b" })),
+    );
+    assert_eq!(bad_id.code(), "invalid_sub_tenant");
+
+    let short = issue_token(&server, &key, "bob", 1);
+    assert_eq!(
+        server
+            .request("GET", "/fn/acme/counter/", &[("authorization", &bearer(&short))], b"")
+            .status,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let expired = server.request("GET", "/fn/acme/counter/", &[("authorization", &bearer(&short))], b"");
+    assert_eq!(expired.status, 401, "{}", expired.text());
+
+    // Issued with a second key; revoking that key kills the token at once,
+    // although it was verified (and cached) a moment before.
+    let second = server.admin(&key, "POST", "/accounts/acme/keys", None).json();
+    let token = issue_token(&server, second["key"].as_str().unwrap(), "carol", 3600);
+    assert_eq!(
+        server
+            .request("GET", "/fn/acme/counter/", &[("authorization", &bearer(&token))], b"")
+            .status,
+        200
+    );
+    let id = second["id"].as_str().unwrap();
+    assert_eq!(
+        server
+            .admin(&key, "DELETE", &format!("/accounts/acme/keys/{id}"), None)
+            .status,
+        204
+    );
+    assert_eq!(
+        server
+            .request("GET", "/fn/acme/counter/", &[("authorization", &bearer(&token))], b"")
+            .status,
+        401
+    );
+
+    // Deleting the account kills tokens issued under it.
+    let kept = issue_token(&server, &key, "dave", 3600);
+    assert_eq!(
+        server
+            .request("GET", "/fn/acme/counter/", &[("authorization", &bearer(&kept))], b"")
+            .status,
+        200
+    );
+    assert_eq!(server.admin(OPERATOR_KEY, "DELETE", "/accounts/acme", None).status, 204);
+    assert_eq!(
+        server
+            .request("GET", "/fn/acme/counter/", &[("authorization", &bearer(&kept))], b"")
+            .status,
+        401
+    );
+}

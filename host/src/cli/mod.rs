@@ -6,6 +6,7 @@ mod invoke;
 mod key;
 mod output;
 mod serve;
+mod token;
 mod up;
 
 use std::process::ExitCode;
@@ -76,6 +77,9 @@ enum Command {
     Function(function::FunctionCommand),
     /// Call a function.
     Invoke(invoke::Invoke),
+    /// Issue sub-tenant tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -109,5 +113,6 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Function(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(cmd) => cmd.execute(&global).await,
+        Command::Token(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
     }
 }

@@ -508,6 +508,7 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
         let record: KeyRecord = decode(&value)?;
         let mut hash = [0u8; 32];
         hex::decode_to_slice(&record.hash, &mut hash)?;
+        snapshot.key_ids.insert((record.account.clone(), record.id.clone()));
         snapshot.keys.insert(hash, record);
     }
     for item in trees.functions.iter() {

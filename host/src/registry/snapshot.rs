@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub accounts: HashMap<AccountName, AccountRecord>,
     /// Account keys by SHA-256 of the key text.
     pub keys: HashMap<[u8; 32], KeyRecord>,
+    /// Live key ids by account, so tokens issued with a key die with it.
+    pub key_ids: std::collections::HashSet<(AccountName, String)>,
     /// Functions by owner and name.
     pub functions: HashMap<(AccountName, FunctionName), FunctionEntry>,
 }

@@ -13,8 +13,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::AppState;
 use super::respond::{self, Body};
+use crate::credentials::tokens::MAX_SUB_TENANT_TTL_S;
 use crate::error::ApiError;
-use crate::names::{AccountName, FunctionName};
+use crate::names::{AccountName, FunctionName, SubTenantId};
 use crate::registry::records::{KeyRecord, Reuse, Tenancy, VersionConfig, VersionRecord, VersionState};
 use crate::registry::{FunctionEntry, sha256_hex};
 use crate::runtime::HostState;
@@ -51,7 +52,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             StatusCode::OK,
             &match &principal {
                 Principal::Operator => json!({ "operator": true }),
-                Principal::Account(account) => json!({ "operator": false, "account": account }),
+                Principal::Account { account, .. } => json!({ "operator": false, "account": account }),
             },
         )),
         (&Method::POST, ["accounts"]) => {
@@ -97,6 +98,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
                 state,
                 req,
                 &method,
+                &principal,
                 &account,
                 rest,
                 flag("force"),
@@ -123,6 +125,7 @@ async fn account_route(
     state: &Arc<AppState>,
     req: Request<Incoming>,
     method: &Method,
+    principal: &Principal,
     account: &AccountName,
     rest: &[&str],
     force: bool,
@@ -145,6 +148,7 @@ async fn account_route(
             Ok(respond::no_content())
         }
         (&Method::PUT, ["blobs", sha]) => put_blob(state, req, account, sha).await,
+        (&Method::POST, ["sub-tenant-tokens"]) => issue_sub_tenant_token(state, req, principal, account).await,
         (&Method::GET, ["functions"]) => {
             let snapshot = state.registry.snapshot();
             let mut functions: Vec<_> = snapshot
@@ -202,6 +206,37 @@ async fn account_route(
             rest.join("/")
         ))),
     }
+}
+
+async fn issue_sub_tenant_token(
+    state: &AppState,
+    req: Request<Incoming>,
+    principal: &Principal,
+    account: &AccountName,
+) -> Result<Response<Body>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Issue {
+        sub_tenant: String,
+        ttl_s: Option<u64>,
+    }
+    let body: Issue = read_json(req).await?;
+    let sub_tenant = SubTenantId::parse(&body.sub_tenant).map_err(|e| ApiError::InvalidSubTenant(e.to_string()))?;
+    let ttl = body.ttl_s.unwrap_or(3600);
+    if ttl == 0 || ttl > MAX_SUB_TENANT_TTL_S {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_s must be between 1 and {MAX_SUB_TENANT_TTL_S}"
+        )));
+    }
+    let key_id = match principal {
+        Principal::Operator => tenancy::OPERATOR_ISSUER,
+        Principal::Account { key_id, .. } => key_id.as_str(),
+    };
+    let (token, expires_at) = state.tokens.issue_sub_tenant(account, &sub_tenant, key_id, ttl)?;
+    Ok(respond::json(
+        StatusCode::CREATED,
+        &json!({ "token": token, "expires_at": expires_at, "sub_tenant": sub_tenant, "account": account }),
+    ))
 }
 
 fn no_function(function: &FunctionName) -> ApiError {

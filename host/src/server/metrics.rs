@@ -95,7 +95,7 @@ pub fn handle(state: &AppState, req: &Request<hyper::body::Incoming>, role: Role
     if role == Role::Main {
         match tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator) {
             Ok(Principal::Operator) => {}
-            Ok(Principal::Account(_)) => {
+            Ok(Principal::Account { .. }) => {
                 return respond::error(&ApiError::Forbidden("metrics need the operator key".into()));
             }
             Err(err) => return respond::error(&err),

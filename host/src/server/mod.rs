@@ -35,6 +35,8 @@ pub struct AppState {
     pub operator: [u8; 32],
     /// Settings.
     pub config: ServeConfig,
+    /// Signing keys and verified tokens.
+    pub tokens: crate::credentials::tokens::Tokens,
     /// Concurrency caps per account and sub-tenant.
     pub quotas: crate::tenancy::quota::Quotas,
     /// Counters.
@@ -76,6 +78,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
             }
         },
     };
+    let tokens = crate::credentials::tokens::Tokens::load_or_create(&registry, &config.issuer).await?;
     let quotas = crate::tenancy::quota::Quotas::new(config.quotas.clone());
     let metrics = metrics::Metrics::new(&runtime, &quotas);
     let state = Arc::new(AppState {
@@ -83,6 +86,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
         runtime,
         operator,
         config,
+        tokens,
         quotas,
         metrics,
     });
@@ -168,6 +172,9 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>, role: Role, _pee
     let admin_here = role == Role::Admin || state.config.admin_listen.is_none();
     if role == Role::Main && trigger::is_trigger(&state, &req) {
         return trigger::handle(state, req).await;
+    }
+    if path == "/.well-known/jwks.json" {
+        return respond::json(http::StatusCode::OK, &state.tokens.jwks());
     }
     if path == "/healthz" {
         return respond::text(http::StatusCode::OK, "ok\n", "text/plain");

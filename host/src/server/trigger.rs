@@ -160,7 +160,7 @@ async fn call(
 ) -> Result<(Response<Body>, String), ApiError> {
     let target = parse(state, &req)?;
     let snapshot = state.registry.snapshot();
-    let presented = tenancy::authenticate(req.headers(), &snapshot, &state.operator)?;
+    let presented = tenancy::authenticate(req.headers(), &snapshot, &state.operator, &state.tokens)?;
     let (caller, sub_tenant) = caller_of(&presented, req.headers())?;
     let version = resolve(&snapshot, &caller, &target)?;
     authorize(&version, sub_tenant.as_ref())?;
@@ -182,9 +182,22 @@ async fn call(
 
 fn caller_of(presented: &Presented, headers: &http::HeaderMap) -> Result<(Caller, Option<SubTenantId>), ApiError> {
     match presented {
-        Presented::Stratus(caller @ Caller::Account { .. }) => {
-            Ok((caller.clone(), tenancy::sub_tenant_from_header(headers)?))
+        Presented::Stratus {
+            caller,
+            sub_tenant: Some(bound),
+        } => {
+            // A sub-tenant token acts for its sub-tenant only.
+            match tenancy::sub_tenant_from_header(headers)? {
+                Some(named) if &named != bound => Err(ApiError::Forbidden(format!(
+                    "this token acts for sub-tenant {bound}, not {named}"
+                ))),
+                _ => Ok((caller.clone(), Some(bound.clone()))),
+            }
         }
+        Presented::Stratus {
+            caller,
+            sub_tenant: None,
+        } => Ok((caller.clone(), tenancy::sub_tenant_from_header(headers)?)),
         // A sub-tenant must come from an authenticated source: without a
         // credential the header means nothing.
         _ => Ok((Caller::Anonymous, None)),
@@ -235,7 +248,7 @@ async fn run(
     let (mut parts, body) = req.into_parts();
     // The guest never sees host-reserved headers, nor a Stratus credential;
     // a public function's own auth scheme passes through.
-    let strip_auth = !version.config.public || matches!(presented, Presented::Stratus(_));
+    let strip_auth = !version.config.public || matches!(presented, Presented::Stratus { .. });
     if strip_auth {
         parts.headers.remove(http::header::AUTHORIZATION);
     }

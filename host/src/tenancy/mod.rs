@@ -9,6 +9,7 @@ pub mod quota;
 use http::HeaderMap;
 
 use crate::credentials::keys;
+use crate::credentials::tokens::Tokens;
 use crate::error::ApiError;
 use crate::names::{AccountName, SubTenantId};
 use crate::registry::Snapshot;
@@ -53,13 +54,20 @@ impl Caller {
 pub enum Presented {
     /// No header.
     Nothing,
-    /// A Stratus credential for this caller.
-    Stratus(Caller),
+    /// A Stratus credential for this caller; a sub-tenant token also fixes
+    /// the sub-tenant.
+    Stratus {
+        /// Who the call acts for.
+        caller: Caller,
+        /// The sub-tenant a token is bound to.
+        sub_tenant: Option<SubTenantId>,
+    },
     /// A credential of some other scheme: the function's own business.
     Foreign,
 }
 
-/// Something that looks like a Stratus credential; anything else is foreign.
+/// Something that looks like a Stratus credential (a key, or a JWT whose
+/// `typ` is one of ours); anything else is foreign.
 fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     let value = headers.get(http::header::AUTHORIZATION)?;
     let Ok(text) = value.to_str() else {
@@ -67,27 +75,67 @@ fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     };
     let token = text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer "))?;
     let token = token.trim();
-    if token.starts_with("sk_") || token.starts_with("op_") {
+    if token.starts_with("sk_") || token.starts_with("op_") || Tokens::is_ours(token) {
         Some(Ok(token))
     } else {
         Some(Err(()))
     }
 }
 
+/// The `key_id` of tokens the operator issued.
+pub const OPERATOR_ISSUER: &str = "operator";
+
+/// Checks a sub-tenant token and that what issued it still stands: the
+/// account, and the key it was issued with (revocation is immediate).
+fn sub_tenant_caller(token: &str, snapshot: &Snapshot, tokens: &Tokens) -> Result<Presented, ApiError> {
+    let claims = tokens
+        .verify_sub_tenant(token)
+        .map_err(|e| ApiError::Unauthorized(format!("sub-tenant token refused: {e}")))?;
+    let live = snapshot.accounts.contains_key(&claims.account)
+        && (claims.key_id == OPERATOR_ISSUER
+            || snapshot
+                .key_ids
+                .contains(&(claims.account.clone(), claims.key_id.clone())));
+    if !live {
+        return Err(ApiError::Unauthorized(
+            "the key or account that issued this token is gone".into(),
+        ));
+    }
+    Ok(Presented::Stratus {
+        caller: Caller::Account {
+            account: claims.account,
+            key_id: claims.key_id,
+        },
+        sub_tenant: Some(claims.sub_tenant),
+    })
+}
+
 /// Authenticates a trigger call. A Stratus credential that fails is a 401;
 /// a foreign one is left for the function.
-pub fn authenticate(headers: &HeaderMap, snapshot: &Snapshot, operator: &[u8; 32]) -> Result<Presented, ApiError> {
+pub fn authenticate(
+    headers: &HeaderMap,
+    snapshot: &Snapshot,
+    operator: &[u8; 32],
+    tokens: &Tokens,
+) -> Result<Presented, ApiError> {
     match bearer(headers) {
         None if headers.contains_key(http::header::AUTHORIZATION) => Ok(Presented::Foreign),
         None => Ok(Presented::Nothing),
         Some(Err(())) => Ok(Presented::Foreign),
+        Some(Ok(token)) if !token.starts_with("sk_") && !token.starts_with("op_") => {
+            sub_tenant_caller(token, snapshot, tokens)
+        }
         Some(Ok(token)) => {
             let hash = keys::hash(token);
             if let Some(key) = snapshot.keys.get(&hash) {
-                return Ok(Presented::Stratus(Caller::Account {
+                let caller = Caller::Account {
                     account: key.account.clone(),
                     key_id: key.id.clone(),
-                }));
+                };
+                return Ok(Presented::Stratus {
+                    caller,
+                    sub_tenant: None,
+                });
             }
             if &hash == operator {
                 return Err(ApiError::Unauthorized(
@@ -118,7 +166,12 @@ pub enum Principal {
     /// The operator: any account.
     Operator,
     /// An account key: its own account only.
-    Account(AccountName),
+    Account {
+        /// The account.
+        account: AccountName,
+        /// The key used.
+        key_id: String,
+    },
 }
 
 impl Principal {
@@ -127,8 +180,8 @@ impl Principal {
     pub fn may_act_on(&self, account: &AccountName) -> Result<(), ApiError> {
         match self {
             Principal::Operator => Ok(()),
-            Principal::Account(own) if own == account => Ok(()),
-            Principal::Account(_) => Err(ApiError::NotFound(format!("no account {account}"))),
+            Principal::Account { account: own, .. } if own == account => Ok(()),
+            Principal::Account { .. } => Err(ApiError::NotFound(format!("no account {account}"))),
         }
     }
 
@@ -136,7 +189,7 @@ impl Principal {
     pub fn operator_only(&self) -> Result<(), ApiError> {
         match self {
             Principal::Operator => Ok(()),
-            Principal::Account(_) => Err(ApiError::Forbidden("only the operator may do this".into())),
+            Principal::Account { .. } => Err(ApiError::Forbidden("only the operator may do this".into())),
         }
     }
 }
@@ -158,7 +211,10 @@ pub fn authenticate_admin(
         return Ok(Principal::Operator);
     }
     match snapshot.keys.get(&hash) {
-        Some(key) => Ok(Principal::Account(key.account.clone())),
+        Some(key) => Ok(Principal::Account {
+            account: key.account.clone(),
+            key_id: key.id.clone(),
+        }),
         None => Err(ApiError::Unauthorized("unknown or revoked key".into())),
     }
 }
