@@ -44,8 +44,6 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
     let principal = tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator)?;
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or_default().to_string();
-    let flag =
-        |name: &str| form_urlencoded_pairs(&query).any(|(k, v)| k == name && (v.is_empty() || v == "true" || v == "1"));
 
     match (&method, segments.as_slice()) {
         (&Method::GET, ["whoami"]) => Ok(respond::json(
@@ -94,20 +92,14 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             if !state.registry.snapshot().accounts.contains_key(&account) {
                 return Err(ApiError::NotFound(format!("no account {account}")));
             }
-            account_route(
-                state,
-                req,
-                &method,
-                &principal,
-                &account,
-                rest,
-                flag("force"),
-                !query_is_false(&query, "wait"),
-            )
-            .await
+            account_route(state, req, &method, &principal, &account, rest, &query).await
         }
         _ => Err(ApiError::NotFound(format!("no admin route {method} {path}"))),
     }
+}
+
+fn query_flag(query: &str, name: &str) -> bool {
+    form_urlencoded_pairs(query).any(|(k, v)| k == name && (v.is_empty() || v == "true" || v == "1"))
 }
 
 fn query_is_false(query: &str, name: &str) -> bool {
@@ -128,9 +120,10 @@ async fn account_route(
     principal: &Principal,
     account: &AccountName,
     rest: &[&str],
-    force: bool,
-    wait: bool,
+    query: &str,
 ) -> Result<Response<Body>, ApiError> {
+    let force = query_flag(query, "force");
+    let wait = !query_is_false(query, "wait");
     match (method, rest) {
         (&Method::POST, ["keys"]) => {
             let (record, key) = state.registry.create_key(account).await?;
