@@ -340,3 +340,32 @@ fn sub_tenant_tokens_expire_and_die_with_their_key() {
         401
     );
 }
+
+#[test]
+fn a_pool_slot_holds_nothing_of_the_previous_tenant() {
+    // One slot: every environment reuses the same memory of the pool.
+    let server = Server::start_with(&["--pool-slots", "1"]);
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "canary", CANARY_COMPONENT, json!({ "tenancy": "multi" }));
+    let auth = bearer(&key);
+    let pattern: String = (0..16).map(|i| format!("{:02x}", (i * 37 + 11) as u8 ^ 0x5a)).collect();
+    let call = |sub: &str, query: &str| {
+        let reply = server.request(
+            "GET",
+            &format!("/fn/acme/canary/?{query}"),
+            &[("authorization", &auth), ("x-stratus-sub-tenant", sub)],
+            b"",
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()
+    };
+
+    // The scan finds what a write leaves, within one environment.
+    let control = call("a", &format!("write={pattern}&scan={pattern}"));
+    assert!(control["found"].as_u64().unwrap() > 1000, "{control}");
+
+    // Tenant a fills 4 MiB of fresh memory with the canary; tenant b, in the
+    // same slot next, grows its memory over the same pages and finds none.
+    assert_eq!(call("a", &format!("write={pattern}"))["wrote"], 4 * 1024 * 1024);
+    assert_eq!(call("b", &format!("scan={pattern}"))["found"], 0);
+}
