@@ -96,3 +96,54 @@ fn metrics_on_the_main_listener_need_the_operator_key() {
     assert!(ok.text().contains("stratus_code_cache_hits_total"));
     assert_eq!(server.request("GET", "/healthz", &[], b"").status, 200);
 }
+
+#[test]
+fn metrics_count_calls_by_function_and_never_by_sub_tenant() {
+    let server = Server::start();
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
+    server.deploy(&key, "acme", "hog", HOG_COMPONENT, json!({ "memory_mb": 16 }));
+    let auth = bearer(&key);
+    for sub in ["tenant-one", "tenant-two", "tenant-three"] {
+        let reply = server.request(
+            "GET",
+            "/fn/acme/hello/",
+            &[("authorization", &auth), ("x-stratus-sub-tenant", sub)],
+            b"",
+        );
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(
+        server
+            .request("GET", "/fn/acme/hog/", &[("authorization", &auth)], b"")
+            .status,
+        502
+    );
+    assert_eq!(
+        server
+            .request("GET", "/fn/acme/nothing/", &[("authorization", &auth)], b"")
+            .status,
+        404
+    );
+
+    assert_eq!(
+        server.metric(r#"stratus_invocations_total{account="acme",function="hello",status="2xx"}"#),
+        3.0
+    );
+    assert_eq!(
+        server.metric(r#"stratus_invocation_duration_seconds_count{account="acme",function="hello"}"#),
+        3.0
+    );
+    assert_eq!(
+        server.metric(r#"stratus_errors_total{account="acme",function="hog",code="guest_error"}"#),
+        1.0
+    );
+    assert_eq!(
+        server.metric(r#"stratus_errors_total{account="-",function="-",code="not_found"}"#),
+        1.0
+    );
+    let text = server
+        .request("GET", "/metrics", &[("authorization", &bearer(OPERATOR_KEY))], b"")
+        .text();
+    assert!(!text.contains("tenant-one"), "sub-tenants must not become labels");
+}

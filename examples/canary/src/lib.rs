@@ -11,11 +11,8 @@
 
 use stratus_sdk::{Request, Response};
 
-const PAGES: usize = 64;
-const PAGE: usize = 65536;
-
 fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() < 16 || text.len() % 2 != 0 {
+    if text.len() < 16 || !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -26,6 +23,8 @@ fn parse_hex(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(target_arch = "wasm32")]
 fn grow() -> Option<(usize, usize)> {
+    const PAGES: usize = 64;
+    const PAGE: usize = 65536;
     let old = core::arch::wasm32::memory_grow(0, PAGES);
     (old != usize::MAX).then(|| (old * PAGE, (old + PAGES) * PAGE))
 }

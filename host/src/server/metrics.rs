@@ -4,6 +4,7 @@ use http::{Request, Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 
 use super::respond::{self, Body};
@@ -13,20 +14,53 @@ use crate::runtime::Runtime;
 use crate::tenancy::quota::Quotas;
 use crate::tenancy::{self, Principal};
 
-/// Labels of an invocation counter.
+/// Labels of an invocation counter. Sub-tenants are never a label: their
+/// number is unbounded, and metrics must not grow with it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InvocationLabels {
     /// The owner account.
     pub account: String,
+    /// The function.
+    pub function: String,
     /// The HTTP status class answered, e.g. `2xx`.
     pub status: String,
+}
+
+/// Labels of an error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The owner account, or `-` when the call never resolved to a function.
+    pub account: String,
+    /// The function, or `-`.
+    pub function: String,
+    /// The stable error code.
+    pub code: String,
+}
+
+/// Labels of the duration histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabels {
+    /// The owner account.
+    pub account: String,
+    /// The function.
+    pub function: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
 }
 
 /// The host's counters.
 pub struct Metrics {
     registry: PromRegistry,
-    /// Finished invocations by owner and status.
+    /// Answered invocations by owner, function and status class.
     pub invocations: Family<InvocationLabels, Counter>,
+    /// Error answers by owner, function and code.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Time to the response head, by owner and function.
+    pub durations: Family<FunctionLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
@@ -36,8 +70,21 @@ impl Metrics {
         let invocations = Family::<InvocationLabels, Counter>::default();
         registry.register(
             "invocations",
-            "Invocations answered, by owner account and status class",
+            "Invocations answered, by owner, function and status class",
             invocations.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "errors",
+            "Error answers of the trigger, by owner, function and code",
+            errors.clone(),
+        );
+        let durations: Family<FunctionLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "invocation_duration_seconds",
+            "Time from request to response head, by owner and function",
+            durations.clone(),
         );
         registry.register(
             "code_cache_hits",
@@ -74,18 +121,45 @@ impl Metrics {
             "Calls refused with 429 at a concurrency cap, by scope",
             quotas.rejected.clone(),
         );
-        Self { registry, invocations }
+        Self {
+            registry,
+            invocations,
+            errors,
+            durations,
+        }
     }
 
-    /// Counts one answered invocation.
-    pub fn invoked(&self, account: &str, status: StatusCode) {
+    /// Records one answered trigger call.
+    pub fn observe(
+        &self,
+        function: Option<&(String, String)>,
+        status: StatusCode,
+        code: Option<&str>,
+        elapsed: std::time::Duration,
+    ) {
+        if let Some(code) = code {
+            let (account, function) = function.cloned().unwrap_or_else(|| ("-".into(), "-".into()));
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    account,
+                    function,
+                    code: code.to_string(),
+                })
+                .inc();
+        }
+        let Some((account, function)) = function else { return };
         let status = format!("{}xx", status.as_u16() / 100);
-        self.invocations
-            .get_or_create(&InvocationLabels {
-                account: account.to_string(),
-                status,
-            })
-            .inc();
+        let labels = InvocationLabels {
+            account: account.clone(),
+            function: function.clone(),
+            status,
+        };
+        self.invocations.get_or_create(&labels).inc();
+        let labels = FunctionLabels {
+            account: account.clone(),
+            function: function.clone(),
+        };
+        self.durations.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
 }
 

@@ -134,16 +134,18 @@ fn new_invocation_id() -> String {
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let invocation_id = new_invocation_id();
-    let (mut res, owner) = match call(&state, req, &invocation_id).await {
-        Ok((res, owner)) => (res, Some(owner)),
-        Err(err) => (respond::error(&err), None),
+    // Set once the call resolved to a function, so metrics can name it.
+    let mut resolved = None;
+    let (mut res, code) = match call(&state, req, &invocation_id, &mut resolved).await {
+        Ok(res) => (res, None),
+        Err(err) => (respond::error(&err), Some(err.code())),
     };
     if let Ok(value) = HeaderValue::from_str(&invocation_id) {
         res.headers_mut().insert("x-stratus-invocation-id", value);
     }
-    if let Some(owner) = &owner {
-        state.metrics.invoked(owner, res.status());
-    }
+    state
+        .metrics
+        .observe(resolved.as_ref(), res.status(), code, started.elapsed());
     tracing::debug!(
         invocation_id,
         status = res.status().as_u16(),
@@ -157,15 +159,17 @@ async fn call(
     state: &Arc<AppState>,
     req: Request<Incoming>,
     invocation_id: &str,
-) -> Result<(Response<Body>, String), ApiError> {
+    resolved: &mut Option<(String, String)>,
+) -> Result<Response<Body>, ApiError> {
     let target = parse(state, &req)?;
     let snapshot = state.registry.snapshot();
     let presented = tenancy::authenticate(req.headers(), &snapshot, &state.operator, &state.tokens)?;
     let (caller, sub_tenant) = caller_of(&presented, req.headers())?;
     let version = resolve(&snapshot, &caller, &target)?;
+    *resolved = Some((version.account.to_string(), version.function.to_string()));
     authorize(&version, sub_tenant.as_ref())?;
     let admission = admit(state, &version, &caller, sub_tenant.as_ref()).await?;
-    let response = run(
+    run(
         state,
         req,
         target,
@@ -176,8 +180,7 @@ async fn call(
         sub_tenant,
         admission,
     )
-    .await?;
-    Ok((response, version.account.to_string()))
+    .await
 }
 
 fn caller_of(presented: &Presented, headers: &http::HeaderMap) -> Result<(Caller, Option<SubTenantId>), ApiError> {
