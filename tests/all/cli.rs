@@ -117,3 +117,48 @@ fn serve_refuses_a_bad_configuration_before_listening() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("error:") && !stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn sub_tenants_through_the_cli() {
+    let server = Server::start();
+    let key = server.create_account("acme");
+    let deployed = stratus(
+        &server,
+        &key,
+        &[
+            "function",
+            "deploy",
+            "counter",
+            COUNTER_COMPONENT,
+            "--tenancy",
+            "multi",
+            "--reuse",
+            "warm",
+        ],
+    );
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+
+    let call = |sub: &str| {
+        let out = stratus(&server, &key, &["invoke", "acme/counter", "--sub-tenant", sub]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(call("alice")["kv"], 1);
+    assert_eq!(call("alice")["memory"], 2);
+    assert_eq!(call("bob")["memory"], 1);
+
+    let issued = stratus(
+        &server,
+        &key,
+        &["token", "issue", "--sub-tenant", "alice", "--ttl", "15m"],
+    );
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    let token = String::from_utf8(issued.stdout).unwrap().trim().to_string();
+    let reply = server.request("GET", "/fn/acme/counter/", &[("authorization", &bearer(&token))], b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["kv"], 3, "the token acts as alice");
+}
