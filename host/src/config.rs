@@ -63,7 +63,7 @@ impl ServeConfig {
             pool_slots: 256,
             max_memory_mb: 256,
             async_stack_zeroing: true,
-            epoch_tick: Duration::from_millis(10),
+            epoch_tick: Duration::from_millis(1),
             code_cache_dir: data_dir.join("code-cache"),
             queue_wait: Duration::from_secs(2),
             warm: crate::runtime::warm::WarmLimits {
@@ -99,6 +99,9 @@ impl ServeConfig {
         }
         if self.limits.memory_mb > self.runtime.max_memory_mb {
             anyhow::bail!("the default memory limit exceeds the pool's slot size");
+        }
+        if self.runtime.epoch_tick.is_zero() || self.runtime.epoch_tick > Duration::from_secs(1) {
+            anyhow::bail!("--epoch-tick must be between 1ns and 1s");
         }
         if self.runtime.pool_slots == 0 {
             anyhow::bail!("--pool-slots must be at least 1");

@@ -58,6 +58,10 @@ pub struct Serve {
     /// How long a call waits at a cap or for a free environment, e.g. `2s`.
     #[arg(long, env = "STRATUS_QUEUE_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
     queue_wait: std::time::Duration,
+    /// How often running guests are interrupted to check their deadline and
+    /// yield the core to other calls, e.g. `1ms`.
+    #[arg(long, env = "STRATUS_EPOCH_TICK", default_value = "1ms", value_parser = humantime::parse_duration)]
+    epoch_tick: std::time::Duration,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -73,6 +77,7 @@ impl Serve {
             config.runtime.code_cache_dir = dir.clone();
         }
         config.runtime.pool_slots = self.pool_slots;
+        config.runtime.epoch_tick = self.epoch_tick;
         config.runtime.queue_wait = self.queue_wait;
         config.quotas.queue_wait = self.queue_wait;
         config.quotas.per_account = self.max_concurrency_per_account;

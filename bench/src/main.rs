@@ -1,0 +1,49 @@
+//! `stratus-bench`: drives a real `stratus serve` over HTTP and prints each
+//! figure next to a baseline measured in the same run, since these machines
+//! are too noisy for absolute numbers to mean much.
+
+mod fairness;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of a running Stratus.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+    /// The `stratus` binary (a release build).
+    #[arg(long, global = true, default_value = "target/release/stratus")]
+    stratus: std::path::PathBuf,
+    /// Where components were built (`wasm32-wasip2/release` under it).
+    #[arg(long, global = true, default_value = "target")]
+    target_dir: std::path::PathBuf,
+    /// Append the result to this Markdown file.
+    #[arg(long, global = true)]
+    results: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Latency of a quiet sub-tenant while another floods past its cap.
+    Fairness(fairness::Fairness),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let component = |name: &str| {
+        cli.target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{name}.wasm"))
+    };
+    let report = match &cli.bench {
+        Bench::Fairness(bench) => bench.run(&cli.stratus, &component("busy"))?,
+    };
+    println!("{report}");
+    if let Some(path) = &cli.results {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        writeln!(file, "\n{report}")?;
+    }
+    Ok(())
+}

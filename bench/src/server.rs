@@ -1,0 +1,153 @@
+//! A `stratus serve` child process on a free port with a temporary data dir.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub const OPERATOR_KEY: &str = "op_benchmark-operator-key-0001";
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    _data: TempDir,
+    pub agent: ureq::Agent,
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Server {
+    pub fn start(stratus: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let data = std::env::temp_dir().join(format!("stratus-bench-{}", std::process::id()));
+        let mut child = Command::new(stratus)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .args(args)
+            .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines.next().ok_or_else(|| anyhow::anyhow!("the server exited"))??;
+            if let Some(url) = line.strip_prefix("stratus listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .new_agent();
+        Ok(Self {
+            child,
+            url,
+            _data: TempDir(data),
+            agent,
+        })
+    }
+
+    pub fn admin(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}/admin/v1{path}", self.url))
+            .header("authorization", format!("Bearer {key}"))
+            .body(body.map(|b| b.to_string()).unwrap_or_default())?;
+        let mut response = self.agent.run(request)?;
+        let text = response.body_mut().read_to_string()?;
+        anyhow::ensure!(response.status().is_success(), "{method} {path}: {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates `account` and deploys `component` as `function`; returns the key.
+    pub fn setup(&self, account: &str, function: &str, component: &Path, config: Value) -> anyhow::Result<String> {
+        let created = self.admin(OPERATOR_KEY, "POST", "/accounts", Some(json!({ "name": account })))?;
+        let key = created["key"].as_str().unwrap_or_default().to_string();
+        let bytes = std::fs::read(component)?;
+        let sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        let request = http::Request::builder()
+            .method("PUT")
+            .uri(format!("{}/admin/v1/accounts/{account}/blobs/{sha}", self.url))
+            .header("authorization", format!("Bearer {key}"))
+            .body(bytes)?;
+        let response = self.agent.run(request)?;
+        anyhow::ensure!(response.status().is_success(), "upload failed: {}", response.status());
+        let mut body = config;
+        body["blob"] = json!(sha);
+        self.admin(
+            &key,
+            "POST",
+            &format!("/accounts/{account}/functions/{function}/versions"),
+            Some(body),
+        )?;
+        Ok(key)
+    }
+
+    /// One call; returns the status.
+    pub fn call(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<u16> {
+        let mut builder = http::Request::builder().uri(format!("{}{path}", self.url));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let mut response = self.agent.run(builder.body(())?)?;
+        let _ = response.body_mut().read_to_vec()?;
+        Ok(response.status().as_u16())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percentile of sorted samples, in milliseconds.
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+/// A short description of this machine and commit, for the results file.
+pub fn provenance() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let commit = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("{date} · commit {commit} · {cpus} × {model}")
+}
