@@ -14,6 +14,7 @@
 //! into a component that `stratus function deploy` accepts.
 #![deny(missing_docs)]
 
+pub mod credentials;
 pub mod kv;
 mod request;
 mod response;

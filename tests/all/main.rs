@@ -7,6 +7,7 @@ mod harness;
 
 mod admin;
 mod cli;
+mod credentials;
 mod deploy;
 mod limits;
 mod quotas;

@@ -29,6 +29,8 @@ use crate::registry::records::now;
 pub enum TokenKind {
     /// Acts for one account and one of its sub-tenants; can invoke, not administer.
     SubTenant,
+    /// Proves one running invocation; dies when it ends.
+    Invocation,
 }
 
 impl TokenKind {
@@ -36,12 +38,14 @@ impl TokenKind {
     pub fn typ(self) -> &'static str {
         match self {
             TokenKind::SubTenant => "stratus-sub-tenant+jwt",
+            TokenKind::Invocation => "stratus-invocation+jwt",
         }
     }
 
     fn audience(self, issuer: &str) -> String {
         match self {
             TokenKind::SubTenant => format!("{issuer}#sub-tenant"),
+            TokenKind::Invocation => issuer.to_string(),
         }
     }
 }
@@ -73,6 +77,40 @@ pub struct SubTenantClaims {
     /// The account key that issued it (`operator` for the operator): revoking
     /// that key kills the token.
     pub key_id: String,
+}
+
+/// Claims of an invocation token (SPEC §8).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvocationClaims {
+    /// The host.
+    pub iss: String,
+    /// This host for `token()`, the upstream for `token-for(aud)`.
+    pub aud: String,
+    /// `{caller}/{sub-tenant or -}`.
+    pub sub: String,
+    /// Issued at.
+    pub iat: u64,
+    /// Not before.
+    pub nbf: u64,
+    /// The invocation's deadline.
+    pub exp: u64,
+    /// The invocation id.
+    pub jti: String,
+    /// The function's owner.
+    pub owner: String,
+    /// The calling account or `anonymous`.
+    pub caller: String,
+    /// The sub-tenant.
+    pub sub_tenant: Option<String>,
+    /// The function.
+    #[serde(rename = "fn")]
+    pub function: String,
+    /// The version.
+    pub ver: u32,
+    /// The alias called through.
+    pub alias: Option<String>,
+    /// Space-separated scopes.
+    pub scope: String,
 }
 
 /// A signing key as stored.
@@ -220,8 +258,33 @@ impl Tokens {
             .is_some_and(|typ| typ.starts_with("stratus-"))
     }
 
-    /// The one verification path for every kind of token.
+    /// The kind a token claims to be, from its unverified `typ` header.
+    pub fn kind_of(token: &str) -> Option<TokenKind> {
+        match jsonwebtoken::decode_header(token).ok()?.typ.as_deref()? {
+            "stratus-sub-tenant+jwt" => Some(TokenKind::SubTenant),
+            "stratus-invocation+jwt" => Some(TokenKind::Invocation),
+            _ => None,
+        }
+    }
+
+    /// The one verification path for every kind of token. The audience is
+    /// the kind's own; `any_audience` accepts invocation tokens minted for an
+    /// upstream too (introspection answers for those).
     pub fn verify<T: DeserializeOwned>(&self, token: &str, kind: TokenKind) -> Result<T, VerifyError> {
+        self.verify_with(token, kind, false)
+    }
+
+    /// Verifies an invocation token whatever its audience.
+    pub fn verify_any_audience<T: DeserializeOwned>(&self, token: &str, kind: TokenKind) -> Result<T, VerifyError> {
+        self.verify_with(token, kind, true)
+    }
+
+    fn verify_with<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        kind: TokenKind,
+        any_audience: bool,
+    ) -> Result<T, VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::WrongKind)?;
         if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(kind.typ()) {
             return Err(VerifyError::WrongKind);
@@ -236,7 +299,12 @@ impl Tokens {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[kind.audience(&self.issuer)]);
+        if any_audience {
+            // `aud` stays required (above); only its value is not pinned.
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&[kind.audience(&self.issuer)]);
+        }
         jsonwebtoken::decode::<T>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|e| VerifyError::Invalid(e.to_string()))
@@ -276,5 +344,37 @@ impl Tokens {
         }
         cache.insert(hash, (claims.exp, claims.clone()));
         Ok(claims)
+    }
+}
+
+impl crate::runtime::credentials::Minter for Tokens {
+    fn mint(
+        &self,
+        invocation: &crate::runtime::credentials::Invocation,
+        audience: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let iat = now();
+        let claims = InvocationClaims {
+            iss: self.issuer.clone(),
+            aud: audience.map_or_else(|| TokenKind::Invocation.audience(&self.issuer), str::to_string),
+            sub: format!(
+                "{}/{}",
+                invocation.caller,
+                invocation.sub_tenant.as_deref().unwrap_or("-")
+            ),
+            iat,
+            nbf: iat,
+            exp: invocation.expires_at,
+            jti: invocation.id.clone(),
+            owner: invocation.owner.clone(),
+            caller: invocation.caller.clone(),
+            sub_tenant: invocation.sub_tenant.clone(),
+            function: invocation.function.clone(),
+            ver: invocation.version,
+            alias: invocation.alias.clone(),
+            scope: invocation.scopes.join(" "),
+        };
+        self.sign(TokenKind::Invocation, &claims)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
     }
 }

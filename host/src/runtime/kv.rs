@@ -4,13 +4,7 @@ use std::sync::Arc;
 
 use crate::registry::kv::{Kv, KvError, Namespace};
 
-wasmtime::component::bindgen!({
-    path: "../wit/stratus.wit",
-    world: "stratus-imports",
-    imports: { default: async },
-});
-
-use self::stratus::function::kv::{Error, Host};
+use super::bindings::stratus::function::kv::{Error, Host};
 
 /// A call's access to its own namespace and nothing else.
 pub struct KvAccess {
@@ -57,5 +51,5 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<super::HostState>)
     impl wasmtime::component::HasData for KvData {
         type Data<'a> = &'a mut KvAccess;
     }
-    self::stratus::function::kv::add_to_linker::<super::HostState, KvData>(linker, |state| &mut state.kv)
+    super::bindings::stratus::function::kv::add_to_linker::<super::HostState, KvData>(linker, |state| &mut state.kv)
 }

@@ -1,7 +1,9 @@
 //! The runtime: one wasmtime engine, compiled components cached on disk, and a
 //! fresh store + instance for every invocation.
 
+pub mod bindings;
 pub mod body;
+pub mod credentials;
 pub mod kv;
 pub mod state;
 pub mod validate;
@@ -63,6 +65,8 @@ pub struct RuntimeStats {
     pub idle_instances: Gauge,
     /// Calls served by a warm environment that had served before.
     pub warm_hits: Counter,
+    /// Invocation tokens minted at a guest's request.
+    pub tokens_minted: Counter,
 }
 
 /// The engine with its linker and compiled versions.
@@ -85,6 +89,11 @@ pub struct Runtime {
     queue_wait: Duration,
     /// Idle warm environments by partition.
     warm: warm::WarmPool,
+    /// Signs invocation tokens.
+    minter: Arc<dyn credentials::Minter>,
+    /// Invocations running now, by id: a token is only alive while its
+    /// invocation is in here.
+    live: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Metrics.
     pub stats: RuntimeStats,
 }
@@ -101,7 +110,7 @@ pub struct Compiled {
 
 impl Runtime {
     /// Builds the engine and starts its epoch ticker.
-    pub fn new(config: &RuntimeConfig, kv: Arc<Kv>) -> anyhow::Result<Arc<Self>> {
+    pub fn new(config: &RuntimeConfig, kv: Arc<Kv>, minter: Arc<dyn credentials::Minter>) -> anyhow::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::default();
         let slots = config.pool_slots.max(1);
         pool.total_component_instances(slots)
@@ -126,6 +135,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         kv::add_to_linker(&mut linker)?;
+        credentials::add_to_linker(&mut linker)?;
 
         let compat = {
             use std::hash::{Hash, Hasher};
@@ -160,6 +170,8 @@ impl Runtime {
             slots: Arc::new(Semaphore::new(slots as usize)),
             queue_wait: config.queue_wait,
             warm,
+            minter,
+            live: Default::default(),
             stats,
         });
         // Idle environments past their TTL give their slots back.
@@ -201,13 +213,23 @@ impl Runtime {
     }
 
     /// A new store for a version, for the call context given.
-    fn new_store(&self, version: &VersionRecord, call: CallContext<'_>) -> Store<HostState> {
+    fn new_store(
+        &self,
+        version: &VersionRecord,
+        call: CallContext<'_>,
+        invocation: credentials::Invocation,
+    ) -> Store<HostState> {
         let config = &version.config;
         let kv = kv::KvAccess {
             store: self.kv.clone(),
             namespace: Namespace::new(&version.account, call.caller, call.sub_tenant),
         };
-        let state = HostState::new(&config.env, config.memory_mb, &config.allow_outbound, kv);
+        let credentials = credentials::CredentialsAccess {
+            invocation,
+            minter: self.minter.clone(),
+            minted: self.stats.tokens_minted.clone(),
+        };
+        let state = HostState::new(&config.env, config.memory_mb, &config.allow_outbound, kv, credentials);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // Each epoch tick: past the call's deadline, trap; otherwise yield so
@@ -328,23 +350,41 @@ impl Runtime {
             caller: call.caller.to_string(),
             sub_tenant: call.sub_tenant.cloned(),
         };
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let invocation = credentials::Invocation {
+            id: call.invocation_id.to_string(),
+            owner: version.account.to_string(),
+            caller: call.caller.to_string(),
+            sub_tenant: call.sub_tenant.map(|s| s.to_string()),
+            function: version.function.to_string(),
+            version: version.number,
+            alias: None,
+            scopes: vec!["invoke".into(), "kv:rw".into()],
+            // Whole seconds, rounded up, so a token never outlives its call
+            // by less than it says.
+            expires_at: unix_now() + timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0),
+        };
         let reused = if warm { self.warm.take(&partition) } else { None };
         let source = match reused {
             Some(env) => {
                 self.stats.warm_hits.inc();
                 Source::Warm(env)
             }
-            None => Source::Fresh(self.acquire_slot().await?, self.new_store(version, call)),
+            None => Source::Fresh(
+                self.acquire_slot().await?,
+                self.new_store(version, call, invocation.clone()),
+            ),
         };
-
-        let timeout = Duration::from_millis(config.timeout_ms);
-        let deadline = Instant::now() + timeout;
+        let live = LiveGuard::enter(self.clone(), invocation.id.clone());
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
         let (sender, receiver) = oneshot::channel();
         let this = self.clone();
         let captured: Arc<std::sync::OnceLock<(MemoryOutputPipe, usize)>> = Arc::default();
         let output = captured.clone();
         let task = tokio::spawn(async move {
+            // The invocation's tokens are alive exactly while this task runs.
+            let _live = live;
             let run = async {
                 let mut env = match source {
                     Source::Warm(env) => env,
@@ -355,6 +395,7 @@ impl Runtime {
                     }
                 };
                 env.store.data_mut().deadline = deadline;
+                env.store.data_mut().credentials.invocation = invocation;
                 let pipe = env.store.data().output.clone();
                 let _ = captured.set((pipe.clone(), pipe.contents().len()));
                 let http = |store: &mut Store<HostState>| {
@@ -408,10 +449,47 @@ impl Runtime {
         }
     }
 
+    /// Whether the invocation `id` is still running.
+    pub fn is_live(&self, id: &str) -> bool {
+        match self.live.lock() {
+            Ok(live) => live.contains(id),
+            Err(poisoned) => poisoned.into_inner().contains(id),
+        }
+    }
+
     /// Idle warm environments now.
     pub fn idle_environments(&self) -> usize {
         self.warm.idle()
     }
+}
+
+/// Marks an invocation live until dropped.
+struct LiveGuard {
+    runtime: Arc<Runtime>,
+    id: String,
+}
+
+impl LiveGuard {
+    fn enter(runtime: Arc<Runtime>, id: String) -> Self {
+        match runtime.live.lock() {
+            Ok(mut live) => live.insert(id.clone()),
+            Err(poisoned) => poisoned.into_inner().insert(id.clone()),
+        };
+        Self { runtime, id }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        match self.runtime.live.lock() {
+            Ok(mut live) => live.remove(&self.id),
+            Err(poisoned) => poisoned.into_inner().remove(&self.id),
+        };
+    }
+}
+
+fn unix_now() -> u64 {
+    crate::registry::records::now()
 }
 
 /// Where a call's environment comes from.
@@ -425,6 +503,8 @@ enum Source {
 /// Who a call runs for, as established by the trigger from authenticated data.
 #[derive(Debug, Clone, Copy)]
 pub struct CallContext<'a> {
+    /// The invocation's id.
+    pub invocation_id: &'a str,
     /// The calling account's name, or `anonymous`.
     pub caller: &'a str,
     /// The sub-tenant, if the credential named one.

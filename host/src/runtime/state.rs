@@ -27,6 +27,8 @@ pub struct HostState {
     pub output: MemoryOutputPipe,
     /// The call's KV namespace.
     pub(crate) kv: super::kv::KvAccess,
+    /// The current invocation's claims and token minting.
+    pub(crate) credentials: super::credentials::CredentialsAccess,
     /// When the current call must end; set at the start of every call.
     pub(crate) deadline: std::time::Instant,
 }
@@ -38,6 +40,7 @@ impl HostState {
         memory_mb: u32,
         allow_outbound: &[String],
         kv: super::kv::KvAccess,
+        credentials: super::credentials::CredentialsAccess,
     ) -> Self {
         let output = MemoryOutputPipe::new(OUTPUT_CAPTURE);
         let mut builder = WasiCtx::builder();
@@ -73,6 +76,7 @@ impl HostState {
             },
             output,
             kv,
+            credentials,
             deadline: std::time::Instant::now(),
         }
     }

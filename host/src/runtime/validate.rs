@@ -40,7 +40,7 @@ const WASI_02: &[&str] = &[
 
 /// Interfaces of the `stratus:function` package the host implements; any
 /// `0.1.x` matches.
-const STRATUS_01: &[&str] = &["stratus:function/kv"];
+const STRATUS_01: &[&str] = &["stratus:function/kv", "stratus:function/credentials"];
 
 fn provided(import: &str) -> bool {
     let (interface, version) = match import.split_once('@') {

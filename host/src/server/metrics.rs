@@ -97,6 +97,11 @@ impl Metrics {
             runtime.stats.compiles.clone(),
         );
         registry.register(
+            "tokens_minted",
+            "Invocation tokens signed at a guest's request",
+            runtime.stats.tokens_minted.clone(),
+        );
+        registry.register(
             "live_instances",
             "Environments alive now, running or idle",
             runtime.stats.live_instances.clone(),

@@ -4,6 +4,7 @@
 //! API, `/metrics` and `/healthz` go to their handlers.
 
 pub mod admin;
+pub mod introspect;
 pub mod metrics;
 pub mod respond;
 pub mod trigger;
@@ -36,7 +37,7 @@ pub struct AppState {
     /// Settings.
     pub config: ServeConfig,
     /// Signing keys and verified tokens.
-    pub tokens: crate::credentials::tokens::Tokens,
+    pub tokens: Arc<crate::credentials::tokens::Tokens>,
     /// Concurrency caps per account and sub-tenant.
     pub quotas: crate::tenancy::quota::Quotas,
     /// Counters.
@@ -59,7 +60,8 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
     let registry = Registry::open(&config.data_dir)?;
-    let runtime = Runtime::new(&config.runtime, registry.kv())?;
+    let tokens = Arc::new(crate::credentials::tokens::Tokens::load_or_create(&registry, &config.issuer).await?);
+    let runtime = Runtime::new(&config.runtime, registry.kv(), tokens.clone())?;
 
     let (operator, generated) = match &config.operator_key {
         Some(key) => (keys::hash(key), None),
@@ -78,7 +80,6 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
             }
         },
     };
-    let tokens = crate::credentials::tokens::Tokens::load_or_create(&registry, &config.issuer).await?;
     let quotas = crate::tenancy::quota::Quotas::new(config.quotas.clone());
     let metrics = metrics::Metrics::new(&runtime, &quotas);
     let state = Arc::new(AppState {
@@ -172,6 +173,9 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>, role: Role, _pee
     let admin_here = role == Role::Admin || state.config.admin_listen.is_none();
     if role == Role::Main && trigger::is_trigger(&state, &req) {
         return trigger::handle(state, req).await;
+    }
+    if path == "/v1/introspect" {
+        return introspect::handle(&state, req).await;
     }
     if path == "/.well-known/jwks.json" {
         return respond::json(http::StatusCode::OK, &state.tokens.jwks());

@@ -270,6 +270,7 @@ async fn run(
 
     let started = Instant::now();
     let call = CallContext {
+        invocation_id,
         caller: caller.name(),
         sub_tenant: sub_tenant.as_ref(),
     };

@@ -9,7 +9,7 @@ pub mod quota;
 use http::HeaderMap;
 
 use crate::credentials::keys;
-use crate::credentials::tokens::Tokens;
+use crate::credentials::tokens::{SubTenantClaims, Tokens};
 use crate::error::ApiError;
 use crate::names::{AccountName, SubTenantId};
 use crate::registry::Snapshot;
@@ -85,17 +85,22 @@ fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
 /// The `key_id` of tokens the operator issued.
 pub const OPERATOR_ISSUER: &str = "operator";
 
+/// Whether the account and the key that issued a sub-tenant token still exist.
+pub fn issuer_live(snapshot: &Snapshot, claims: &SubTenantClaims) -> bool {
+    snapshot.accounts.contains_key(&claims.account)
+        && (claims.key_id == OPERATOR_ISSUER
+            || snapshot
+                .key_ids
+                .contains(&(claims.account.clone(), claims.key_id.clone())))
+}
+
 /// Checks a sub-tenant token and that what issued it still stands: the
 /// account, and the key it was issued with (revocation is immediate).
 fn sub_tenant_caller(token: &str, snapshot: &Snapshot, tokens: &Tokens) -> Result<Presented, ApiError> {
     let claims = tokens
         .verify_sub_tenant(token)
         .map_err(|e| ApiError::Unauthorized(format!("sub-tenant token refused: {e}")))?;
-    let live = snapshot.accounts.contains_key(&claims.account)
-        && (claims.key_id == OPERATOR_ISSUER
-            || snapshot
-                .key_ids
-                .contains(&(claims.account.clone(), claims.key_id.clone())));
+    let live = issuer_live(snapshot, &claims);
     if !live {
         return Err(ApiError::Unauthorized(
             "the key or account that issued this token is gone".into(),

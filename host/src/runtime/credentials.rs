@@ -1,0 +1,88 @@
+//! The `stratus:function/credentials` import: the invocation's claims, and
+//! tokens minted only when the guest asks for one.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+
+use super::bindings::stratus::function::credentials::{Host, InvocationClaims};
+
+/// Who and what one invocation is, fixed by the host from authenticated data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// Unique per invocation; the `jti` of its tokens.
+    pub id: String,
+    /// The function's owner account.
+    pub owner: String,
+    /// The calling account, or `anonymous`.
+    pub caller: String,
+    /// The sub-tenant, if any.
+    pub sub_tenant: Option<String>,
+    /// The function.
+    pub function: String,
+    /// The version running.
+    pub version: u32,
+    /// The alias the call came through.
+    pub alias: Option<String>,
+    /// What the invocation may do.
+    pub scopes: Vec<String>,
+    /// The deadline, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// Signs invocation tokens; the seam between the runtime and the key store.
+pub trait Minter: Send + Sync {
+    /// A token for `invocation`, for `audience` (`None`: this host).
+    fn mint(&self, invocation: &Invocation, audience: Option<&str>) -> anyhow::Result<String>;
+}
+
+/// A call's view of its own invocation.
+pub struct CredentialsAccess {
+    /// The current invocation; replaced at the start of every call.
+    pub invocation: Invocation,
+    pub(crate) minter: Arc<dyn Minter>,
+    pub(crate) minted: Counter,
+}
+
+impl Host for CredentialsAccess {
+    async fn claims(&mut self) -> InvocationClaims {
+        let i = &self.invocation;
+        InvocationClaims {
+            invocation_id: i.id.clone(),
+            owner: i.owner.clone(),
+            caller: i.caller.clone(),
+            sub_tenant: i.sub_tenant.clone(),
+            function: i.function.clone(),
+            version: i.version,
+            alias: i.alias.clone(),
+            scopes: i.scopes.clone(),
+            expires_at: i.expires_at,
+        }
+    }
+
+    async fn token(&mut self) -> wasmtime::Result<String> {
+        self.minted.inc();
+        self.minter
+            .mint(&self.invocation, None)
+            .map_err(|e| wasmtime::format_err!("minting a token failed: {e:#}"))
+    }
+
+    async fn token_for(&mut self, audience: String) -> wasmtime::Result<String> {
+        self.minted.inc();
+        self.minter
+            .mint(&self.invocation, Some(&audience))
+            .map_err(|e| wasmtime::format_err!("minting a token failed: {e:#}"))
+    }
+}
+
+/// Links the credentials interface, reaching each store's [`CredentialsAccess`].
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<super::HostState>) -> wasmtime::Result<()> {
+    struct CredentialsData;
+    impl wasmtime::component::HasData for CredentialsData {
+        type Data<'a> = &'a mut CredentialsAccess;
+    }
+    super::bindings::stratus::function::credentials::add_to_linker::<super::HostState, CredentialsData>(
+        linker,
+        |state| &mut state.credentials,
+    )
+}

@@ -1,0 +1,78 @@
+//! `POST /v1/introspect` (RFC 7662): is a token alive, and what does it say?
+//!
+//! Authenticated with a key of the token's owner or caller account; any other
+//! account learns only `{"active": false}`, as for a dead or forged token.
+
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::AppState;
+use super::respond::{self, Body};
+use crate::credentials::tokens::{InvocationClaims, TokenKind, Tokens};
+use crate::error::ApiError;
+use crate::tenancy::{self, Principal};
+
+/// Answers an introspection request.
+pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+    match introspect(state, req).await {
+        Ok(body) => respond::json(StatusCode::OK, &body),
+        Err(err) => respond::error(&err),
+    }
+}
+
+async fn introspect(state: &AppState, req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+    if req.method() != http::Method::POST {
+        return Err(ApiError::BadRequest(
+            "introspection takes POST with a form body `token=…`".into(),
+        ));
+    }
+    let snapshot = state.registry.snapshot();
+    let principal = tenancy::authenticate_admin(req.headers(), &snapshot, &state.operator)?;
+    let body = Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("could not read the form: {e}")))?
+        .to_bytes();
+    let token = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| ApiError::BadRequest("the form needs `token`".into()))?;
+    let inactive = json!({ "active": false });
+    let may_see = |accounts: &[&str]| match &principal {
+        Principal::Operator => true,
+        Principal::Account { account, .. } => accounts.contains(&account.as_str()),
+    };
+
+    match Tokens::kind_of(&token) {
+        Some(TokenKind::Invocation) => {
+            let Ok(claims) = state
+                .tokens
+                .verify_any_audience::<InvocationClaims>(&token, TokenKind::Invocation)
+            else {
+                return Ok(inactive);
+            };
+            if !may_see(&[&claims.owner, &claims.caller]) || !state.runtime.is_live(&claims.jti) {
+                return Ok(inactive);
+            }
+            let mut answer = serde_json::to_value(&claims).map_err(ApiError::internal)?;
+            answer["active"] = json!(true);
+            answer["token_type"] = json!(TokenKind::Invocation.typ());
+            Ok(answer)
+        }
+        Some(TokenKind::SubTenant) => {
+            let Ok(claims) = state.tokens.verify_sub_tenant(&token) else {
+                return Ok(inactive);
+            };
+            if !tenancy::issuer_live(&snapshot, &claims) || !may_see(&[claims.account.as_str()]) {
+                return Ok(inactive);
+            }
+            let mut answer = serde_json::to_value(&claims).map_err(ApiError::internal)?;
+            answer["active"] = json!(true);
+            answer["token_type"] = json!(TokenKind::SubTenant.typ());
+            Ok(answer)
+        }
+        None => Ok(inactive),
+    }
+}
