@@ -99,9 +99,7 @@ fn metrics_on_the_main_listener_need_the_operator_key() {
 
 #[test]
 fn metrics_count_calls_by_function_and_never_by_sub_tenant() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
+    let (server, key) = Server::with_function("hello", HELLO_COMPONENT, json!({}));
     server.deploy(&key, "acme", "hog", HOG_COMPONENT, json!({ "memory_mb": 16 }));
     let auth = bearer(&key);
     for sub in ["tenant-one", "tenant-two", "tenant-three"] {

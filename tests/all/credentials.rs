@@ -43,9 +43,7 @@ fn introspect(server: &Server, key: &str, token: &str) -> Reply {
 
 #[test]
 fn claims_describe_the_invocation_and_nothing_is_signed_unless_asked() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(&key, "acme", "whoami", WHOAMI_COMPONENT, json!({ "timeout_ms": 5000 }));
+    let (server, key) = Server::with_function("whoami", WHOAMI_COMPONENT, json!({ "timeout_ms": 5000 }));
     let auth = bearer(&key);
     let headers = [("authorization", auth.as_str()), ("x-stratus-sub-tenant", "alice")];
 

@@ -83,6 +83,15 @@ impl Server {
         server
     }
 
+    /// A default server with account `acme` and one function deployed in
+    /// it; returns the server and the account's key.
+    pub fn with_function(function: &str, component: &str, config: Value) -> (Self, String) {
+        let server = Self::start();
+        let key = server.create_account("acme");
+        server.deploy(&key, "acme", function, component, config);
+        (server, key)
+    }
+
     /// A server on an existing data directory (for restarts).
     pub fn spawn(data: &Path, args: &[&str]) -> Self {
         std::fs::create_dir_all(data).unwrap();

@@ -114,15 +114,7 @@ fn a_spinning_guest_times_out_while_others_keep_answering() {
 
 #[test]
 fn a_guest_that_eats_memory_fails_only_its_own_call() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "hog",
-        HOG_COMPONENT,
-        json!({ "public": true, "memory_mb": 32 }),
-    );
+    let (server, key) = Server::with_function("hog", HOG_COMPONENT, json!({ "public": true, "memory_mb": 32 }));
     server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
 
     for _ in 0..3 {

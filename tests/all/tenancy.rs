@@ -20,15 +20,7 @@ fn count(server: &Server, key: &str, sub_tenant: Option<&str>) -> Value {
 
 #[test]
 fn single_use_environments_start_fresh_and_kv_counts_per_sub_tenant() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "counter",
-        COUNTER_COMPONENT,
-        json!({ "tenancy": "multi" }),
-    );
+    let (server, key) = Server::with_function("counter", COUNTER_COMPONENT, json!({ "tenancy": "multi" }));
 
     let subs = ["cust-a", "cust-b", "cust-c"];
     let mut expected: HashMap<&str, i64> = HashMap::new();
@@ -81,9 +73,7 @@ fn concurrent_increments_are_never_lost() {
 
 #[test]
 fn callers_and_sub_tenants_have_separate_namespaces() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(&key, "acme", "counter", COUNTER_COMPONENT, json!({ "public": true }));
+    let (server, key) = Server::with_function("counter", COUNTER_COMPONENT, json!({ "public": true }));
 
     for _ in 0..3 {
         count(&server, &key, None);
@@ -264,15 +254,7 @@ fn a_sub_tenant_token_acts_for_its_sub_tenant_only() {
 
 #[test]
 fn sub_tenant_tokens_expire_and_die_with_their_key() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
-        "counter",
-        COUNTER_COMPONENT,
-        json!({ "tenancy": "multi" }),
-    );
+    let (server, key) = Server::with_function("counter", COUNTER_COMPONENT, json!({ "tenancy": "multi" }));
 
     let too_long = server.admin(
         &key,

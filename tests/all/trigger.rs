@@ -6,9 +6,7 @@ use crate::harness::*;
 
 #[test]
 fn public_hello_answers_with_invocation_headers() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
+    let (server, key) = Server::with_function("hello", HELLO_COMPONENT, json!({ "public": true }));
 
     let reply = server.request("GET", "/fn/acme/hello/", &[], b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -27,9 +25,7 @@ fn public_hello_answers_with_invocation_headers() {
 
 #[test]
 fn echo_round_trips_the_request_without_credentials_or_reserved_headers() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({}));
+    let (server, key) = Server::with_function("echo", ECHO_COMPONENT, json!({}));
 
     let auth = bearer(&key);
     let reply = server.request(
@@ -64,9 +60,7 @@ fn echo_round_trips_the_request_without_credentials_or_reserved_headers() {
 
 #[test]
 fn public_functions_keep_their_own_authorization_scheme() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({ "public": true }));
+    let (server, key) = Server::with_function("echo", ECHO_COMPONENT, json!({ "public": true }));
 
     let own = server.request("GET", "/fn/acme/echo/", &[("authorization", "Basic dXNlcjpwdw==")], b"");
     assert_eq!(own.status, 200, "{}", own.text());
@@ -141,9 +135,7 @@ fn private_functions_need_a_key_of_their_account() {
 
 #[test]
 fn unknown_names_answer_not_found_with_a_stable_code() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
+    let (server, key) = Server::with_function("hello", HELLO_COMPONENT, json!({ "public": true }));
     let auth = bearer(&key);
 
     for path in [
@@ -171,9 +163,7 @@ fn unknown_names_answer_not_found_with_a_stable_code() {
 
 #[test]
 fn sub_tenant_rules_apply_at_the_trigger() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(&key, "acme", "multi", ECHO_COMPONENT, json!({ "tenancy": "multi" }));
+    let (server, key) = Server::with_function("multi", ECHO_COMPONENT, json!({ "tenancy": "multi" }));
     let auth = bearer(&key);
 
     let missing = server.request("GET", "/fn/acme/multi/", &[("authorization", &auth)], b"");
@@ -200,11 +190,7 @@ fn sub_tenant_rules_apply_at_the_trigger() {
 
 #[test]
 fn env_reaches_the_guest_through_wasi_cli_environment() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(
-        &key,
-        "acme",
+    let (server, key) = Server::with_function(
         "echo",
         ECHO_COMPONENT,
         json!({ "public": true, "env": { "GREETING": "hi there" } }),
@@ -215,9 +201,7 @@ fn env_reaches_the_guest_through_wasi_cli_environment() {
 
 #[test]
 fn revoked_keys_and_deleted_functions_stop_at_once() {
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
+    let (server, key) = Server::with_function("hello", HELLO_COMPONENT, json!({}));
     let second = server.admin(&key, "POST", "/accounts/acme/keys", None);
     assert_eq!(second.status, 201);
     let (id, second_key) = (
@@ -263,9 +247,7 @@ fn a_plain_wasi_http_proxy_component_from_wasi_0_2_0_runs_unchanged() {
         .any(|w| w == b"wasi:http/types@0.2.0");
     assert!(imports_020, "the fixture should import the 0.2.0 interfaces");
 
-    let server = Server::start();
-    let key = server.create_account("acme");
-    server.deploy(&key, "acme", "plain", PLAIN_PROXY_COMPONENT, json!({ "public": true }));
+    let (server, key) = Server::with_function("plain", PLAIN_PROXY_COMPONENT, json!({ "public": true }));
     let reply = server.request("GET", "/fn/acme/plain/x/y?z=1", &[], b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "plain proxy /x/y?z=1");
