@@ -6,7 +6,7 @@ use crate::harness::*;
 
 #[test]
 fn public_hello_answers_with_invocation_headers() {
-    let (server, key) = Server::with_function("hello", HELLO_COMPONENT, json!({ "public": true }));
+    let (server, _key) = Server::with_function("hello", HELLO_COMPONENT, json!({ "public": true }));
 
     let reply = server.request("GET", "/fn/acme/hello/", &[], b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -190,7 +190,7 @@ fn sub_tenant_rules_apply_at_the_trigger() {
 
 #[test]
 fn env_reaches_the_guest_through_wasi_cli_environment() {
-    let (server, key) = Server::with_function(
+    let (server, _key) = Server::with_function(
         "echo",
         ECHO_COMPONENT,
         json!({ "public": true, "env": { "GREETING": "hi there" } }),
@@ -247,7 +247,7 @@ fn a_plain_wasi_http_proxy_component_from_wasi_0_2_0_runs_unchanged() {
         .any(|w| w == b"wasi:http/types@0.2.0");
     assert!(imports_020, "the fixture should import the 0.2.0 interfaces");
 
-    let (server, key) = Server::with_function("plain", PLAIN_PROXY_COMPONENT, json!({ "public": true }));
+    let (server, _key) = Server::with_function("plain", PLAIN_PROXY_COMPONENT, json!({ "public": true }));
     let reply = server.request("GET", "/fn/acme/plain/x/y?z=1", &[], b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "plain proxy /x/y?z=1");
