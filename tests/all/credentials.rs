@@ -158,3 +158,80 @@ fn tokens_carry_the_claims_and_die_with_their_invocation() {
         json!({ "active": false })
     );
 }
+
+/// Re-signs `header` + `payload` with an HMAC or no signature, or keeps the
+/// original signature: the forgeries a verifier must refuse.
+fn forge(header: &Value, payload: &Value, signature: &str) -> String {
+    let enc = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!("{}.{}.{}", enc(header), enc(payload), signature)
+}
+
+#[test]
+fn forged_sub_tenant_tokens_are_refused() {
+    let (server, key) = Server::with_function("whoami", WHOAMI_COMPONENT, json!({ "tenancy": "multi" }));
+    let issued = server.admin(
+        &key,
+        "POST",
+        "/accounts/acme/sub-tenant-tokens",
+        Some(json!({ "sub_tenant": "bob" })),
+    );
+    let token = issued.json()["token"].as_str().unwrap().to_string();
+    let parts: Vec<&str> = token.split('.').collect();
+    let (header, payload, signature) = (decode_part(parts[0]), decode_part(parts[1]), parts[2]);
+    let call = |t: &str| server.request("GET", "/fn/acme/whoami/", &[("authorization", &bearer(t))], b"");
+    assert_eq!(call(&token).status, 200, "the genuine token works");
+
+    // Payload changed under the original signature.
+    let mut other = payload.clone();
+    other["sub_tenant"] = json!("mallory");
+    other["sub"] = json!("acme/mallory");
+    assert_eq!(call(&forge(&header, &other, signature)).status, 401, "tampered payload");
+
+    // Signed by another Ed25519 key under the same kid.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let der = {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        stranger.to_pkcs8_der().unwrap()
+    };
+    let mut jwt_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    jwt_header.typ = header["typ"].as_str().map(str::to_string);
+    jwt_header.kid = header["kid"].as_str().map(str::to_string);
+    let resigned = jsonwebtoken::encode(
+        &jwt_header,
+        &payload,
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(call(&resigned).status, 401, "signature from another key");
+
+    // HS256 with the public key as the shared secret.
+    let jwks = server.request("GET", "/.well-known/jwks.json", &[], b"").json();
+    let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jwks["keys"][0]["x"].as_str().unwrap())
+        .unwrap();
+    let mut hs_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs_header.typ = jwt_header.typ.clone();
+    hs_header.kid = jwt_header.kid.clone();
+    let hs = jsonwebtoken::encode(&hs_header, &payload, &jsonwebtoken::EncodingKey::from_secret(&public)).unwrap();
+    assert_eq!(call(&hs).status, 401, "alg switched to HS256");
+
+    // alg none, no signature.
+    let mut none = header.clone();
+    none["alg"] = json!("none");
+    assert_eq!(call(&forge(&none, &payload, "")).status, 401, "alg none");
+
+    // An unknown kid.
+    let mut unknown = header.clone();
+    unknown["kid"] = json!("0000000000000000");
+    assert_eq!(call(&forge(&unknown, &payload, signature)).status, 401, "unknown kid");
+
+    // A sub-tenant token is not an invocation token: relabelled, it fails.
+    let mut relabelled = header.clone();
+    relabelled["typ"] = json!("stratus-invocation+jwt");
+    assert_eq!(
+        call(&forge(&relabelled, &payload, signature)).status,
+        401,
+        "kind confusion"
+    );
+    assert_eq!(call(&token).status, 200, "the genuine token still works");
+}

@@ -378,3 +378,80 @@ impl crate::runtime::credentials::Minter for Tokens {
             .map_err(|e| anyhow::anyhow!("{e:?}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn tokens() -> (tempfile::TempDir, Tokens) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let registry = Registry::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let tokens = Tokens::load_or_create(&registry, "stratus")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, tokens)
+    }
+
+    fn claims(now: u64) -> serde_json::Value {
+        json!({
+            "iss": "stratus", "aud": "stratus#sub-tenant", "sub": "acme/bob", "iat": now, "nbf": now,
+            "exp": now + 60, "jti": "j1", "account": "acme", "sub_tenant": "bob", "key_id": "k1",
+        })
+    }
+
+    fn refused(tokens: &Tokens, kind: TokenKind, payload: &serde_json::Value) -> bool {
+        let token = tokens.sign(kind, payload).unwrap_or_else(|e| panic!("{e}"));
+        tokens.verify::<SubTenantClaims>(&token, TokenKind::SubTenant).is_err()
+    }
+
+    #[tokio::test]
+    async fn verification_insists_on_every_claim() {
+        let (_dir, tokens) = tokens().await;
+        let now = now();
+        assert!(
+            !refused(&tokens, TokenKind::SubTenant, &claims(now)),
+            "the well-formed token passes"
+        );
+        for field in ["exp", "iat", "iss", "aud", "sub", "jti", "nbf"] {
+            let mut payload = claims(now);
+            payload.as_object_mut().map(|o| o.remove(field));
+            assert!(
+                refused(&tokens, TokenKind::SubTenant, &payload),
+                "missing {field} accepted"
+            );
+        }
+        let mut text_exp = claims(now);
+        text_exp["exp"] = json!((now + 60).to_string());
+        assert!(
+            refused(&tokens, TokenKind::SubTenant, &text_exp),
+            "exp as a string accepted"
+        );
+        let mut expired = claims(now);
+        expired["exp"] = json!(now - 1);
+        assert!(
+            refused(&tokens, TokenKind::SubTenant, &expired),
+            "expired token accepted: leeway must be 0"
+        );
+        let mut early = claims(now);
+        early["nbf"] = json!(now + 30);
+        assert!(refused(&tokens, TokenKind::SubTenant, &early), "token used before nbf");
+        let mut audience = claims(now);
+        audience["aud"] = json!("stratus");
+        assert!(
+            refused(&tokens, TokenKind::SubTenant, &audience),
+            "an invocation audience accepted"
+        );
+        let mut issuer = claims(now);
+        issuer["iss"] = json!("elsewhere");
+        assert!(
+            refused(&tokens, TokenKind::SubTenant, &issuer),
+            "a foreign issuer accepted"
+        );
+        // Same claims, but signed as the other kind: its typ gives it away.
+        assert!(
+            refused(&tokens, TokenKind::Invocation, &claims(now)),
+            "an invocation-typed token accepted"
+        );
+    }
+}
