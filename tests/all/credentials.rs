@@ -157,6 +157,20 @@ fn tokens_carry_the_claims_and_die_with_their_invocation() {
         introspect(&server, &key, "not-a-token").json(),
         json!({ "active": false })
     );
+
+    // Once the key that issued it is revoked, it is dead.
+    let keys = server.admin(&key, "GET", "/accounts/acme/keys", None).json();
+    let id = keys["keys"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        server
+            .admin(OPERATOR_KEY, "DELETE", &format!("/accounts/acme/keys/{id}"), None)
+            .status,
+        204
+    );
+    assert_eq!(
+        introspect(&server, OPERATOR_KEY, &sub_token).json(),
+        json!({ "active": false })
+    );
 }
 
 /// Re-signs `header` + `payload` with an HMAC or no signature, or keeps the
