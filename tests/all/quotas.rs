@@ -108,6 +108,7 @@ fn a_flooding_sub_tenant_does_not_hold_up_the_others() {
     // Nobody ever queued at the account level: the flood stayed in its own queue.
     assert_eq!(server.metric("stratus_queued_calls_total{scope=\"account\"}"), 0.0);
     assert!(server.metric("stratus_queued_calls_total{scope=\"sub_tenant\"}") >= 1.0);
+    assert!(server.metric("stratus_queue_wait_seconds_count{scope=\"sub_tenant\"}") >= 1.0);
 }
 
 #[test]

@@ -126,6 +126,11 @@ impl Metrics {
             "Calls refused with 429 at a concurrency cap, by scope",
             quotas.rejected.clone(),
         );
+        registry.register(
+            "queue_wait_seconds",
+            "Time calls waited at a concurrency cap, by scope",
+            quotas.waits.clone(),
+        );
         Self {
             registry,
             invocations,

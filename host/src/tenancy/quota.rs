@@ -15,6 +15,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
@@ -72,6 +73,12 @@ pub struct Quotas {
     pub queued: Family<ScopeLabels, Counter>,
     /// Calls refused with 429, by scope.
     pub rejected: Family<ScopeLabels, Counter>,
+    /// How long calls waited at a cap (admitted or not), by scope.
+    pub waits: Family<ScopeLabels, Histogram, fn() -> Histogram>,
+}
+
+fn wait_histogram() -> Histogram {
+    Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
 }
 
 /// The permits a running call holds; dropping it frees them.
@@ -87,6 +94,7 @@ impl Quotas {
             buckets: Mutex::new(HashMap::new()),
             queued: Family::default(),
             rejected: Family::default(),
+            waits: Family::new_with_constructor(wait_histogram),
         }
     }
 
@@ -131,8 +139,12 @@ impl Quotas {
             )));
         }
         self.queued.get_or_create(&labels).inc();
+        let started = std::time::Instant::now();
         let waited = tokio::time::timeout(self.limits.queue_wait, bucket.semaphore.clone().acquire_owned()).await;
         bucket.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.waits
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
         match waited {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(ApiError::Unavailable {
