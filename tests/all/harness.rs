@@ -279,8 +279,7 @@ impl Drop for Server {
 
 /// Hex SHA-256.
 pub fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+    stratus::registry::sha256_hex(bytes)
 }
 
 /// `Authorization: Bearer KEY`.

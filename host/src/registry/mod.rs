@@ -508,18 +508,23 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
         let record: KeyRecord = decode(&value)?;
         let mut hash = [0u8; 32];
         hex::decode_to_slice(&record.hash, &mut hash)?;
-        snapshot.key_ids.insert((record.account.clone(), record.id.clone()));
+        snapshot
+            .key_ids
+            .entry(record.account.clone())
+            .or_default()
+            .insert(record.id.clone());
         snapshot.keys.insert(hash, record);
     }
     for item in trees.functions.iter() {
         let (_, value) = item?;
         let record: FunctionRecord = decode(&value)?;
-        snapshot.functions.insert(
-            (record.account.clone(), record.name.clone()),
+        snapshot.functions.entry(record.account.clone()).or_default().insert(
+            record.name.clone(),
             FunctionEntry {
                 record,
                 versions: Default::default(),
                 latest: None,
+                public: false,
             },
         );
     }
@@ -528,10 +533,14 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
         let record: VersionRecord = decode(&value)?;
         if let Some(entry) = snapshot
             .functions
-            .get_mut(&(record.account.clone(), record.function.clone()))
+            .get_mut(&record.account)
+            .and_then(|f| f.get_mut(&record.function))
         {
-            if record.state == VersionState::Ready && entry.latest.is_none_or(|n| n < record.number) {
-                entry.latest = Some(record.number);
+            if record.state == VersionState::Ready {
+                entry.public |= record.config.public;
+                if entry.latest.is_none_or(|n| n < record.number) {
+                    entry.latest = Some(record.number);
+                }
             }
             entry.versions.insert(record.number, Arc::new(record));
         }

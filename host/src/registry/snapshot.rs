@@ -4,7 +4,7 @@
 //! swapped in whole, so a reader always sees one consistent state and never
 //! touches disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::names::{AccountName, FunctionName, Qualifier};
@@ -20,6 +20,10 @@ pub struct FunctionEntry {
     pub versions: BTreeMap<u32, Arc<VersionRecord>>,
     /// The newest version that compiled.
     pub latest: Option<u32>,
+    /// Whether any ready version is public, i.e. whether callers outside the
+    /// account may learn that the function exists. Each call still checks
+    /// that the version it resolves to is public.
+    pub public: bool,
 }
 
 /// A consistent view of accounts, keys and functions.
@@ -30,9 +34,9 @@ pub struct Snapshot {
     /// Account keys by SHA-256 of the key text.
     pub keys: HashMap<[u8; 32], KeyRecord>,
     /// Live key ids by account, so tokens issued with a key die with it.
-    pub key_ids: std::collections::HashSet<(AccountName, String)>,
-    /// Functions by owner and name.
-    pub functions: HashMap<(AccountName, FunctionName), FunctionEntry>,
+    pub key_ids: HashMap<AccountName, HashSet<String>>,
+    /// Functions by owner, then by name (in order, for listings).
+    pub functions: HashMap<AccountName, BTreeMap<FunctionName, FunctionEntry>>,
 }
 
 /// Why a name did not resolve.
@@ -47,7 +51,22 @@ pub enum ResolveError {
 impl Snapshot {
     /// The function `account/name`, if it exists.
     pub fn function(&self, account: &AccountName, name: &FunctionName) -> Option<&FunctionEntry> {
-        self.functions.get(&(account.clone(), name.clone()))
+        self.functions.get(account)?.get(name)
+    }
+
+    /// Every function of `account`, by name.
+    pub fn functions_of(&self, account: &AccountName) -> impl Iterator<Item = &FunctionEntry> {
+        self.functions.get(account).into_iter().flat_map(BTreeMap::values)
+    }
+
+    /// Every function of every account.
+    pub fn all_functions(&self) -> impl Iterator<Item = &FunctionEntry> {
+        self.functions.values().flat_map(BTreeMap::values)
+    }
+
+    /// Whether key `id` of `account` still exists.
+    pub fn has_key(&self, account: &AccountName, id: &str) -> bool {
+        self.key_ids.get(account).is_some_and(|ids| ids.contains(id))
     }
 
     /// Resolves `account/name[:qualifier]` to an invocable version.
@@ -71,14 +90,8 @@ impl Snapshot {
             .ok_or(ResolveError::NoQualifier)
     }
 
-    /// Whether callers outside the account may learn that `account/name`
-    /// exists: true when any of its versions is public. Each call still
-    /// checks that the version it resolves to is public.
+    /// Whether callers outside the account may learn that `account/name` exists.
     pub fn is_public(&self, account: &AccountName, name: &FunctionName) -> bool {
-        self.function(account, name).is_some_and(|f| {
-            f.versions
-                .values()
-                .any(|v| v.config.public && v.state == VersionState::Ready)
-        })
+        self.function(account, name).is_some_and(|f| f.public)
     }
 }

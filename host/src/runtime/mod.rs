@@ -363,7 +363,7 @@ impl Runtime {
             scopes: vec!["invoke".into(), "kv:rw".into()],
             // Whole seconds, rounded up, so a token never outlives its call
             // by less than it says.
-            expires_at: unix_now() + timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0),
+            expires_at: crate::registry::records::now() + timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0),
         };
         let reused = if warm { self.warm.take(&partition) } else { None };
         let source = match reused {
@@ -424,7 +424,10 @@ impl Runtime {
             };
             let printed = output
                 .get()
-                .map(|(pipe, start)| pipe.contents().slice(*start.min(&pipe.contents().len())..))
+                .map(|(pipe, start)| {
+                    let printed = pipe.contents();
+                    printed.slice((*start).min(printed.len())..)
+                })
                 .unwrap_or_default();
             (result, printed)
         });
@@ -486,10 +489,6 @@ impl Drop for LiveGuard {
             Err(poisoned) => poisoned.into_inner().remove(&self.id),
         };
     }
-}
-
-fn unix_now() -> u64 {
-    crate::registry::records::now()
 }
 
 /// Where a call's environment comes from.

@@ -9,7 +9,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::AppState;
 use super::respond::{self, Body};
@@ -18,7 +17,6 @@ use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName, SubTenantId};
 use crate::registry::records::{KeyRecord, Reuse, Tenancy, VersionConfig, VersionRecord, VersionState};
 use crate::registry::{FunctionEntry, sha256_hex};
-use crate::runtime::HostState;
 use crate::runtime::validate::check_component;
 use crate::tenancy::{self, Principal};
 
@@ -98,19 +96,19 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
     }
 }
 
+/// The value of query parameter `name`, percent-decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 fn query_flag(query: &str, name: &str) -> bool {
-    form_urlencoded_pairs(query).any(|(k, v)| k == name && (v.is_empty() || v == "true" || v == "1"))
+    query_param(query, name).is_some_and(|v| v.is_empty() || v == "true" || v == "1")
 }
 
 fn query_is_false(query: &str, name: &str) -> bool {
-    form_urlencoded_pairs(query).any(|(k, v)| k == name && (v == "false" || v == "0"))
-}
-
-fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+    query_param(query, name).is_some_and(|v| v == "false" || v == "0")
 }
 
 async fn account_route(
@@ -144,13 +142,7 @@ async fn account_route(
         (&Method::POST, ["sub-tenant-tokens"]) => issue_sub_tenant_token(state, req, principal, account).await,
         (&Method::GET, ["functions"]) => {
             let snapshot = state.registry.snapshot();
-            let mut functions: Vec<_> = snapshot
-                .functions
-                .iter()
-                .filter(|((owner, _), _)| owner == account)
-                .map(|(_, entry)| function_summary(entry))
-                .collect();
-            functions.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            let functions: Vec<_> = snapshot.functions_of(account).map(function_summary).collect();
             Ok(respond::json(StatusCode::OK, &json!({ "functions": functions })))
         }
         (&Method::GET, ["functions", function]) => {
@@ -455,17 +447,4 @@ pub async fn compile_version(state: Arc<AppState>, version: VersionRecord) {
     {
         tracing::error!(error = %err, "could not record a compile result");
     }
-}
-
-/// The pre-instantiated component of a ready version, loading it (from the
-/// code cache, or by compiling) on first use.
-pub async fn prepare_version(state: &AppState, version: &VersionRecord) -> Result<ProxyPre<HostState>, ApiError> {
-    if let Some(pre) = state.runtime.loaded(&version.sha256) {
-        return Ok(pre);
-    }
-    let bytes = state
-        .registry
-        .blob(&version.sha256)?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("blob {} missing for a ready version", version.sha256)))?;
-    Ok(state.runtime.prepare(&version.sha256, bytes.to_vec()).await?.pre)
 }

@@ -22,9 +22,11 @@ use crate::config::ServeConfig;
 use crate::credentials::keys;
 use crate::error::ApiError;
 use crate::registry::Registry;
-use crate::registry::records::VersionState;
+use crate::registry::records::{VersionRecord, VersionState};
+use crate::runtime::HostState;
 use crate::runtime::Runtime;
 use respond::Body;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Shared by every request.
 pub struct AppState {
@@ -42,6 +44,20 @@ pub struct AppState {
     pub quotas: crate::tenancy::quota::Quotas,
     /// Counters.
     pub metrics: metrics::Metrics,
+}
+
+impl AppState {
+    /// The pre-instantiated component of a ready version, loading it (from the
+    /// code cache, or by compiling) on first use.
+    pub async fn prepare_version(&self, version: &VersionRecord) -> Result<ProxyPre<HostState>, ApiError> {
+        if let Some(pre) = self.runtime.loaded(&version.sha256) {
+            return Ok(pre);
+        }
+        let bytes = self.registry.blob(&version.sha256)?.ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("blob {} missing for a ready version", version.sha256))
+        })?;
+        Ok(self.runtime.prepare(&version.sha256, bytes.to_vec()).await?.pre)
+    }
 }
 
 /// Which routes a listener serves.
@@ -100,11 +116,11 @@ pub fn warm_up(state: &Arc<AppState>) {
     let state = state.clone();
     tokio::spawn(async move {
         let snapshot = state.registry.snapshot();
-        for entry in snapshot.functions.values() {
+        for entry in snapshot.all_functions() {
             for version in entry.versions.values() {
                 match &version.state {
                     VersionState::Ready => {
-                        if let Err(err) = admin::prepare_version(&state, version).await {
+                        if let Err(err) = state.prepare_version(version).await {
                             tracing::warn!(error = %err, function = %version.function, "could not load a version");
                         }
                     }

@@ -246,7 +246,7 @@ async fn run(
             return Err(ApiError::PayloadTooLarge { limit });
         }
     }
-    let pre = super::admin::prepare_version(state, version).await?;
+    let pre = state.prepare_version(version).await?;
 
     let (mut parts, body) = req.into_parts();
     // The guest never sees host-reserved headers, nor a Stratus credential;

@@ -66,19 +66,34 @@ pub enum Presented {
     Foreign,
 }
 
-/// Something that looks like a Stratus credential (a key, or a JWT whose
-/// `typ` is one of ours); anything else is foreign.
-fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
-    let value = headers.get(http::header::AUTHORIZATION)?;
-    let Ok(text) = value.to_str() else {
-        return Some(Err(()));
-    };
-    let token = text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer "))?;
-    let token = token.trim();
-    if token.starts_with("sk_") || token.starts_with("op_") || Tokens::is_ours(token) {
-        Some(Ok(token))
-    } else {
-        Some(Err(()))
+/// What an `Authorization` header holds.
+enum Credential<'a> {
+    /// No header.
+    Absent,
+    /// An account or operator key (`sk_…`, `op_…`).
+    Key(&'a str),
+    /// A JWT whose `typ` is one of ours.
+    Token(&'a str),
+    /// Anything else: another scheme, or another issuer's bearer token.
+    Foreign,
+}
+
+/// The text after `Bearer `, if the header has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let text = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    text.strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+fn credential(headers: &HeaderMap) -> Credential<'_> {
+    if !headers.contains_key(http::header::AUTHORIZATION) {
+        return Credential::Absent;
+    }
+    match bearer(headers) {
+        Some(key) if key.starts_with("sk_") || key.starts_with("op_") => Credential::Key(key),
+        Some(token) if Tokens::is_ours(token) => Credential::Token(token),
+        _ => Credential::Foreign,
     }
 }
 
@@ -88,10 +103,7 @@ pub const OPERATOR_ISSUER: &str = "operator";
 /// Whether the account and the key that issued a sub-tenant token still exist.
 pub fn issuer_live(snapshot: &Snapshot, claims: &SubTenantClaims) -> bool {
     snapshot.accounts.contains_key(&claims.account)
-        && (claims.key_id == OPERATOR_ISSUER
-            || snapshot
-                .key_ids
-                .contains(&(claims.account.clone(), claims.key_id.clone())))
+        && (claims.key_id == OPERATOR_ISSUER || snapshot.has_key(&claims.account, &claims.key_id))
 }
 
 /// Checks a sub-tenant token and that what issued it still stands: the
@@ -123,14 +135,11 @@ pub fn authenticate(
     operator: &[u8; 32],
     tokens: &Tokens,
 ) -> Result<Presented, ApiError> {
-    match bearer(headers) {
-        None if headers.contains_key(http::header::AUTHORIZATION) => Ok(Presented::Foreign),
-        None => Ok(Presented::Nothing),
-        Some(Err(())) => Ok(Presented::Foreign),
-        Some(Ok(token)) if !token.starts_with("sk_") && !token.starts_with("op_") => {
-            sub_tenant_caller(token, snapshot, tokens)
-        }
-        Some(Ok(token)) => {
+    match credential(headers) {
+        Credential::Absent => Ok(Presented::Nothing),
+        Credential::Foreign => Ok(Presented::Foreign),
+        Credential::Token(token) => sub_tenant_caller(token, snapshot, tokens),
+        Credential::Key(token) => {
             let hash = keys::hash(token);
             if let Some(key) = snapshot.keys.get(&hash) {
                 let caller = Caller::Account {
@@ -205,12 +214,11 @@ pub fn authenticate_admin(
     snapshot: &Snapshot,
     operator: &[u8; 32],
 ) -> Result<Principal, ApiError> {
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <operator or account key>`".into()))?;
+    let Credential::Key(token) = credential(headers) else {
+        return Err(ApiError::Unauthorized(
+            "send `Authorization: Bearer <operator or account key>`".into(),
+        ));
+    };
     let hash = keys::hash(token);
     if &hash == operator {
         return Ok(Principal::Operator);

@@ -118,7 +118,14 @@ impl Quotas {
         bucket.clone()
     }
 
-    async fn take(&self, bucket: &Bucket, scope: &'static str, what: &str) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// Takes a permit of `bucket`; `what` names the cap in a refusal, and is
+    /// only called then, so the common path formats nothing.
+    async fn take(
+        &self,
+        bucket: &Bucket,
+        scope: &'static str,
+        what: impl Fn() -> String,
+    ) -> Result<OwnedSemaphorePermit, ApiError> {
         if let Ok(permit) = bucket.semaphore.clone().try_acquire_owned() {
             return Ok(permit);
         }
@@ -134,7 +141,8 @@ impl Quotas {
         if bucket.waiting.fetch_add(1, Ordering::AcqRel) >= max_waiting {
             bucket.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(refuse(format!(
-                "{what} is at its limit of {} concurrent calls, with a full queue",
+                "{} is at its limit of {} concurrent calls, with a full queue",
+                what(),
                 bucket.cap
             )));
         }
@@ -152,7 +160,8 @@ impl Quotas {
                 retry_after: 1,
             }),
             Err(_) => Err(refuse(format!(
-                "{what} is at its limit of {} concurrent calls; waited {} ms",
+                "{} is at its limit of {} concurrent calls; waited {} ms",
+                what(),
                 bucket.cap,
                 self.limits.queue_wait.as_millis()
             ))),
@@ -175,10 +184,10 @@ impl Quotas {
                 None => (None, self.limits.per_sub_tenant),
             };
             let bucket = self.bucket(Key::SubTenant(caller.to_string(), sub.clone(), function), cap.max(1));
-            permits.push(self.take(&bucket, "sub_tenant", &format!("sub-tenant {sub}")).await?);
+            permits.push(self.take(&bucket, "sub_tenant", || format!("sub-tenant {sub}")).await?);
         }
         let bucket = self.bucket(Key::Account(caller.to_string()), self.limits.per_account.max(1));
-        permits.push(self.take(&bucket, "account", &format!("account {caller}")).await?);
+        permits.push(self.take(&bucket, "account", || format!("account {caller}")).await?);
         Ok(Admission { _permits: permits })
     }
 }
