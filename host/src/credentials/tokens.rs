@@ -53,14 +53,16 @@ impl TokenKind {
 /// The longest a sub-tenant token may live.
 pub const MAX_SUB_TENANT_TTL_S: u64 = 24 * 3600;
 
-/// Claims of a sub-tenant token.
+/// The registered claims every Stratus token carries. Each is a plain field,
+/// so a token missing one fails to deserialize: the JWT library itself only
+/// insists on `exp`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SubTenantClaims {
+pub struct Registered {
     /// The host.
     pub iss: String,
-    /// `{issuer}#sub-tenant`.
+    /// Who the token is for: the kind's own audience, or an upstream's.
     pub aud: String,
-    /// `{account}/{sub_tenant}`.
+    /// Whom it speaks for.
     pub sub: String,
     /// Issued at.
     pub iat: u64,
@@ -68,8 +70,32 @@ pub struct SubTenantClaims {
     pub nbf: u64,
     /// Expires at.
     pub exp: u64,
-    /// Token id.
+    /// Token id (for invocation tokens, the invocation id).
     pub jti: String,
+}
+
+impl Registered {
+    /// Claims issued at `iat` and valid from then until `exp`.
+    fn issued(iss: &str, aud: String, sub: String, iat: u64, exp: u64, jti: String) -> Self {
+        Self {
+            iss: iss.to_string(),
+            aud,
+            sub,
+            iat,
+            nbf: iat,
+            exp,
+            jti,
+        }
+    }
+}
+
+/// Claims of a sub-tenant token: `aud` `{issuer}#sub-tenant`, `sub`
+/// `{account}/{sub_tenant}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubTenantClaims {
+    /// The registered claims.
+    #[serde(flatten)]
+    pub registered: Registered,
     /// The account it acts for.
     pub account: AccountName,
     /// The sub-tenant it acts for.
@@ -79,23 +105,14 @@ pub struct SubTenantClaims {
     pub key_id: String,
 }
 
-/// Claims of an invocation token (SPEC §8).
+/// Claims of an invocation token (SPEC §8): `aud` this host or the upstream
+/// of `token-for`, `sub` `{caller}/{sub-tenant or -}`, `exp` the deadline,
+/// `jti` the invocation id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InvocationClaims {
-    /// The host.
-    pub iss: String,
-    /// This host for `token()`, the upstream for `token-for(aud)`.
-    pub aud: String,
-    /// `{caller}/{sub-tenant or -}`.
-    pub sub: String,
-    /// Issued at.
-    pub iat: u64,
-    /// Not before.
-    pub nbf: u64,
-    /// The invocation's deadline.
-    pub exp: u64,
-    /// The invocation id.
-    pub jti: String,
+    /// The registered claims.
+    #[serde(flatten)]
+    pub registered: Registered,
     /// The function's owner.
     pub owner: String,
     /// The calling account or `anonymous`.
@@ -235,18 +252,19 @@ impl Tokens {
         let mut jti = [0u8; 16];
         rand::rng().fill_bytes(&mut jti);
         let claims = SubTenantClaims {
-            iss: self.issuer.clone(),
-            aud: TokenKind::SubTenant.audience(&self.issuer),
-            sub: format!("{account}/{sub_tenant}"),
-            iat,
-            nbf: iat,
-            exp: iat + ttl_s,
-            jti: hex::encode(jti),
+            registered: Registered::issued(
+                &self.issuer,
+                TokenKind::SubTenant.audience(&self.issuer),
+                format!("{account}/{sub_tenant}"),
+                iat,
+                iat + ttl_s,
+                hex::encode(jti),
+            ),
             account: account.clone(),
             sub_tenant: sub_tenant.clone(),
             key_id: key_id.to_string(),
         };
-        Ok((self.sign(TokenKind::SubTenant, &claims)?, claims.exp))
+        Ok((self.sign(TokenKind::SubTenant, &claims)?, claims.registered.exp))
     }
 
     /// Whether `token` claims to be a Stratus token (by its `typ` header),
@@ -327,7 +345,7 @@ impl Tokens {
         }
         drop(cache);
         let claims: SubTenantClaims = self.verify(token, TokenKind::SubTenant)?;
-        if claims.sub != format!("{}/{}", claims.account, claims.sub_tenant) {
+        if claims.registered.sub != format!("{}/{}", claims.account, claims.sub_tenant) {
             return Err(VerifyError::Invalid(
                 "sub does not match the token's account and sub-tenant".into(),
             ));
@@ -342,7 +360,7 @@ impl Tokens {
                 cache.clear();
             }
         }
-        cache.insert(hash, (claims.exp, claims.clone()));
+        cache.insert(hash, (claims.registered.exp, claims.clone()));
         Ok(claims)
     }
 }
@@ -354,18 +372,20 @@ impl crate::runtime::credentials::Minter for Tokens {
         audience: Option<&str>,
     ) -> anyhow::Result<String> {
         let iat = now();
+        let sub = format!(
+            "{}/{}",
+            invocation.caller,
+            invocation.sub_tenant.as_deref().unwrap_or("-")
+        );
         let claims = InvocationClaims {
-            iss: self.issuer.clone(),
-            aud: audience.map_or_else(|| TokenKind::Invocation.audience(&self.issuer), str::to_string),
-            sub: format!(
-                "{}/{}",
-                invocation.caller,
-                invocation.sub_tenant.as_deref().unwrap_or("-")
+            registered: Registered::issued(
+                &self.issuer,
+                audience.map_or_else(|| TokenKind::Invocation.audience(&self.issuer), str::to_string),
+                sub,
+                iat,
+                invocation.expires_at,
+                invocation.id.clone(),
             ),
-            iat,
-            nbf: iat,
-            exp: invocation.expires_at,
-            jti: invocation.id.clone(),
             owner: invocation.owner.clone(),
             caller: invocation.caller.clone(),
             sub_tenant: invocation.sub_tenant.clone(),

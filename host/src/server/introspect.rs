@@ -53,7 +53,7 @@ async fn introspect(state: &AppState, req: Request<Incoming>) -> Result<serde_js
             else {
                 return Ok(inactive);
             };
-            if !may_see(&[&claims.owner, &claims.caller]) || !state.runtime.is_live(&claims.jti) {
+            if !may_see(&[&claims.owner, &claims.caller]) || !state.runtime.is_live(&claims.registered.jti) {
                 return Ok(inactive);
             }
             let mut answer = serde_json::to_value(&claims).map_err(ApiError::internal)?;
