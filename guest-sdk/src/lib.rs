@@ -16,6 +16,7 @@
 
 pub mod credentials;
 pub mod kv;
+pub mod outbound;
 mod request;
 mod response;
 

@@ -10,6 +10,7 @@ use wasip2::io::streams::StreamError;
 pub struct Request {
     method: Method,
     uri: Uri,
+    authority: Option<String>,
     headers: HeaderMap,
     body: Vec<u8>,
 }
@@ -20,9 +21,22 @@ impl Request {
         Self {
             method,
             uri,
+            authority: None,
             headers,
             body,
         }
+    }
+
+    /// Sets the authority, for unit tests of a handler.
+    pub fn with_authority(mut self, authority: impl Into<String>) -> Self {
+        self.authority = Some(authority.into());
+        self
+    }
+
+    /// The host (and port) the client addressed, e.g. `127.0.0.1:8080`: the
+    /// host's own origin, to which `/fn/…` requests are nested calls.
+    pub fn authority(&self) -> Option<&str> {
+        self.authority.as_deref()
     }
 
     /// The HTTP method.
@@ -108,6 +122,7 @@ impl Request {
         Ok(Self {
             method,
             uri,
+            authority: request.authority(),
             headers,
             body,
         })

@@ -71,6 +71,7 @@ impl ServeConfig {
                 max_idle_per_partition: 4,
                 max_idle_total: 128,
             },
+            private_exempt: Vec::new(),
         };
         Self {
             listen,

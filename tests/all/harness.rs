@@ -141,11 +141,7 @@ impl Server {
                 std::fs::read_to_string(&log).unwrap_or_default()
             )
         });
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .new_agent();
+        let agent = new_agent();
         Self {
             child,
             url,
@@ -169,29 +165,7 @@ impl Server {
 
     /// Sends a request to `base + path`.
     pub fn request_to(&self, base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-        let url = format!("{base}{path}");
-        let mut builder = http::Request::builder().method(method).uri(&url);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let request = builder.body(body.to_vec()).unwrap();
-        let response = self
-            .agent
-            .run(request)
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let body = response
-            .into_body()
-            .with_config()
-            .limit(64 * 1024 * 1024)
-            .read_to_vec()
-            .unwrap_or_default();
-        Reply { status, headers, body }
+        send_with(&self.agent, method, &format!("{base}{path}"), headers, body)
     }
 
     /// Sends a request to the main listener.
@@ -277,6 +251,41 @@ impl Drop for Server {
     }
 }
 
+fn new_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent()
+}
+
+fn send_with(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(body.to_vec()).unwrap();
+    let response = agent.run(request).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = response
+        .into_body()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .unwrap_or_default();
+    Reply { status, headers, body }
+}
+
+/// Sends a request to any URL (e.g. from an upstream's own thread).
+pub fn call_url(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    send_with(&new_agent(), method, url, headers, body)
+}
+
 /// Hex SHA-256.
 pub fn sha256(bytes: &[u8]) -> String {
     stratus::registry::sha256_hex(bytes)
@@ -288,6 +297,54 @@ pub fn bearer(key: &str) -> String {
 }
 
 pub use stratus_fixtures::{
-    BUSY_COMPONENT, CANARY_COMPONENT, COUNTER_COMPONENT, ECHO_COMPONENT, HELLO_COMPONENT, HOG_COMPONENT,
-    PLAIN_PROXY_COMPONENT, WHOAMI_COMPONENT,
+    BUSY_COMPONENT, CANARY_COMPONENT, COUNTER_COMPONENT, ECHO_COMPONENT, FETCH_COMPONENT, HELLO_COMPONENT,
+    HOG_COMPONENT, PLAIN_PROXY_COMPONENT, WHOAMI_COMPONENT,
 };
+
+/// An HTTP server a function may call out to, answering with `handler`
+/// (status, JSON body) on a thread of its own.
+pub struct Upstream {
+    /// `http://127.0.0.1:PORT`, also the audience its tokens must carry.
+    pub origin: String,
+    /// `127.0.0.1:PORT`, for `allow_outbound`.
+    pub authority: String,
+    server: std::sync::Arc<tiny_http::Server>,
+}
+
+impl Upstream {
+    /// Starts on a free loopback port; `handler` gets the origin, the
+    /// request path and its `Authorization` header.
+    pub fn start(handler: impl Fn(&str, &str, Option<&str>) -> (u16, Value) + Send + 'static) -> Self {
+        let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let origin = format!("http://127.0.0.1:{port}");
+        let serving = server.clone();
+        let own = origin.clone();
+        std::thread::spawn(move || {
+            for request in serving.incoming_requests() {
+                let auth = request
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("authorization"))
+                    .map(|h| h.value.as_str().to_string());
+                let (status, body) = handler(&own, request.url(), auth.as_deref());
+                let header = tiny_http::Header::from_bytes("content-type", "application/json").unwrap();
+                let response = tiny_http::Response::from_string(body.to_string())
+                    .with_status_code(status)
+                    .with_header(header);
+                let _ = request.respond(response);
+            }
+        });
+        Self {
+            authority: format!("127.0.0.1:{port}"),
+            origin,
+            server,
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}

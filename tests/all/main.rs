@@ -10,6 +10,7 @@ mod cli;
 mod credentials;
 mod deploy;
 mod limits;
+mod outbound;
 mod quotas;
 mod restart;
 mod tenancy;

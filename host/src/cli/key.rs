@@ -1,4 +1,4 @@
-//! `stratus key create|list|revoke`.
+//! `stratus key create|list|revoke|rotate-signing`.
 
 use http::Method;
 
@@ -17,15 +17,33 @@ pub enum KeyCommand {
         /// The key id.
         id: String,
     },
+    /// Start signing tokens with a new key (operator). The old public key
+    /// stays in the JWKS until every token it signed has expired.
+    RotateSigning,
 }
 
 impl KeyCommand {
     /// Runs the command.
     pub async fn execute(self, global: &Global) -> anyhow::Result<()> {
         let client = global.client();
-        let account = global.account(&client).await?;
+        let account = || global.account(&client);
         match self {
+            KeyCommand::RotateSigning => {
+                let value = client.admin(Method::POST, "/signing-keys/rotate", None).await?;
+                let kids: Vec<String> = value["jwks"]["keys"]
+                    .as_array()
+                    .map(|keys| keys.iter().map(|k| cell(&k["kid"])).collect())
+                    .unwrap_or_default();
+                done(global.json, &value, || {
+                    format!(
+                        "signing with key {}\nkeys in the JWKS: {}",
+                        cell(&value["kid"]),
+                        kids.join(", ")
+                    )
+                });
+            }
             KeyCommand::Create => {
+                let account = account().await?;
                 let value = client
                     .admin(Method::POST, &format!("/accounts/{account}/keys"), None)
                     .await?;
@@ -38,6 +56,7 @@ impl KeyCommand {
                 });
             }
             KeyCommand::List => {
+                let account = account().await?;
                 let value = client
                     .admin(Method::GET, &format!("/accounts/{account}/keys"), None)
                     .await?;
@@ -52,6 +71,7 @@ impl KeyCommand {
                 print(global.json, &value, &["id", "created_at"], rows);
             }
             KeyCommand::Revoke { id } => {
+                let account = account().await?;
                 let value = client
                     .admin(Method::DELETE, &format!("/accounts/{account}/keys/{id}"), None)
                     .await?;

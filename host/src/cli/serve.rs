@@ -62,6 +62,16 @@ pub struct Serve {
     /// yield the core to other calls, e.g. `1ms`.
     #[arg(long, env = "STRATUS_EPOCH_TICK", default_value = "1ms", value_parser = humantime::parse_duration)]
     epoch_tick: std::time::Duration,
+    /// A loopback or private address functions may reach anyway, when their
+    /// --allow-outbound also lists it. Off by default: guests cannot reach
+    /// the host's network neighbours or cloud metadata. Repeatable.
+    #[arg(
+        long = "allow-private-outbound",
+        value_name = "IP",
+        env = "STRATUS_ALLOW_PRIVATE_OUTBOUND",
+        value_delimiter = ','
+    )]
+    allow_private_outbound: Vec<std::net::IpAddr>,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -89,6 +99,7 @@ impl Serve {
         // A small pool slot lowers the default with it.
         config.limits.memory_mb = config.limits.memory_mb.min(self.max_memory_mb);
         config.runtime.async_stack_zeroing = self.async_stack_zeroing;
+        config.runtime.private_exempt = self.allow_private_outbound.clone();
         config.limits.request_body_bytes = self.max_request_body;
         config.operator_key = std::env::var("STRATUS_OPERATOR_KEY").ok();
         config
@@ -137,7 +148,9 @@ pub async fn start(
     if let Some(key) = generated_key {
         println!("operator key (shown once, keep it): {key}");
     }
-    println!("stratus listening on http://{}", listener.local_addr()?);
+    let listening = listener.local_addr()?;
+    let _ = state.listening.set(listening);
+    println!("stratus listening on http://{listening}");
     if let Some(admin) = &admin {
         println!("stratus admin listening on http://{}", admin.local_addr()?);
     }

@@ -8,7 +8,8 @@
 //! the JWT library itself insists only on `exp`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
@@ -131,20 +132,87 @@ pub struct InvocationClaims {
 }
 
 /// A signing key as stored.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredKey {
     kid: String,
     /// The Ed25519 seed, hex.
     seed: String,
     created_at: u64,
+    /// No token signed with this key expires later than this (Unix seconds).
+    /// Raised, and stored, before a token that would outlive it is handed out.
+    #[serde(default)]
+    signed_until: u64,
+    /// Set when a newer key took over: from then on the key only verifies,
+    /// until `signed_until` has passed.
+    #[serde(default)]
+    retired_at: Option<u64>,
+}
+
+impl StoredKey {
+    fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let mut kid = [0u8; 8];
+        rand::rng().fill_bytes(&mut kid);
+        Self {
+            kid: hex::encode(kid),
+            seed: hex::encode(seed),
+            created_at: now(),
+            signed_until: 0,
+            retired_at: None,
+        }
+    }
 }
 
 struct KeyPair {
-    kid: String,
+    stored: StoredKey,
     encoding: EncodingKey,
     decoding: DecodingKey,
     /// Base64url public key, for the JWKS.
     x: String,
+    /// [`StoredKey::signed_until`], read on every signature.
+    signed_until: AtomicU64,
+}
+
+impl KeyPair {
+    fn new(stored: StoredKey) -> anyhow::Result<Self> {
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(&stored.seed, &mut seed)?;
+        let signing = SigningKey::from_bytes(&seed);
+        let der = signing
+            .to_pkcs8_der()
+            .map_err(|e| anyhow::anyhow!("cannot encode the signing key: {e}"))?;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+        Ok(Self {
+            encoding: EncodingKey::from_ed_der(der.as_bytes()),
+            decoding: DecodingKey::from_ed_components(&x)?,
+            x,
+            signed_until: AtomicU64::new(stored.signed_until),
+            stored,
+        })
+    }
+
+    /// Whether tokens signed with this key may still be presented at `time`.
+    fn verifies_at(&self, time: u64) -> bool {
+        self.stored.retired_at.is_none() || self.signed_until.load(Ordering::Acquire) >= time
+    }
+
+    fn to_stored(&self) -> StoredKey {
+        StoredKey {
+            signed_until: self.signed_until.load(Ordering::Acquire),
+            ..self.stored.clone()
+        }
+    }
+}
+
+/// Oldest first; the last key signs, every key verifies until the tokens it
+/// signed have expired. Never empty.
+struct KeyRing(Vec<Arc<KeyPair>>);
+
+impl KeyRing {
+    fn current(&self) -> &Arc<KeyPair> {
+        &self.0[self.0.len() - 1]
+    }
 }
 
 /// Why a token was refused; the trigger answers 401 for all of them.
@@ -153,7 +221,7 @@ pub enum VerifyError {
     /// The header is not ours or not readable.
     #[error("not a Stratus token of this kind")]
     WrongKind,
-    /// Signed by a key this host does not know.
+    /// Signed by a key this host does not know (or no longer trusts).
     #[error("signed by an unknown key")]
     UnknownKey,
     /// Signature, time or claim checks failed.
@@ -161,11 +229,19 @@ pub enum VerifyError {
     Invalid(String),
 }
 
+/// How far past a token's `exp` the stored mark of an invocation-token
+/// signing key is moved, so busy hosts write it about once a minute rather
+/// than on every token. Sub-tenant tokens, issued through the admin API,
+/// move it exactly.
+const INVOCATION_LEASE_S: u64 = 60;
+
 /// The signing keys and the verified-token cache.
 pub struct Tokens {
     issuer: String,
-    current: KeyPair,
-    verify_keys: HashMap<String, DecodingKey>,
+    registry: Arc<Registry>,
+    ring: RwLock<KeyRing>,
+    /// Serialises writes of the stored keys (lease extensions, rotation).
+    writer: tokio::sync::Mutex<()>,
     /// Verified tokens by SHA-256, until they expire: verifying EdDSA costs
     /// far more than a lookup. Revocation is checked by the caller on every
     /// use, against the registry snapshot.
@@ -174,74 +250,124 @@ pub struct Tokens {
 
 const CACHE_LIMIT: usize = 100_000;
 
-fn key_pair(stored: &StoredKey) -> anyhow::Result<KeyPair> {
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(&stored.seed, &mut seed)?;
-    let signing = SigningKey::from_bytes(&seed);
-    let der = signing
-        .to_pkcs8_der()
-        .map_err(|e| anyhow::anyhow!("cannot encode the signing key: {e}"))?;
-    let public = signing.verifying_key().to_bytes();
-    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
-    Ok(KeyPair {
-        kid: stored.kid.clone(),
-        encoding: EncodingKey::from_ed_der(der.as_bytes()),
-        decoding: DecodingKey::from_ed_components(&x)?,
-        x,
-    })
+fn encode<T: Serialize>(key: &KeyPair, kind: TokenKind, claims: &T) -> Result<String, ApiError> {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.typ = Some(kind.typ().to_string());
+    header.kid = Some(key.stored.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).map_err(ApiError::internal)
+}
+const META_KEY: &str = "signing_keys";
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Tokens {
-    /// Loads the signing key from the registry, creating it on first start.
-    pub async fn load_or_create(registry: &Registry, issuer: &str) -> anyhow::Result<Self> {
-        let stored: Vec<StoredKey> = match registry.meta("signing_keys")? {
+    /// Loads the signing keys from the registry, creating one on first start.
+    pub async fn load_or_create(registry: &Arc<Registry>, issuer: &str) -> anyhow::Result<Self> {
+        let stored: Vec<StoredKey> = match registry.meta(META_KEY)? {
             Some(bytes) => serde_json::from_slice(&bytes)?,
             None => {
-                let mut seed = [0u8; 32];
-                rand::rng().fill_bytes(&mut seed);
-                let mut kid = [0u8; 8];
-                rand::rng().fill_bytes(&mut kid);
-                let keys = vec![StoredKey {
-                    kid: hex::encode(kid),
-                    seed: hex::encode(seed),
-                    created_at: now(),
-                }];
-                registry.set_meta("signing_keys", &serde_json::to_vec(&keys)?).await?;
+                let keys = vec![StoredKey::generate()];
+                registry.set_meta(META_KEY, &serde_json::to_vec(&keys)?).await?;
                 keys
             }
         };
-        let mut pairs = stored.iter().map(key_pair).collect::<anyhow::Result<Vec<_>>>()?;
-        let current = pairs
-            .pop()
-            .ok_or_else(|| anyhow::anyhow!("the database holds no signing key"))?;
-        let mut verify_keys: HashMap<String, DecodingKey> =
-            pairs.into_iter().map(|pair| (pair.kid, pair.decoding)).collect();
-        verify_keys.insert(current.kid.clone(), current.decoding.clone());
+        if stored.is_empty() {
+            anyhow::bail!("the database holds no signing key");
+        }
+        let keys = stored
+            .into_iter()
+            .map(|key| KeyPair::new(key).map(Arc::new))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             issuer: issuer.to_string(),
-            current,
-            verify_keys,
+            registry: registry.clone(),
+            ring: RwLock::new(KeyRing(keys)),
+            writer: tokio::sync::Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The public keys, as a JWK set.
-    pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": [{
-            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
-            "kid": self.current.kid, "x": self.current.x,
-        }]})
+    fn ring(&self) -> std::sync::RwLockReadGuard<'_, KeyRing> {
+        self.ring.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn sign<T: Serialize>(&self, kind: TokenKind, claims: &T) -> Result<String, ApiError> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some(kind.typ().to_string());
-        header.kid = Some(self.current.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.current.encoding).map_err(ApiError::internal)
+    /// The public keys that still verify, as a JWK set.
+    pub fn jwks(&self) -> serde_json::Value {
+        let time = now();
+        let keys: Vec<_> = self
+            .ring()
+            .0
+            .iter()
+            .filter(|key| key.verifies_at(time))
+            .map(|key| {
+                serde_json::json!({
+                    "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                    "kid": key.stored.kid, "x": key.x,
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// Stores the keys as they are now, dropping retired keys that no longer
+    /// verify. Callers hold `writer`.
+    async fn store(&self, keys: &[Arc<KeyPair>]) -> Result<(), ApiError> {
+        let time = now();
+        let stored: Vec<StoredKey> = keys
+            .iter()
+            .filter(|key| key.verifies_at(time))
+            .map(|key| key.to_stored())
+            .collect();
+        let bytes = serde_json::to_vec(&stored).map_err(ApiError::internal)?;
+        self.registry.set_meta(META_KEY, &bytes).await
+    }
+
+    /// Signs with the current key, first recording that it signs until at
+    /// least `exp` (plus `lease`), so rotation knows how long to keep it.
+    async fn sign<T: Serialize>(&self, kind: TokenKind, claims: &T, exp: u64, lease: u64) -> Result<String, ApiError> {
+        loop {
+            {
+                let ring = self.ring();
+                let key = ring.current();
+                if key.signed_until.load(Ordering::Acquire) >= exp {
+                    return encode(key, kind, claims);
+                }
+            }
+            let _writer = self.writer.lock().await;
+            let keys = self.ring().0.clone();
+            let current = &keys[keys.len() - 1];
+            if current.signed_until.load(Ordering::Acquire) < exp {
+                current.signed_until.store(exp + lease, Ordering::Release);
+                self.store(&keys).await?;
+            }
+        }
+    }
+
+    /// Adds a signing key; the previous one keeps verifying (and stays in the
+    /// JWKS) until the latest `exp` it signed has passed. Returns the new `kid`.
+    pub async fn rotate(&self) -> Result<String, ApiError> {
+        let _writer = self.writer.lock().await;
+        let mut keys = self.ring().0.clone();
+        let time = now();
+        let retiring = keys
+            .pop()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no signing key")))?;
+        let mut retired = retiring.to_stored();
+        retired.retired_at = Some(time);
+        keys.push(Arc::new(KeyPair::new(retired).map_err(ApiError::internal)?));
+        let fresh = KeyPair::new(StoredKey::generate()).map_err(ApiError::internal)?;
+        let kid = fresh.stored.kid.clone();
+        keys.push(Arc::new(fresh));
+        keys.retain(|key| key.verifies_at(time));
+        self.store(&keys).await?;
+        *self.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner) = KeyRing(keys);
+        Ok(kid)
     }
 
     /// Issues a sub-tenant token; returns it with its expiry (Unix seconds).
-    pub fn issue_sub_tenant(
+    pub async fn issue_sub_tenant(
         &self,
         account: &AccountName,
         sub_tenant: &SubTenantId,
@@ -264,16 +390,14 @@ impl Tokens {
             sub_tenant: sub_tenant.clone(),
             key_id: key_id.to_string(),
         };
-        Ok((self.sign(TokenKind::SubTenant, &claims)?, claims.registered.exp))
+        let exp = claims.registered.exp;
+        Ok((self.sign(TokenKind::SubTenant, &claims, exp, 0).await?, exp))
     }
 
     /// Whether `token` claims to be a Stratus token (by its `typ` header),
     /// so a function's own bearer tokens are told apart without verifying.
     pub fn is_ours(token: &str) -> bool {
-        jsonwebtoken::decode_header(token)
-            .ok()
-            .and_then(|header| header.typ)
-            .is_some_and(|typ| typ.starts_with("stratus-"))
+        Self::kind_of(token).is_some()
     }
 
     /// The kind a token claims to be, from its unverified `typ` header.
@@ -285,14 +409,14 @@ impl Tokens {
         }
     }
 
-    /// The one verification path for every kind of token. The audience is
-    /// the kind's own; `any_audience` accepts invocation tokens minted for an
-    /// upstream too (introspection answers for those).
+    /// The one verification path for every kind of token, with the kind's
+    /// own audience.
     pub fn verify<T: DeserializeOwned>(&self, token: &str, kind: TokenKind) -> Result<T, VerifyError> {
         self.verify_with(token, kind, false)
     }
 
-    /// Verifies an invocation token whatever its audience.
+    /// Verifies an invocation token whatever its audience (introspection
+    /// answers for tokens minted for an upstream too).
     pub fn verify_any_audience<T: DeserializeOwned>(&self, token: &str, kind: TokenKind) -> Result<T, VerifyError> {
         self.verify_with(token, kind, true)
     }
@@ -307,11 +431,17 @@ impl Tokens {
         if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(kind.typ()) {
             return Err(VerifyError::WrongKind);
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.verify_keys.get(kid))
-            .ok_or(VerifyError::UnknownKey)?;
+        let time = now();
+        let key = {
+            let ring = self.ring();
+            header
+                .kid
+                .as_deref()
+                .and_then(|kid| ring.0.iter().find(|key| key.stored.kid == kid))
+                .filter(|key| key.verifies_at(time))
+                .ok_or(VerifyError::UnknownKey)?
+                .clone()
+        };
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 0;
         validation.validate_nbf = true;
@@ -323,7 +453,7 @@ impl Tokens {
         } else {
             validation.set_audience(&[kind.audience(&self.issuer)]);
         }
-        jsonwebtoken::decode::<T>(token, key, &validation)
+        jsonwebtoken::decode::<T>(token, &key.decoding, &validation)
             .map(|data| data.claims)
             .map_err(|e| VerifyError::Invalid(e.to_string()))
     }
@@ -332,28 +462,23 @@ impl Tokens {
     pub fn verify_sub_tenant(&self, token: &str) -> Result<SubTenantClaims, VerifyError> {
         let hash = super::keys::hash(token);
         let time = now();
-        let mut cache = match self.cache.lock() {
-            Ok(cache) => cache,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some((exp, claims)) = cache.get(&hash) {
-            if *exp > time {
-                return Ok(claims.clone());
+        {
+            let mut cache = lock(&self.cache);
+            if let Some((exp, claims)) = cache.get(&hash) {
+                if *exp > time {
+                    return Ok(claims.clone());
+                }
+                cache.remove(&hash);
+                return Err(VerifyError::Invalid("the token has expired".into()));
             }
-            cache.remove(&hash);
-            return Err(VerifyError::Invalid("the token has expired".into()));
         }
-        drop(cache);
         let claims: SubTenantClaims = self.verify(token, TokenKind::SubTenant)?;
         if claims.registered.sub != format!("{}/{}", claims.account, claims.sub_tenant) {
             return Err(VerifyError::Invalid(
                 "sub does not match the token's account and sub-tenant".into(),
             ));
         }
-        let mut cache = match self.cache.lock() {
-            Ok(cache) => cache,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut cache = lock(&self.cache);
         if cache.len() >= CACHE_LIMIT {
             cache.retain(|_, (exp, _)| *exp > time);
             if cache.len() >= CACHE_LIMIT {
@@ -363,14 +488,25 @@ impl Tokens {
         cache.insert(hash, (claims.registered.exp, claims.clone()));
         Ok(claims)
     }
-}
 
-impl crate::runtime::credentials::Minter for Tokens {
-    fn mint(
+    /// Verifies an invocation token presented to a Stratus endpoint: this
+    /// host's audience, and `sub` consistent with the caller claims. Whether
+    /// its invocation still runs is for the caller to check.
+    pub fn verify_invocation(&self, token: &str) -> Result<InvocationClaims, VerifyError> {
+        let claims: InvocationClaims = self.verify(token, TokenKind::Invocation)?;
+        let expected = format!("{}/{}", claims.caller, claims.sub_tenant.as_deref().unwrap_or("-"));
+        if claims.registered.sub != expected {
+            return Err(VerifyError::Invalid("sub does not match the token's caller".into()));
+        }
+        Ok(claims)
+    }
+
+    /// Signs an invocation token.
+    pub async fn mint_invocation(
         &self,
         invocation: &crate::runtime::credentials::Invocation,
         audience: Option<&str>,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String, ApiError> {
         let iat = now();
         let sub = format!(
             "{}/{}",
@@ -394,8 +530,27 @@ impl crate::runtime::credentials::Minter for Tokens {
             alias: invocation.alias.clone(),
             scope: invocation.scopes.join(" "),
         };
-        self.sign(TokenKind::Invocation, &claims)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
+        self.sign(
+            TokenKind::Invocation,
+            &claims,
+            invocation.expires_at,
+            INVOCATION_LEASE_S,
+        )
+        .await
+    }
+}
+
+impl crate::runtime::credentials::Minter for Tokens {
+    fn mint<'a>(
+        &'a self,
+        invocation: &'a crate::runtime::credentials::Invocation,
+        audience: Option<&'a str>,
+    ) -> crate::runtime::credentials::MintFuture<'a> {
+        Box::pin(async move {
+            self.mint_invocation(invocation, audience)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
     }
 }
 
@@ -406,7 +561,7 @@ mod tests {
 
     async fn tokens() -> (tempfile::TempDir, Tokens) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let registry = Registry::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let registry = Arc::new(Registry::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
         let tokens = Tokens::load_or_create(&registry, "stratus")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -421,7 +576,7 @@ mod tests {
     }
 
     fn refused(tokens: &Tokens, kind: TokenKind, payload: &serde_json::Value) -> bool {
-        let token = tokens.sign(kind, payload).unwrap_or_else(|e| panic!("{e}"));
+        let token = encode(tokens.ring().current(), kind, payload).unwrap_or_else(|e| panic!("{e}"));
         tokens.verify::<SubTenantClaims>(&token, TokenKind::SubTenant).is_err()
     }
 
@@ -473,5 +628,96 @@ mod tests {
             refused(&tokens, TokenKind::Invocation, &claims(now)),
             "an invocation-typed token accepted"
         );
+    }
+
+    fn invocation_claims(now: u64) -> serde_json::Value {
+        json!({
+            "iss": "stratus", "aud": "stratus", "sub": "acme/alice", "iat": now, "nbf": now,
+            "exp": now + 10, "jti": "inv1", "owner": "acme", "caller": "acme", "sub_tenant": "alice",
+            "fn": "whoami", "ver": 1, "alias": null, "scope": "invoke kv:rw",
+        })
+    }
+
+    fn invocation_refused(tokens: &Tokens, kind: TokenKind, payload: &serde_json::Value) -> bool {
+        let token = encode(tokens.ring().current(), kind, payload).unwrap_or_else(|e| panic!("{e}"));
+        tokens.verify_invocation(&token).is_err()
+    }
+
+    #[tokio::test]
+    async fn invocation_tokens_are_checked_as_strictly() {
+        let (_dir, tokens) = tokens().await;
+        let now = now();
+        let kind = TokenKind::Invocation;
+        assert!(!invocation_refused(&tokens, kind, &invocation_claims(now)));
+        for field in [
+            "exp", "iat", "iss", "aud", "sub", "jti", "nbf", "owner", "caller", "scope",
+        ] {
+            let mut payload = invocation_claims(now);
+            payload.as_object_mut().map(|o| o.remove(field));
+            assert!(invocation_refused(&tokens, kind, &payload), "missing {field} accepted");
+        }
+        let mut expired = invocation_claims(now);
+        expired["exp"] = json!(now - 1);
+        assert!(invocation_refused(&tokens, kind, &expired), "expired token accepted");
+        let mut text_exp = invocation_claims(now);
+        text_exp["exp"] = json!((now + 10).to_string());
+        assert!(invocation_refused(&tokens, kind, &text_exp), "exp as a string accepted");
+        let mut upstream = invocation_claims(now);
+        upstream["aud"] = json!("https://upstream.example");
+        assert!(
+            invocation_refused(&tokens, kind, &upstream),
+            "an upstream's token accepted"
+        );
+        let mut sub = invocation_claims(now);
+        sub["sub"] = json!("acme/bob");
+        assert!(
+            invocation_refused(&tokens, kind, &sub),
+            "sub disagreeing with the claims"
+        );
+        assert!(
+            invocation_refused(&tokens, TokenKind::SubTenant, &invocation_claims(now)),
+            "a sub-tenant-typed token accepted as an invocation token"
+        );
+    }
+
+    #[tokio::test]
+    async fn rotation_survives_a_restart_and_retires_keys_by_what_they_signed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let registry = Arc::new(Registry::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let tokens = Tokens::load_or_create(&registry, "stratus")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let account = AccountName::parse("acme").unwrap_or_else(|e| panic!("{e}"));
+        let bob = SubTenantId::parse("bob").unwrap_or_else(|e| panic!("{e}"));
+        let (old, exp) = tokens
+            .issue_sub_tenant(&account, &bob, "k1", 600)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first = tokens.ring().current().stored.kid.clone();
+        assert_eq!(tokens.ring().current().signed_until.load(Ordering::Acquire), exp);
+
+        let second = tokens.rotate().await.unwrap_or_else(|e| panic!("{e}"));
+        drop(tokens);
+        let reloaded = Tokens::load_or_create(&registry, "stratus")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kids: Vec<_> = reloaded.jwks()["keys"]
+            .as_array()
+            .map(|keys| keys.iter().map(|k| k["kid"].clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(kids, vec![json!(first), json!(second)]);
+        assert!(reloaded.verify_sub_tenant(&old).is_ok(), "the old key still verifies");
+
+        // Retired keys go once nothing they signed is alive: the first one
+        // (its token expired, as far as it knows) and the second (it signed
+        // nothing).
+        let ring = reloaded.ring().0.clone();
+        ring[0].signed_until.store(now() - 1, Ordering::Release);
+        let third = reloaded.rotate().await.unwrap_or_else(|e| panic!("{e}"));
+        let kids: Vec<_> = reloaded.jwks()["keys"]
+            .as_array()
+            .map(|keys| keys.iter().map(|k| k["kid"].clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(kids, vec![json!(third)]);
     }
 }

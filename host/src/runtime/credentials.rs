@@ -30,10 +30,14 @@ pub struct Invocation {
     pub expires_at: u64,
 }
 
+/// What [`Minter::mint`] returns.
+pub type MintFuture<'a> = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send + 'a>>;
+
 /// Signs invocation tokens; the seam between the runtime and the key store.
 pub trait Minter: Send + Sync {
-    /// A token for `invocation`, for `audience` (`None`: this host).
-    fn mint(&self, invocation: &Invocation, audience: Option<&str>) -> anyhow::Result<String>;
+    /// A token for `invocation`, for `audience` (`None`: this host). May wait
+    /// for the key store to record how long the signing key must be trusted.
+    fn mint<'a>(&'a self, invocation: &'a Invocation, audience: Option<&'a str>) -> MintFuture<'a>;
 }
 
 /// A call's view of its own invocation.
@@ -64,6 +68,7 @@ impl Host for CredentialsAccess {
         self.minted.inc();
         self.minter
             .mint(&self.invocation, None)
+            .await
             .map_err(|e| wasmtime::format_err!("minting a token failed: {e:#}"))
     }
 
@@ -71,6 +76,7 @@ impl Host for CredentialsAccess {
         self.minted.inc();
         self.minter
             .mint(&self.invocation, Some(&audience))
+            .await
             .map_err(|e| wasmtime::format_err!("minting a token failed: {e:#}"))
     }
 }

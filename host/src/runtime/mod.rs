@@ -50,6 +50,33 @@ pub struct RuntimeConfig {
     pub queue_wait: Duration,
     /// Limits of the warm pool.
     pub warm: warm::WarmLimits,
+    /// Loopback or private addresses guests may reach anyway (when a
+    /// function's `allow_outbound` also lists them). Empty by default.
+    pub private_exempt: Vec<std::net::IpAddr>,
+}
+
+/// Where an invocation sits in a chain of nested calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lineage {
+    /// 0 for a call from outside; one more for each nested call.
+    pub depth: u8,
+    /// The invocation's deadline; nested calls end by it too.
+    pub deadline: Instant,
+}
+
+/// How many nested calls deep a chain may go.
+pub const MAX_NESTING_DEPTH: u8 = 4;
+
+/// Serves a guest's request to the host's own origin in-process, as a
+/// nested call, without the network.
+pub trait Loopback: Send + Sync {
+    /// Whether a request for `uri` is for this host.
+    fn is_own_origin(&self, uri: &http::Uri) -> bool;
+    /// Serves the request as the host would serve it from outside.
+    fn call(
+        self: Arc<Self>,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<HyperOutgoingBody>> + Send>>;
 }
 
 /// Counters the host exposes as metrics.
@@ -93,7 +120,12 @@ pub struct Runtime {
     minter: Arc<dyn credentials::Minter>,
     /// Invocations running now, by id: a token is only alive while its
     /// invocation is in here.
-    live: std::sync::Mutex<std::collections::HashSet<String>>,
+    live: std::sync::Mutex<HashMap<String, Lineage>>,
+    /// Serves guest requests addressed to the host itself; set once the
+    /// server exists (weak: the server owns the runtime).
+    loopback: std::sync::OnceLock<std::sync::Weak<dyn Loopback>>,
+    /// Private addresses guests may still reach (operator setting).
+    private_exempt: Arc<[std::net::IpAddr]>,
     /// Metrics.
     pub stats: RuntimeStats,
 }
@@ -172,6 +204,8 @@ impl Runtime {
             warm,
             minter,
             live: Default::default(),
+            loopback: std::sync::OnceLock::new(),
+            private_exempt: config.private_exempt.clone().into(),
             stats,
         });
         // Idle environments past their TTL give their slots back.
@@ -229,7 +263,12 @@ impl Runtime {
             minter: self.minter.clone(),
             minted: self.stats.tokens_minted.clone(),
         };
-        let state = HostState::new(&config.env, config.memory_mb, &config.allow_outbound, kv, credentials);
+        let outbound = state::Outbound {
+            allow: config.allow_outbound.clone(),
+            private_exempt: self.private_exempt.clone(),
+            loopback: self.loopback.get().cloned(),
+        };
+        let state = HostState::new(&config.env, config.memory_mb, outbound, kv, credentials);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // Each epoch tick: past the call's deadline, trap; otherwise yield so
@@ -350,8 +389,16 @@ impl Runtime {
             caller: call.caller.to_string(),
             sub_tenant: call.sub_tenant.cloned(),
         };
-        let timeout = Duration::from_millis(config.timeout_ms);
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let mut deadline = started + Duration::from_millis(config.timeout_ms);
+        if let Some(parent) = call.parent {
+            deadline = deadline.min(parent.deadline);
+        }
+        let timeout = deadline.saturating_duration_since(started);
+        let lineage = Lineage {
+            depth: call.parent.map_or(0, |parent| parent.depth + 1),
+            deadline,
+        };
         let invocation = credentials::Invocation {
             id: call.invocation_id.to_string(),
             owner: version.account.to_string(),
@@ -361,9 +408,11 @@ impl Runtime {
             version: version.number,
             alias: None,
             scopes: vec!["invoke".into(), "kv:rw".into()],
-            // Whole seconds, rounded up, so a token never outlives its call
-            // by less than it says.
-            expires_at: crate::registry::records::now() + timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0),
+            // The deadline in whole seconds, rounded down: a token never
+            // claims to live past its call.
+            expires_at: (std::time::SystemTime::now() + timeout)
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs()),
         };
         let reused = if warm { self.warm.take(&partition) } else { None };
         let source = match reused {
@@ -376,7 +425,7 @@ impl Runtime {
                 self.new_store(version, call, invocation.clone()),
             ),
         };
-        let live = LiveGuard::enter(self.clone(), invocation.id.clone());
+        let live = LiveGuard::enter(self.clone(), invocation.id.clone(), lineage);
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
         let (sender, receiver) = oneshot::channel();
         let this = self.clone();
@@ -432,7 +481,7 @@ impl Runtime {
             (result, printed)
         });
 
-        let timeout_ms = config.timeout_ms;
+        let timeout_ms = timeout.as_millis() as u64;
         match tokio::time::timeout_at(tokio_deadline, receiver).await {
             Ok(Ok(Ok(response))) => Ok(Invoked { response, task }),
             Ok(Ok(Err(code))) => Err(ApiError::GuestError(format!(
@@ -454,10 +503,19 @@ impl Runtime {
 
     /// Whether the invocation `id` is still running.
     pub fn is_live(&self, id: &str) -> bool {
-        match self.live.lock() {
-            Ok(live) => live.contains(id),
-            Err(poisoned) => poisoned.into_inner().contains(id),
-        }
+        self.lineage(id).is_some()
+    }
+
+    /// Where the running invocation `id` sits in its chain; `None` once it
+    /// has ended.
+    pub fn lineage(&self, id: &str) -> Option<Lineage> {
+        let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.get(id).copied()
+    }
+
+    /// Lets guests reach the host's own origin in-process.
+    pub fn set_loopback(&self, loopback: std::sync::Weak<dyn Loopback>) {
+        let _ = self.loopback.set(loopback);
     }
 
     /// Idle warm environments now.
@@ -473,21 +531,22 @@ struct LiveGuard {
 }
 
 impl LiveGuard {
-    fn enter(runtime: Arc<Runtime>, id: String) -> Self {
-        match runtime.live.lock() {
-            Ok(mut live) => live.insert(id.clone()),
-            Err(poisoned) => poisoned.into_inner().insert(id.clone()),
-        };
+    fn enter(runtime: Arc<Runtime>, id: String, lineage: Lineage) -> Self {
+        let mut live = runtime.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.insert(id.clone(), lineage);
+        drop(live);
         Self { runtime, id }
     }
 }
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        match self.runtime.live.lock() {
-            Ok(mut live) => live.remove(&self.id),
-            Err(poisoned) => poisoned.into_inner().remove(&self.id),
-        };
+        let mut live = self
+            .runtime
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.remove(&self.id);
     }
 }
 
@@ -508,6 +567,8 @@ pub struct CallContext<'a> {
     pub caller: &'a str,
     /// The sub-tenant, if the credential named one.
     pub sub_tenant: Option<&'a SubTenantId>,
+    /// The invocation this one was called from, for a nested call.
+    pub parent: Option<Lineage>,
 }
 
 /// How an invocation failed inside its task.

@@ -2,6 +2,8 @@
 //! limits, and the outbound policy.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -35,10 +37,10 @@ pub struct HostState {
 
 impl HostState {
     /// Builds the state for a version's configuration.
-    pub fn new(
+    pub(crate) fn new(
         env: &BTreeMap<String, String>,
         memory_mb: u32,
-        allow_outbound: &[String],
+        outbound: Outbound,
         kv: super::kv::KvAccess,
         credentials: super::credentials::CredentialsAccess,
     ) -> Self {
@@ -71,9 +73,7 @@ impl HostState {
             http: WasiHttpCtx::new(),
             table,
             limits,
-            hooks: Outbound {
-                allow: allow_outbound.to_vec(),
-            },
+            hooks: outbound,
             output,
             kv,
             credentials,
@@ -101,51 +101,168 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// Outbound HTTP policy: deny unless `HOST[:PORT]` is listed exactly.
-struct Outbound {
-    allow: Vec<String>,
+/// Outbound HTTP policy. A request to the host's own origin is served
+/// in-process as a nested call. Anything else must be listed exactly as
+/// `HOST[:PORT]` in the version's `allow_outbound`, and may not reach a
+/// loopback, private or link-local address unless the operator exempted it.
+pub(crate) struct Outbound {
+    /// `HOST` or `HOST:PORT` entries.
+    pub allow: Vec<String>,
+    /// Private addresses the operator lets guests reach.
+    pub private_exempt: Arc<[IpAddr]>,
+    /// The host itself, for nested calls.
+    pub loopback: Option<Weak<dyn super::Loopback>>,
 }
 
 impl Outbound {
     fn allows(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
-        let with_port = format!("{host}:{port}");
+        let with_port = format!("{host}:{}", port_of(uri));
         self.allow.iter().any(|entry| entry == host || *entry == with_port)
     }
 }
+
+fn port_of(uri: &http::Uri) -> u16 {
+    uri.port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 })
+}
+
+/// Whether `ip` is an address a guest must not reach by default: loopback,
+/// private (RFC 1918, unique-local), link-local (cloud metadata lives
+/// there), carrier-grade NAT, unspecified, broadcast, multicast or
+/// documentation ranges.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+                // NAT64 and 6to4 embed IPv4 addresses that may be private.
+                || v6.segments()[0] == 0x64 && v6.segments()[1] == 0xff9b
+                || v6.segments()[0] == 0x2002
+                || v6.segments()[0] == 0x2001 && v6.segments()[1] == 0x0db8
+        }
+    }
+}
+
+/// Resolves the request's host and refuses it if any address it names is
+/// private and not exempted.
+async fn check_destination(uri: &http::Uri, exempt: &[IpAddr]) -> Result<(), wasmtime_wasi_http::Error> {
+    let host = uri.host().ok_or(wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses: Vec<IpAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((bare, port_of(uri)))
+            .await
+            .map_err(|_| wasmtime_wasi_http::Error::DnsError {
+                rcode: None,
+                info_code: None,
+            })?
+            .map(|addr| addr.ip())
+            .collect(),
+    };
+    if addresses.is_empty() {
+        return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+    }
+    if addresses.iter().any(|ip| is_private(*ip) && !exempt.contains(ip)) {
+        return Err(wasmtime_wasi_http::Error::DestinationIpProhibited);
+    }
+    Ok(())
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
 
 impl WasiHttpHooks for Outbound {
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+        fut: IoFuture,
     ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
+        dyn Future<Output = Result<(http::Response<wasmtime_wasi_http::WasiBody>, IoFuture), wasmtime_wasi_http::Error>>
+            + Send,
     > {
         drop(fut);
+        let loopback = self
+            .loopback
+            .as_ref()
+            .and_then(Weak::upgrade)
+            .filter(|host| host.is_own_origin(request.uri()));
+        if let Some(host) = loopback {
+            return Box::new(async move {
+                let response = host.call(request).await;
+                Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+            });
+        }
         let allowed = self.allows(request.uri());
+        let exempt = self.private_exempt.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
             if !allowed {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
+            // Checked on the resolved addresses; the connection resolves
+            // again, so a name that changes its answer in between is not
+            // caught here (pinning the checked address is left to the
+            // network hardening work).
+            check_destination(request.uri(), &exempt).await?;
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-            ))
+            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_private;
+
+    #[test]
+    fn private_ranges_are_recognised() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(
+                is_private(private.parse().unwrap_or_else(|e| panic!("{e}"))),
+                "{private}"
+            );
+        }
+        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+            assert!(
+                !is_private(public.parse().unwrap_or_else(|e| panic!("{e}"))),
+                "{public}"
+            );
+        }
     }
 }

@@ -51,6 +51,15 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
                 Principal::Account { account, .. } => json!({ "operator": false, "account": account }),
             },
         )),
+        (&Method::POST, ["signing-keys", "rotate"]) => {
+            principal.operator_only()?;
+            let kid = state.tokens.rotate().await?;
+            tracing::info!(kid, "signing key rotated");
+            Ok(respond::json(
+                StatusCode::OK,
+                &json!({ "kid": kid, "jwks": state.tokens.jwks() }),
+            ))
+        }
         (&Method::POST, ["accounts"]) => {
             principal.operator_only()?;
             #[derive(Deserialize)]
@@ -217,7 +226,7 @@ async fn issue_sub_tenant_token(
         Principal::Operator => tenancy::OPERATOR_ISSUER,
         Principal::Account { key_id, .. } => key_id.as_str(),
     };
-    let (token, expires_at) = state.tokens.issue_sub_tenant(account, &sub_tenant, key_id, ttl)?;
+    let (token, expires_at) = state.tokens.issue_sub_tenant(account, &sub_tenant, key_id, ttl).await?;
     Ok(respond::json(
         StatusCode::CREATED,
         &json!({ "token": token, "expires_at": expires_at, "sub_tenant": sub_tenant, "account": account }),

@@ -5,7 +5,6 @@
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::json;
 
 use super::AppState;
@@ -15,14 +14,22 @@ use crate::error::ApiError;
 use crate::tenancy::{self, Principal};
 
 /// Answers an introspection request.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle<B>(state: &AppState, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     match introspect(state, req).await {
         Ok(body) => respond::json(StatusCode::OK, &body),
         Err(err) => respond::error(&err),
     }
 }
 
-async fn introspect(state: &AppState, req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+async fn introspect<B>(state: &AppState, req: Request<B>) -> Result<serde_json::Value, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if req.method() != http::Method::POST {
         return Err(ApiError::BadRequest(
             "introspection takes POST with a form body `token=…`".into(),

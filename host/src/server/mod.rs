@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod introspect;
+pub mod loopback;
 pub mod metrics;
 pub mod respond;
 pub mod trigger;
@@ -31,7 +32,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 /// Shared by every request.
 pub struct AppState {
     /// Accounts, functions and versions.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// The engine.
     pub runtime: Arc<Runtime>,
     /// SHA-256 of the operator key.
@@ -44,6 +45,9 @@ pub struct AppState {
     pub quotas: crate::tenancy::quota::Quotas,
     /// Counters.
     pub metrics: metrics::Metrics,
+    /// The trigger listener's address, once bound: a guest's requests to it
+    /// are nested calls.
+    pub listening: std::sync::OnceLock<SocketAddr>,
 }
 
 impl AppState {
@@ -75,7 +79,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
-    let registry = Registry::open(&config.data_dir)?;
+    let registry = Arc::new(Registry::open(&config.data_dir)?);
     let tokens = Arc::new(crate::credentials::tokens::Tokens::load_or_create(&registry, &config.issuer).await?);
     let runtime = Runtime::new(&config.runtime, registry.kv(), tokens.clone())?;
 
@@ -106,7 +110,10 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
         tokens,
         quotas,
         metrics,
+        listening: std::sync::OnceLock::new(),
     });
+    let loopback: std::sync::Weak<dyn crate::runtime::Loopback> = Arc::downgrade(&state) as _;
+    state.runtime.set_loopback(loopback);
     Ok((state, generated))
 }
 

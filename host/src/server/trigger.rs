@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, Uri};
-use hyper::body::Incoming;
 use rand::RngCore;
 
 use super::AppState;
@@ -38,11 +37,11 @@ struct Target {
 }
 
 /// Whether this request is for the trigger.
-pub fn is_trigger(state: &AppState, req: &Request<Incoming>) -> bool {
+pub fn is_trigger<B>(state: &AppState, req: &Request<B>) -> bool {
     req.uri().path().starts_with("/fn/") || host_target(state, req).is_some()
 }
 
-fn host_target<'a>(state: &AppState, req: &'a Request<Incoming>) -> Option<(&'a str, &'a str)> {
+fn host_target<'a, B>(state: &AppState, req: &'a Request<B>) -> Option<(&'a str, &'a str)> {
     let base = state.config.base_domain.as_deref()?;
     let host = req.headers().get(http::header::HOST)?.to_str().ok()?;
     let host = host.rsplit_once(':').map_or(host, |(h, port)| {
@@ -56,7 +55,7 @@ fn host_target<'a>(state: &AppState, req: &'a Request<Incoming>) -> Option<(&'a 
     label.split_once("--")
 }
 
-fn parse(state: &AppState, req: &Request<Incoming>) -> Result<Target, ApiError> {
+fn parse<B>(state: &AppState, req: &Request<B>) -> Result<Target, ApiError> {
     let query = req.uri().query();
     let with_query = |path: &str| -> Result<Uri, ApiError> {
         let text = match query {
@@ -96,9 +95,23 @@ fn parse(state: &AppState, req: &Request<Incoming>) -> Result<Target, ApiError> 
 }
 
 /// Finds the version this caller may call. Names the caller may not see
-/// answer as if they did not exist (401 for anonymous, 404 otherwise).
-fn resolve(snapshot: &Snapshot, caller: &Caller, target: &Target) -> Result<Arc<VersionRecord>, ApiError> {
-    let own = caller.account() == Some(&target.account);
+/// answer as if they did not exist (401 for anonymous, 404 otherwise). A
+/// nested call sees what its owner sees, and only in the owner's account.
+fn resolve(
+    snapshot: &Snapshot,
+    presented: &Presented,
+    caller: &Caller,
+    target: &Target,
+) -> Result<Arc<VersionRecord>, ApiError> {
+    let own = match presented {
+        Presented::Nested { owner, .. } if owner == &target.account => true,
+        Presented::Nested { owner, .. } => {
+            return Err(ApiError::Forbidden(format!(
+                "an invocation token calls functions of {owner} only"
+            )));
+        }
+        _ => caller.account() == Some(&target.account),
+    };
     let hidden = || match caller {
         Caller::Anonymous => {
             ApiError::Unauthorized("this function needs credentials: send `Authorization: Bearer <key>`".into())
@@ -130,8 +143,13 @@ fn new_invocation_id() -> String {
     hex::encode(bytes)
 }
 
-/// Serves one trigger call, always answering (errors as JSON).
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+/// Serves one trigger call, always answering (errors as JSON). The body is
+/// a client's, or a guest's for a nested call.
+pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let started = Instant::now();
     let invocation_id = new_invocation_id();
     // Set once the call resolved to a function, so metrics can name it.
@@ -155,17 +173,23 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
     res
 }
 
-async fn call(
+async fn call<B>(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<B>,
     invocation_id: &str,
     resolved: &mut Option<(String, String)>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let target = parse(state, &req)?;
     let snapshot = state.registry.snapshot();
-    let presented = tenancy::authenticate(req.headers(), &snapshot, &state.operator, &state.tokens)?;
+    let presented = tenancy::authenticate(req.headers(), &snapshot, &state.operator, &state.tokens, |id| {
+        state.runtime.lineage(id)
+    })?;
     let (caller, sub_tenant) = caller_of(&presented, req.headers())?;
-    let version = resolve(&snapshot, &caller, &target)?;
+    let version = resolve(&snapshot, &presented, &caller, &target)?;
     *resolved = Some((version.account.to_string(), version.function.to_string()));
     authorize(&version, sub_tenant.as_ref())?;
     let admission = admit(state, &version, &caller, sub_tenant.as_ref()).await?;
@@ -185,6 +209,17 @@ async fn call(
 
 fn caller_of(presented: &Presented, headers: &http::HeaderMap) -> Result<(Caller, Option<SubTenantId>), ApiError> {
     match presented {
+        Presented::Nested { caller, sub_tenant, .. } => {
+            // A nested call keeps its chain's sub-tenant: the owner's code
+            // cannot switch to another of the caller's customers.
+            match tenancy::sub_tenant_from_header(headers)? {
+                Some(named) if Some(&named) != sub_tenant.as_ref() => Err(ApiError::Forbidden(format!(
+                    "a nested call acts for the sub-tenant of its invocation ({}), not {named}",
+                    sub_tenant.as_ref().map_or("none", SubTenantId::as_str)
+                ))),
+                _ => Ok((caller.clone(), sub_tenant.clone())),
+            }
+        }
         Presented::Stratus {
             caller,
             sub_tenant: Some(bound),
@@ -228,9 +263,9 @@ fn authorize(version: &VersionRecord, sub_tenant: Option<&SubTenantId>) -> Resul
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run(
+async fn run<B>(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<B>,
     target: Target,
     presented: &Presented,
     version: &Arc<VersionRecord>,
@@ -238,7 +273,11 @@ async fn run(
     caller: &Caller,
     sub_tenant: Option<SubTenantId>,
     admission: Admission,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, ApiError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let limit = state.config.limits.request_body_bytes;
     if let Some(length) = req.headers().get(http::header::CONTENT_LENGTH) {
         let length = length.to_str().ok().and_then(|v| v.parse::<u64>().ok());
@@ -251,7 +290,7 @@ async fn run(
     let (mut parts, body) = req.into_parts();
     // The guest never sees host-reserved headers, nor a Stratus credential;
     // a public function's own auth scheme passes through.
-    let strip_auth = !version.config.public || matches!(presented, Presented::Stratus { .. });
+    let strip_auth = !version.config.public || presented.is_stratus();
     if strip_auth {
         parts.headers.remove(http::header::AUTHORIZATION);
     }
@@ -273,6 +312,10 @@ async fn run(
         invocation_id,
         caller: caller.name(),
         sub_tenant: sub_tenant.as_ref(),
+        parent: match presented {
+            Presented::Nested { parent, .. } => Some(*parent),
+            _ => None,
+        },
     };
     let invoked = state.runtime.invoke(pre, version, call, request).await;
     let invoked = match invoked {

@@ -9,10 +9,11 @@ pub mod quota;
 use http::HeaderMap;
 
 use crate::credentials::keys;
-use crate::credentials::tokens::{SubTenantClaims, Tokens};
+use crate::credentials::tokens::{SubTenantClaims, TokenKind, Tokens};
 use crate::error::ApiError;
 use crate::names::{AccountName, SubTenantId};
 use crate::registry::Snapshot;
+use crate::runtime::{Lineage, MAX_NESTING_DEPTH};
 
 /// The header an account key uses to name the sub-tenant it acts for.
 pub const SUB_TENANT_HEADER: &str = "x-stratus-sub-tenant";
@@ -62,8 +63,27 @@ pub enum Presented {
         /// The sub-tenant a token is bound to.
         sub_tenant: Option<SubTenantId>,
     },
+    /// An invocation token of a running invocation: a nested call, acting
+    /// for the same caller and sub-tenant, among the owner's functions.
+    Nested {
+        /// The outer call's caller.
+        caller: Caller,
+        /// The outer call's sub-tenant.
+        sub_tenant: Option<SubTenantId>,
+        /// The account whose code holds the token.
+        owner: AccountName,
+        /// The outer invocation's place in its chain.
+        parent: Lineage,
+    },
     /// A credential of some other scheme: the function's own business.
     Foreign,
+}
+
+impl Presented {
+    /// Whether the header carried one of the host's own credentials.
+    pub fn is_stratus(&self) -> bool {
+        matches!(self, Presented::Stratus { .. } | Presented::Nested { .. })
+    }
 }
 
 /// What an `Authorization` header holds.
@@ -127,18 +147,73 @@ fn sub_tenant_caller(token: &str, snapshot: &Snapshot, tokens: &Tokens) -> Resul
     })
 }
 
+/// Checks an invocation token: signature and claims, scope `invoke`, that
+/// its invocation still runs, and that one more level of nesting is allowed.
+fn nested_caller(
+    token: &str,
+    tokens: &Tokens,
+    lineage: impl Fn(&str) -> Option<Lineage>,
+) -> Result<Presented, ApiError> {
+    let claims = tokens
+        .verify_invocation(token)
+        .map_err(|e| ApiError::Unauthorized(format!("invocation token refused: {e}")))?;
+    let parent = lineage(&claims.registered.jti)
+        .ok_or_else(|| ApiError::Unauthorized("invocation token refused: its invocation has ended".into()))?;
+    if !claims.scope.split(' ').any(|scope| scope == "invoke") {
+        return Err(ApiError::Forbidden(
+            "this invocation token has no `invoke` scope".into(),
+        ));
+    }
+    if parent.depth >= MAX_NESTING_DEPTH {
+        return Err(ApiError::Forbidden(format!(
+            "nested calls may go {MAX_NESTING_DEPTH} deep; this one would be deeper"
+        )));
+    }
+    // The claims were signed by this host from parsed names; a failure here
+    // means a bug, not a forgery, but is refused all the same.
+    let unreadable = |what: &str| ApiError::Unauthorized(format!("invocation token refused: bad {what}"));
+    let caller = if claims.caller == ANONYMOUS {
+        Caller::Anonymous
+    } else {
+        Caller::Account {
+            account: AccountName::parse(&claims.caller).map_err(|_| unreadable("caller"))?,
+            key_id: NESTED_KEY_ID.to_string(),
+        }
+    };
+    let sub_tenant = claims
+        .sub_tenant
+        .as_deref()
+        .map(SubTenantId::parse)
+        .transpose()
+        .map_err(|_| unreadable("sub-tenant"))?;
+    Ok(Presented::Nested {
+        caller,
+        sub_tenant,
+        owner: AccountName::parse(&claims.owner).map_err(|_| unreadable("owner"))?,
+        parent,
+    })
+}
+
+/// The `key_id` recorded for a caller acting through an invocation token.
+pub const NESTED_KEY_ID: &str = "invocation-token";
+
 /// Authenticates a trigger call. A Stratus credential that fails is a 401;
-/// a foreign one is left for the function.
+/// a foreign one is left for the function. `lineage` tells whether an
+/// invocation still runs, and where in its chain.
 pub fn authenticate(
     headers: &HeaderMap,
     snapshot: &Snapshot,
     operator: &[u8; 32],
     tokens: &Tokens,
+    lineage: impl Fn(&str) -> Option<Lineage>,
 ) -> Result<Presented, ApiError> {
     match credential(headers) {
         Credential::Absent => Ok(Presented::Nothing),
         Credential::Foreign => Ok(Presented::Foreign),
-        Credential::Token(token) => sub_tenant_caller(token, snapshot, tokens),
+        Credential::Token(token) => match Tokens::kind_of(token) {
+            Some(TokenKind::Invocation) => nested_caller(token, tokens, lineage),
+            _ => sub_tenant_caller(token, snapshot, tokens),
+        },
         Credential::Key(token) => {
             let hash = keys::hash(token);
             if let Some(key) = snapshot.keys.get(&hash) {

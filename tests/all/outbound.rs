@@ -1,0 +1,92 @@
+//! SPEC §7, §8: outbound HTTP only to listed hosts, and never to loopback or
+//! private addresses unless the operator exempted them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::json;
+
+use crate::credentials::encode;
+use crate::harness::*;
+
+fn counting_upstream() -> (Upstream, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let upstream = Upstream::start(move |_, _, _| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        (200, json!({ "reached": true }))
+    });
+    (upstream, hits)
+}
+
+fn fetch(server: &Server, key: &str, url: &str) -> Reply {
+    let path = format!("/fn/acme/fetch/?url={}", encode(url));
+    server.request("GET", &path, &[("authorization", &bearer(key))], b"")
+}
+
+#[test]
+fn loopback_and_private_addresses_are_refused_by_default() {
+    let (upstream, hits) = counting_upstream();
+    let port = upstream.authority.rsplit(':').next().unwrap().to_string();
+    let server = Server::start();
+    let key = server.create_account("acme");
+    let localhost = format!("localhost:{port}");
+    server.deploy(
+        &key,
+        "acme",
+        "fetch",
+        FETCH_COMPONENT,
+        json!({ "allow_outbound": [upstream.authority, localhost, "169.254.169.254"] }),
+    );
+
+    for url in [
+        format!("{}/", upstream.origin),
+        format!("http://{localhost}/"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+    ] {
+        let reply = fetch(&server, &key, &url);
+        assert_eq!(reply.status, 502, "{url}: {}", reply.text());
+        assert!(
+            reply.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("DestinationIpProhibited"),
+            "{url}: {}",
+            reply.text()
+        );
+    }
+    // Not listed at all: denied before any lookup.
+    let reply = fetch(&server, &key, &format!("http://127.0.0.2:{port}/"));
+    assert_eq!(reply.status, 502);
+    assert!(reply.text().contains("HttpRequestDenied"), "{}", reply.text());
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the upstream must not have been reached"
+    );
+}
+
+#[test]
+fn the_operator_may_exempt_a_private_address() {
+    let (upstream, hits) = counting_upstream();
+    let server = Server::start_with(&["--allow-private-outbound", "127.0.0.1"]);
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "fetch", FETCH_COMPONENT, json!({}));
+
+    // Exempt, but the version does not list it: still denied.
+    let reply = fetch(&server, &key, &format!("{}/", upstream.origin));
+    assert_eq!(reply.status, 502);
+    assert!(reply.text().contains("HttpRequestDenied"), "{}", reply.text());
+
+    server.deploy(
+        &key,
+        "acme",
+        "fetch",
+        FETCH_COMPONENT,
+        json!({ "allow_outbound": [upstream.authority] }),
+    );
+    let reply = fetch(&server, &key, &format!("{}/", upstream.origin));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["status"], 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
