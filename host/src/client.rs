@@ -112,13 +112,25 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ClientError> {
-        let (headers, bytes) = match body {
+        self.admin_with(method, path, body, &[]).await
+    }
+
+    /// [`Client::admin`] with extra request headers.
+    pub async fn admin_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        extra: &[(&str, String)],
+    ) -> Result<serde_json::Value, ClientError> {
+        let (mut headers, bytes) = match body {
             Some(value) => (
                 vec![("content-type", "application/json".to_string())],
                 Bytes::from(value.to_string()),
             ),
             None => (Vec::new(), Bytes::new()),
         };
+        headers.extend(extra.iter().cloned());
         let reply = self.send(method, &format!("/admin/v1{path}"), &headers, bytes).await?;
         decode(reply)
     }

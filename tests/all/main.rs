@@ -6,6 +6,7 @@
 mod harness;
 
 mod admin;
+mod aliases;
 mod cli;
 mod credentials;
 mod deploy;

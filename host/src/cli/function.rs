@@ -29,6 +29,7 @@ pub enum FunctionCommand {
         name: String,
     },
     /// Delete a function, or one version of it.
+    #[command(disable_version_flag = true)]
     Delete {
         /// The function.
         name: String,

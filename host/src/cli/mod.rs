@@ -1,6 +1,7 @@
 //! The `stratus` CLI: one subcommand per file, each with `execute()`.
 
 mod account;
+mod alias;
 mod function;
 mod invoke;
 mod key;
@@ -75,6 +76,9 @@ enum Command {
     /// Deploy and manage functions.
     #[command(subcommand)]
     Function(function::FunctionCommand),
+    /// Name versions of a function, or other accounts' functions.
+    #[command(subcommand)]
+    Alias(alias::AliasCommand),
     /// Call a function.
     Invoke(invoke::Invoke),
     /// Issue sub-tenant tokens.
@@ -112,7 +116,17 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Account(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Key(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Function(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+        Command::Alias(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(cmd) => cmd.execute(&global).await,
         Command::Token(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

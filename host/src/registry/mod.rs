@@ -4,6 +4,7 @@
 //! only then swaps in a new [`Snapshot`] and acknowledges. Readers on the hot
 //! path only ever see snapshots.
 
+pub mod aliases;
 pub mod kv;
 pub mod records;
 pub mod snapshot;
@@ -18,10 +19,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use crate::credentials::keys::{self, AccountKey};
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName};
+pub use aliases::{AliasSpec, PutMode};
 use records::{
-    AccountRecord, FunctionRecord, KeyRecord, VersionConfig, VersionRecord, VersionState, decode, encode, now,
+    AccountRecord, AliasRecord, FunctionRecord, KeyRecord, VersionConfig, VersionRecord, VersionState, decode, encode,
+    now,
 };
-pub use snapshot::{FunctionEntry, ResolveError, Snapshot};
+pub use snapshot::{FunctionEntry, ResolveError, Resolved, Snapshot};
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,7 @@ struct Trees {
     blobs: sled::Tree,
     blob_owners: sled::Tree,
     meta: sled::Tree,
+    aliases: sled::Tree,
 }
 
 /// The registry handle shared by the server.
@@ -117,6 +121,7 @@ impl Registry {
             blobs: tree("blobs")?,
             blob_owners: tree("blob_owners")?,
             meta: tree("meta")?,
+            aliases: tree("aliases")?,
         };
         let kv = Arc::new(
             kv::Kv::open(&db, kv::KvLimits::default()).map_err(|source| OpenError::Sled {
@@ -217,6 +222,7 @@ impl Registry {
         let key_keys = scan(&t.keys)?;
         let function_keys = scan(&t.functions)?;
         let version_keys = scan(&t.versions)?;
+        let alias_keys = scan(&t.aliases)?;
         let mut owned_blobs = Vec::new();
         for item in t.blob_owners.iter().keys() {
             let key = item.map_err(ApiError::internal)?;
@@ -224,9 +230,19 @@ impl Registry {
                 owned_blobs.push(key);
             }
         }
-        (&t.accounts, &t.keys, &t.functions, &t.versions, &t.blob_owners)
-            .transaction(|(accounts, keys, functions, versions, owners)| {
+        (
+            &t.accounts,
+            &t.keys,
+            &t.functions,
+            &t.versions,
+            &t.blob_owners,
+            &t.aliases,
+        )
+            .transaction(|(accounts, keys, functions, versions, owners, aliases)| {
                 accounts.remove(name.as_str())?;
+                for k in &alias_keys {
+                    aliases.remove(k)?;
+                }
                 for k in &key_keys {
                     keys.remove(k)?;
                 }
@@ -433,6 +449,20 @@ impl Registry {
         number: u32,
     ) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
+        if let Some(entry) = self.snapshot().function(account, function) {
+            let users: Vec<&str> = entry
+                .aliases
+                .values()
+                .filter(|a| a.record.version == number || a.record.weight.is_some_and(|w| w.version == number))
+                .map(|a| a.record.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(ApiError::Conflict(format!(
+                    "version {number} of {function} is used by alias {}; re-point or delete it first",
+                    users.join(", ")
+                )));
+            }
+        }
         let removed = self
             .trees
             .versions
@@ -446,26 +476,48 @@ impl Registry {
         self.commit().await
     }
 
-    /// Deletes a function with all its versions.
-    pub async fn delete_function(&self, account: &AccountName, function: &FunctionName) -> Result<(), ApiError> {
+    /// Deletes a function with all its versions. Aliases referring to it
+    /// make this a 409 unless `force`, which removes them in the same
+    /// transaction.
+    pub async fn delete_function(
+        &self,
+        account: &AccountName,
+        function: &FunctionName,
+        force: bool,
+    ) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
         let t = &self.trees;
         let fkey = function_key(account, function);
         let mut prefix = fkey.clone();
         prefix.push(b'/');
-        let version_keys: Vec<sled::IVec> = t
-            .versions
-            .scan_prefix(&prefix)
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(ApiError::internal)?;
-        (&t.functions, &t.versions)
-            .transaction(|(functions, versions)| {
+        let scan = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, ApiError> {
+            tree.scan_prefix(&prefix)
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(ApiError::internal)
+        };
+        let version_keys = scan(&t.versions)?;
+        let alias_keys = scan(&t.aliases)?;
+        if !alias_keys.is_empty() && !force {
+            let names: Vec<String> = alias_keys
+                .iter()
+                .map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+                .collect();
+            return Err(ApiError::Conflict(format!(
+                "function {function} has aliases ({}); delete them first, or use force",
+                names.join(", ")
+            )));
+        }
+        (&t.functions, &t.versions, &t.aliases)
+            .transaction(|(functions, versions, aliases)| {
                 if functions.remove(fkey.as_slice())?.is_none() {
                     return Err(abort(ApiError::NotFound(format!("no function {function}"))));
                 }
                 for k in &version_keys {
                     versions.remove(k)?;
+                }
+                for k in &alias_keys {
+                    aliases.remove(k)?;
                 }
                 Ok(())
             })
@@ -525,6 +577,7 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
                 versions: Default::default(),
                 latest: None,
                 public: false,
+                aliases: Default::default(),
             },
         );
     }
@@ -543,6 +596,40 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
                 }
             }
             entry.versions.insert(record.number, Arc::new(record));
+        }
+    }
+    for item in trees.aliases.iter() {
+        let (_, value) = item?;
+        let record: AliasRecord = decode(&value)?;
+        if let Some(entry) = snapshot
+            .functions
+            .get_mut(&record.account)
+            .and_then(|f| f.get_mut(&record.function))
+        {
+            // Each target as seen through the alias, built once here rather
+            // than on every call.
+            let through = |number: u32| {
+                entry
+                    .versions
+                    .get(&number)
+                    .filter(|v| v.state == VersionState::Ready)
+                    .map(|v| {
+                        Arc::new(VersionRecord {
+                            config: record.overrides.apply(&v.config),
+                            ..v.as_ref().clone()
+                        })
+                    })
+            };
+            let main = through(record.version);
+            let minor = record.weight.and_then(|w| through(w.version).map(|v| (w.percent, v)));
+            entry.aliases.insert(
+                record.name.clone(),
+                snapshot::AliasEntry {
+                    record: Arc::new(record),
+                    main,
+                    minor,
+                },
+            );
         }
     }
     Ok(snapshot)

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::names::{AccountName, FunctionName};
+use crate::names::{AccountName, AliasName, FunctionName};
 
 /// The format byte written before every record.
 const FORMAT: u8 = 1;
@@ -155,6 +155,68 @@ pub struct VersionRecord {
     pub created_at: u64,
     /// Compile time in ms, once compiled.
     pub compile_ms: Option<u64>,
+}
+
+/// Part of an alias's calls sent to a second version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weight {
+    /// The second version.
+    pub version: u32,
+    /// The share of calls it gets, 1–99.
+    pub percent: u8,
+}
+
+/// What an alias changes for the versions it points at: environment
+/// variables added or replaced, limits only lowered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    /// Variables set on top of the version's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// A lower deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// A lower memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+}
+
+impl Overrides {
+    /// `config` as seen through these overrides.
+    pub fn apply(&self, config: &VersionConfig) -> VersionConfig {
+        let mut config = config.clone();
+        config.env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(timeout) = self.timeout_ms {
+            config.timeout_ms = config.timeout_ms.min(timeout);
+        }
+        if let Some(memory) = self.memory_mb {
+            config.memory_mb = config.memory_mb.min(memory);
+        }
+        config
+    }
+}
+
+/// An alias of one function: a name for one version, or for two with a weight.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasRecord {
+    /// Owner account.
+    pub account: AccountName,
+    /// The function.
+    pub function: FunctionName,
+    /// The alias.
+    pub name: AliasName,
+    /// The version that gets the calls not sent to `weight.version`.
+    pub version: u32,
+    /// The second version and its share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Weight>,
+    /// Environment and lower limits for calls through the alias.
+    #[serde(default)]
+    pub overrides: Overrides,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Last change, Unix seconds.
+    pub updated_at: u64,
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::names::{AccountName, FunctionName, Qualifier};
+use sha2::{Digest, Sha256};
 
-use super::records::{AccountRecord, FunctionRecord, KeyRecord, VersionRecord, VersionState};
+use crate::names::{AccountName, AliasName, FunctionName, Qualifier, SubTenantId};
+
+use super::records::{AccountRecord, AliasRecord, FunctionRecord, KeyRecord, VersionRecord, VersionState};
 
 /// A function with its versions.
 #[derive(Debug, Clone)]
@@ -24,6 +26,53 @@ pub struct FunctionEntry {
     /// account may learn that the function exists. Each call still checks
     /// that the version it resolves to is public.
     pub public: bool,
+    /// Aliases by name.
+    pub aliases: BTreeMap<AliasName, AliasEntry>,
+}
+
+/// An alias with the versions it routes to, overrides already applied.
+#[derive(Debug, Clone)]
+pub struct AliasEntry {
+    /// The alias record.
+    pub record: Arc<AliasRecord>,
+    /// The version that gets the calls not sent to `minor`, as seen through
+    /// the alias; `None` if it is not ready.
+    pub main: Option<Arc<VersionRecord>>,
+    /// The weighted second version and its share.
+    pub minor: Option<(u8, Arc<VersionRecord>)>,
+}
+
+impl AliasEntry {
+    /// Picks the version for one call. With a sub-tenant the choice is a
+    /// hash of it, so each sub-tenant stays on one version while the weights
+    /// stand (and a sub-tenant moved to the minor version by a share stays
+    /// there as the share grows); without one it is random.
+    fn pick(&self, sub_tenant: Option<&SubTenantId>) -> Option<&Arc<VersionRecord>> {
+        let main = self.main.as_ref()?;
+        let Some((percent, minor)) = &self.minor else {
+            return Some(main);
+        };
+        let roll = match sub_tenant {
+            Some(sub) => {
+                let r = &self.record;
+                let digest = Sha256::digest(format!("{}/{}/{}/{sub}", r.account, r.function, r.name).as_bytes());
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&digest[..8]);
+                (u64::from_be_bytes(first) % 100) as u8
+            }
+            None => rand::random_range(0..100u8),
+        };
+        Some(if roll < *percent { minor } else { main })
+    }
+}
+
+/// What a name resolved to.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved<'a> {
+    /// The version to run, with the alias's overrides applied.
+    pub version: &'a Arc<VersionRecord>,
+    /// The alias it was called through.
+    pub alias: Option<&'a AliasName>,
 }
 
 /// A consistent view of accounts, keys and functions.
@@ -69,25 +118,34 @@ impl Snapshot {
         self.key_ids.get(account).is_some_and(|ids| ids.contains(id))
     }
 
-    /// Resolves `account/name[:qualifier]` to an invocable version.
+    /// Resolves `account/name[:qualifier]` to an invocable version; a
+    /// weighted alias picks one for `sub_tenant` (see [`AliasEntry`]).
     pub fn resolve(
         &self,
         account: &AccountName,
         name: &FunctionName,
         qualifier: &Qualifier,
-    ) -> Result<&Arc<VersionRecord>, ResolveError> {
+        sub_tenant: Option<&SubTenantId>,
+    ) -> Result<Resolved<'_>, ResolveError> {
         let entry = self.function(account, name).ok_or(ResolveError::NoFunction)?;
         let number = match qualifier {
             Qualifier::Latest => entry.latest.ok_or(ResolveError::NoQualifier)?,
             Qualifier::Version(n) => *n,
-            // Aliases arrive with their own registry trees.
-            Qualifier::Alias(_) => return Err(ResolveError::NoQualifier),
+            Qualifier::Alias(alias) => {
+                let alias_entry = entry.aliases.get(alias).ok_or(ResolveError::NoQualifier)?;
+                let version = alias_entry.pick(sub_tenant).ok_or(ResolveError::NoQualifier)?;
+                return Ok(Resolved {
+                    version,
+                    alias: Some(&alias_entry.record.name),
+                });
+            }
         };
-        entry
+        let version = entry
             .versions
             .get(&number)
             .filter(|v| v.state == VersionState::Ready)
-            .ok_or(ResolveError::NoQualifier)
+            .ok_or(ResolveError::NoQualifier)?;
+        Ok(Resolved { version, alias: None })
     }
 
     /// Whether callers outside the account may learn that `account/name` exists.

@@ -388,6 +388,7 @@ impl Runtime {
             version: version.number,
             caller: call.caller.to_string(),
             sub_tenant: call.sub_tenant.cloned(),
+            alias: call.alias.map(|a| a.to_string()),
         };
         let started = Instant::now();
         let mut deadline = started + Duration::from_millis(config.timeout_ms);
@@ -406,7 +407,7 @@ impl Runtime {
             sub_tenant: call.sub_tenant.map(|s| s.to_string()),
             function: version.function.to_string(),
             version: version.number,
-            alias: None,
+            alias: call.alias.map(|a| a.to_string()),
             scopes: vec!["invoke".into(), "kv:rw".into()],
             // The deadline in whole seconds, rounded down: a token never
             // claims to live past its call.
@@ -569,6 +570,8 @@ pub struct CallContext<'a> {
     pub sub_tenant: Option<&'a SubTenantId>,
     /// The invocation this one was called from, for a nested call.
     pub parent: Option<Lineage>,
+    /// The alias the call came through.
+    pub alias: Option<&'a crate::names::AliasName>,
 }
 
 /// How an invocation failed inside its task.

@@ -31,6 +31,9 @@ pub struct Partition {
     pub caller: String,
     /// The sub-tenant.
     pub sub_tenant: Option<SubTenantId>,
+    /// The alias called through: its environment overrides make its
+    /// environments differ from the version's own.
+    pub alias: Option<String>,
 }
 
 /// A live environment.

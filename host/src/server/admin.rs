@@ -173,15 +173,17 @@ async fn account_route(
             let versions: Vec<_> = entry.versions.values().map(|v| version_json(v)).collect();
             Ok(respond::json(StatusCode::OK, &json!({ "versions": versions })))
         }
+        (_, ["functions", function, "aliases", alias @ ..]) => {
+            super::aliases::route(state, req, method, account, &FunctionName::parse(function)?, alias).await
+        }
         (&Method::POST, ["functions", function, "versions"]) => {
             let function = FunctionName::parse(function)?;
             deploy(state, req, account, &function, wait).await
         }
         (&Method::DELETE, ["functions", function]) => {
-            let _ = force;
             state
                 .registry
-                .delete_function(account, &FunctionName::parse(function)?)
+                .delete_function(account, &FunctionName::parse(function)?, force)
                 .await?;
             Ok(respond::no_content())
         }
@@ -233,7 +235,7 @@ async fn issue_sub_tenant_token(
     ))
 }
 
-fn no_function(function: &FunctionName) -> ApiError {
+pub(super) fn no_function(function: &FunctionName) -> ApiError {
     ApiError::NotFound(format!("no function {function}"))
 }
 
@@ -280,7 +282,7 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiErr
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let bytes = read_body(req, JSON_LIMIT).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }

@@ -4,6 +4,7 @@
 //! API, `/metrics` and `/healthz` go to their handlers.
 
 pub mod admin;
+pub mod aliases;
 pub mod introspect;
 pub mod loopback;
 pub mod metrics;

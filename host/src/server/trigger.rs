@@ -15,7 +15,7 @@ use rand::RngCore;
 use super::AppState;
 use super::respond::{self, Body};
 use crate::error::ApiError;
-use crate::names::{AccountName, FunctionName, Qualifier, SubTenantId};
+use crate::names::{AccountName, AliasName, FunctionName, Qualifier, SubTenantId};
 use crate::registry::records::{Tenancy, VersionRecord};
 use crate::registry::{ResolveError, Snapshot};
 use crate::runtime::CallContext;
@@ -101,8 +101,9 @@ fn resolve(
     snapshot: &Snapshot,
     presented: &Presented,
     caller: &Caller,
+    sub_tenant: Option<&SubTenantId>,
     target: &Target,
-) -> Result<Arc<VersionRecord>, ApiError> {
+) -> Result<(Arc<VersionRecord>, Option<AliasName>), ApiError> {
     let own = match presented {
         Presented::Nested { owner, .. } if owner == &target.account => true,
         Presented::Nested { owner, .. } => {
@@ -121,20 +122,19 @@ fn resolve(
     if !own && !snapshot.is_public(&target.account, &target.name) {
         return Err(hidden());
     }
-    let version = snapshot
-        .resolve(&target.account, &target.name, &target.qualifier)
+    let resolved = snapshot
+        .resolve(&target.account, &target.name, &target.qualifier, sub_tenant)
         .map_err(|err| match err {
             ResolveError::NoFunction => ApiError::NotFound(format!("no function {}/{}", target.account, target.name)),
             ResolveError::NoQualifier => ApiError::NotFound(format!(
                 "function {}/{} has no invocable version {}",
                 target.account, target.name, target.qualifier
             )),
-        })?
-        .clone();
-    if !own && !version.config.public {
+        })?;
+    if !own && !resolved.version.config.public {
         return Err(hidden());
     }
-    Ok(version)
+    Ok((resolved.version.clone(), resolved.alias.cloned()))
 }
 
 fn new_invocation_id() -> String {
@@ -189,22 +189,18 @@ where
         state.runtime.lineage(id)
     })?;
     let (caller, sub_tenant) = caller_of(&presented, req.headers())?;
-    let version = resolve(&snapshot, &presented, &caller, &target)?;
+    let (version, alias) = resolve(&snapshot, &presented, &caller, sub_tenant.as_ref(), &target)?;
     *resolved = Some((version.account.to_string(), version.function.to_string()));
     authorize(&version, sub_tenant.as_ref())?;
     let admission = admit(state, &version, &caller, sub_tenant.as_ref()).await?;
-    run(
-        state,
-        req,
-        target,
-        &presented,
-        &version,
+    let call = Call {
         invocation_id,
-        &caller,
+        caller: &caller,
         sub_tenant,
-        admission,
-    )
-    .await
+        alias,
+        presented: &presented,
+    };
+    run(state, req, target, &version, call, admission).await
 }
 
 fn caller_of(presented: &Presented, headers: &http::HeaderMap) -> Result<(Caller, Option<SubTenantId>), ApiError> {
@@ -262,16 +258,21 @@ fn authorize(version: &VersionRecord, sub_tenant: Option<&SubTenantId>) -> Resul
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Who a resolved call runs for, and how it was addressed.
+struct Call<'a> {
+    invocation_id: &'a str,
+    caller: &'a Caller,
+    sub_tenant: Option<SubTenantId>,
+    alias: Option<AliasName>,
+    presented: &'a Presented,
+}
+
 async fn run<B>(
     state: &Arc<AppState>,
     req: Request<B>,
     target: Target,
-    presented: &Presented,
     version: &Arc<VersionRecord>,
-    invocation_id: &str,
-    caller: &Caller,
-    sub_tenant: Option<SubTenantId>,
+    call: Call<'_>,
     admission: Admission,
 ) -> Result<Response<Body>, ApiError>
 where
@@ -290,6 +291,13 @@ where
     let (mut parts, body) = req.into_parts();
     // The guest never sees host-reserved headers, nor a Stratus credential;
     // a public function's own auth scheme passes through.
+    let Call {
+        invocation_id,
+        caller,
+        sub_tenant,
+        alias,
+        presented,
+    } = call;
     let strip_auth = !version.config.public || presented.is_stratus();
     if strip_auth {
         parts.headers.remove(http::header::AUTHORIZATION);
@@ -312,6 +320,7 @@ where
         invocation_id,
         caller: caller.name(),
         sub_tenant: sub_tenant.as_ref(),
+        alias: alias.as_ref(),
         parent: match presented {
             Presented::Nested { parent, .. } => Some(*parent),
             _ => None,
