@@ -4,6 +4,7 @@
 
 mod fairness;
 mod server;
+mod tokens;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ struct Cli {
 enum Bench {
     /// Latency of a quiet sub-tenant while another floods past its cap.
     Fairness(fairness::Fairness),
+    /// What signing and verifying invocation tokens cost, in process and end to end.
+    Tokens(tokens::Tokens),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +41,7 @@ fn main() -> anyhow::Result<()> {
     };
     let report = match &cli.bench {
         Bench::Fairness(bench) => bench.run(&cli.stratus, &component("busy"))?,
+        Bench::Tokens(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
     };
     println!("{report}");
     if let Some(path) = &cli.results {

@@ -73,8 +73,26 @@ impl Server {
 
     /// Creates `account` and deploys `component` as `function`; returns the key.
     pub fn setup(&self, account: &str, function: &str, component: &Path, config: Value) -> anyhow::Result<String> {
+        let key = self.create_account(account)?;
+        self.deploy(&key, account, function, component, config)?;
+        Ok(key)
+    }
+
+    /// Creates `account`; returns its key.
+    pub fn create_account(&self, account: &str) -> anyhow::Result<String> {
         let created = self.admin(OPERATOR_KEY, "POST", "/accounts", Some(json!({ "name": account })))?;
-        let key = created["key"].as_str().unwrap_or_default().to_string();
+        Ok(created["key"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Uploads `component` and makes it the next version of `function`.
+    pub fn deploy(
+        &self,
+        key: &str,
+        account: &str,
+        function: &str,
+        component: &Path,
+        config: Value,
+    ) -> anyhow::Result<()> {
         let bytes = std::fs::read(component)?;
         let sha = {
             use sha2::Digest;
@@ -90,12 +108,38 @@ impl Server {
         let mut body = config;
         body["blob"] = json!(sha);
         self.admin(
-            &key,
+            key,
             "POST",
             &format!("/accounts/{account}/functions/{function}/versions"),
             Some(body),
         )?;
-        Ok(key)
+        Ok(())
+    }
+
+    /// A counter or gauge from `GET /metrics` (operator key), summed over its
+    /// label sets; 0 while it has never been set.
+    pub fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let request = http::Request::builder()
+            .uri(format!("{}/metrics", self.url))
+            .header("authorization", format!("Bearer {OPERATOR_KEY}"))
+            .body(())?;
+        let mut response = self.agent.run(request)?;
+        let text = response.body_mut().read_to_string()?;
+        anyhow::ensure!(response.status().is_success(), "GET /metrics: {text}");
+        let mut total = 0.0;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else { continue };
+            let rest = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.rsplit_once('}').map_or("", |(_, after)| after),
+                None if rest.starts_with(' ') => rest,
+                None => continue,
+            };
+            let value = rest.split_whitespace().next().unwrap_or_default();
+            total += value
+                .parse::<f64>()
+                .map_err(|e| anyhow::anyhow!("{name}: {value:?}: {e}"))?;
+        }
+        Ok(total)
     }
 
     /// One call; returns the status.
