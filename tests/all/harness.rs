@@ -210,19 +210,24 @@ impl Server {
 
     /// Uploads and deploys a component file; panics unless it worked.
     pub fn deploy(&self, key: &str, account: &str, function: &str, component: &str, config: Value) -> Value {
+        let reply = self.deploy_reply(key, account, function, component, config);
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        reply.json()
+    }
+
+    /// Uploads a component file and asks for a deploy; returns the answer.
+    pub fn deploy_reply(&self, key: &str, account: &str, function: &str, component: &str, config: Value) -> Reply {
         let bytes = std::fs::read(component).unwrap();
         let upload = self.upload(key, account, &bytes);
         assert!(upload.status == 201 || upload.status == 200, "{}", upload.text());
         let mut body = config;
         body["blob"] = json!(sha256(&bytes));
-        let reply = self.admin(
+        self.admin(
             key,
             "POST",
             &format!("/accounts/{account}/functions/{function}/versions"),
             Some(body),
-        );
-        assert_eq!(reply.status, 201, "{}", reply.text());
-        reply.json()
+        )
     }
 
     /// A metric's value from `/metrics`, summed over its label sets; `name`

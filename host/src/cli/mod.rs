@@ -3,6 +3,7 @@
 mod account;
 mod alias;
 mod function;
+mod grant;
 mod invoke;
 mod key;
 mod output;
@@ -79,6 +80,9 @@ enum Command {
     /// Name versions of a function, or other accounts' functions.
     #[command(subcommand)]
     Alias(alias::AliasCommand),
+    /// Let other accounts alias your functions.
+    #[command(subcommand)]
+    Grant(grant::GrantCommand),
     /// Call a function.
     Invoke(invoke::Invoke),
     /// Issue sub-tenant tokens.
@@ -117,6 +121,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Function(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Alias(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+        Command::Grant(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(cmd) => cmd.execute(&global).await,
         Command::Token(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
     }

@@ -4,7 +4,7 @@
 use super::records::{AliasRecord, Overrides, VersionState, Weight, encode, now};
 use super::{Registry, function_key};
 use crate::error::ApiError;
-use crate::names::{AccountName, AliasName, FunctionName};
+use crate::names::{AccountName, AliasName, FunctionName, Qualifier};
 
 /// Whether a write may create, replace, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +141,17 @@ impl Registry {
         name: &AliasName,
     ) -> Result<(), ApiError> {
         let _w = self.writer.lock().await;
+        let snapshot = self.snapshot();
+        let target = Qualifier::Alias(name.clone());
+        if let Some(user) = snapshot
+            .cross_aliases_to(account, function)
+            .find(|c| super::snapshot::target_qualifier(c) == target)
+        {
+            return Err(ApiError::Conflict(format!(
+                "alias {name} of {function} is the target of account {}'s alias {}",
+                user.account, user.name
+            )));
+        }
         let removed = self
             .trees
             .aliases

@@ -5,6 +5,7 @@
 //! path only ever see snapshots.
 
 pub mod aliases;
+pub mod grants;
 pub mod kv;
 pub mod records;
 pub mod snapshot;
@@ -20,11 +21,12 @@ use crate::credentials::keys::{self, AccountKey};
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName};
 pub use aliases::{AliasSpec, PutMode};
+pub use grants::CrossTarget;
 use records::{
-    AccountRecord, AliasRecord, FunctionRecord, KeyRecord, VersionConfig, VersionRecord, VersionState, decode, encode,
-    now,
+    AccountRecord, AliasRecord, CrossAliasRecord, FunctionRecord, GrantRecord, KeyRecord, VersionConfig, VersionRecord,
+    VersionState, decode, encode, now,
 };
-pub use snapshot::{FunctionEntry, ResolveError, Resolved, Snapshot};
+pub use snapshot::{CrossError, FunctionEntry, ResolveError, Resolved, Snapshot};
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,8 @@ struct Trees {
     blob_owners: sled::Tree,
     meta: sled::Tree,
     aliases: sled::Tree,
+    grants: sled::Tree,
+    cross_aliases: sled::Tree,
 }
 
 /// The registry handle shared by the server.
@@ -122,6 +126,8 @@ impl Registry {
             blob_owners: tree("blob_owners")?,
             meta: tree("meta")?,
             aliases: tree("aliases")?,
+            grants: tree("grants")?,
+            cross_aliases: tree("cross_aliases")?,
         };
         let kv = Arc::new(
             kv::Kv::open(&db, kv::KvLimits::default()).map_err(|source| OpenError::Sled {
@@ -223,6 +229,27 @@ impl Registry {
         let function_keys = scan(&t.functions)?;
         let version_keys = scan(&t.versions)?;
         let alias_keys = scan(&t.aliases)?;
+        // Grants it gave and cross-aliases it holds are under its name;
+        // grants it received and aliases of others pointing at it are not.
+        let snapshot = self.snapshot();
+        let mut grant_keys = scan(&t.grants)?;
+        grant_keys.extend(
+            snapshot
+                .grants
+                .values()
+                .flat_map(|g| g.values())
+                .filter(|g| &g.grantee == name)
+                .map(|g| sled::IVec::from(grants::grant_key(&g.owner, &g.function, &g.grantee))),
+        );
+        let mut cross_keys = scan(&t.cross_aliases)?;
+        cross_keys.extend(
+            snapshot
+                .cross_aliases
+                .values()
+                .flat_map(|c| c.values())
+                .filter(|c| &c.owner == name)
+                .map(|c| sled::IVec::from(grants::cross_alias_key(&c.account, &c.name))),
+        );
         let mut owned_blobs = Vec::new();
         for item in t.blob_owners.iter().keys() {
             let key = item.map_err(ApiError::internal)?;
@@ -230,33 +257,44 @@ impl Registry {
                 owned_blobs.push(key);
             }
         }
-        (
+        let trees = (
             &t.accounts,
             &t.keys,
             &t.functions,
             &t.versions,
             &t.blob_owners,
             &t.aliases,
-        )
-            .transaction(|(accounts, keys, functions, versions, owners, aliases)| {
-                accounts.remove(name.as_str())?;
-                for k in &alias_keys {
-                    aliases.remove(k)?;
-                }
-                for k in &key_keys {
-                    keys.remove(k)?;
-                }
-                for k in &function_keys {
-                    functions.remove(k)?;
-                }
-                for k in &version_keys {
-                    versions.remove(k)?;
-                }
-                for k in &owned_blobs {
-                    owners.remove(k)?;
-                }
-                Ok(())
-            })
+            &t.grants,
+            &t.cross_aliases,
+        );
+        trees
+            .transaction(
+                |(accounts, keys, functions, versions, owners, aliases, grants, cross_aliases)| {
+                    accounts.remove(name.as_str())?;
+                    for k in &grant_keys {
+                        grants.remove(k)?;
+                    }
+                    for k in &cross_keys {
+                        cross_aliases.remove(k)?;
+                    }
+                    for k in &alias_keys {
+                        aliases.remove(k)?;
+                    }
+                    for k in &key_keys {
+                        keys.remove(k)?;
+                    }
+                    for k in &function_keys {
+                        functions.remove(k)?;
+                    }
+                    for k in &version_keys {
+                        versions.remove(k)?;
+                    }
+                    for k in &owned_blobs {
+                        owners.remove(k)?;
+                    }
+                    Ok(())
+                },
+            )
             .map_err(tx_error)?;
         self.collect_unowned_blobs()?;
         self.kv.drop_owner(name).map_err(ApiError::internal)?;
@@ -379,6 +417,11 @@ impl Registry {
         config: VersionConfig,
     ) -> Result<VersionRecord, ApiError> {
         let _w = self.writer.lock().await;
+        if self.snapshot().cross_alias(account, function).is_some() {
+            return Err(ApiError::Conflict(format!(
+                "{function} is one of your cross-account aliases; functions and cross-account aliases share one namespace"
+            )));
+        }
         let t = &self.trees;
         let fkey = function_key(account, function);
         let version = (&t.accounts, &t.functions, &t.versions)
@@ -463,6 +506,16 @@ impl Registry {
                 )));
             }
         }
+        let snapshot = self.snapshot();
+        let mut cross = snapshot
+            .cross_aliases_to(account, function)
+            .filter(|c| snapshot::target_qualifier(c) == crate::names::Qualifier::Version(number));
+        if let Some(user) = cross.next() {
+            return Err(ApiError::Conflict(format!(
+                "version {number} of {function} is the target of account {}'s alias {}",
+                user.account, user.name
+            )));
+        }
         let removed = self
             .trees
             .versions
@@ -498,18 +551,32 @@ impl Registry {
         };
         let version_keys = scan(&t.versions)?;
         let alias_keys = scan(&t.aliases)?;
-        if !alias_keys.is_empty() && !force {
-            let names: Vec<String> = alias_keys
-                .iter()
-                .map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-                .collect();
-            return Err(ApiError::Conflict(format!(
-                "function {function} has aliases ({}); delete them first, or use force",
-                names.join(", ")
-            )));
+        let grant_keys = scan(&t.grants)?;
+        let snapshot = self.snapshot();
+        let cross_keys: Vec<Vec<u8>> = snapshot
+            .cross_aliases_to(account, function)
+            .map(|c| grants::cross_alias_key(&c.account, &c.name))
+            .collect();
+        if !force {
+            let mut uses = Vec::new();
+            if !alias_keys.is_empty() {
+                uses.push(format!("{} alias(es)", alias_keys.len()));
+            }
+            if !grant_keys.is_empty() {
+                uses.push(format!("{} grant(s)", grant_keys.len()));
+            }
+            if !cross_keys.is_empty() {
+                uses.push(format!("{} cross-account alias(es)", cross_keys.len()));
+            }
+            if !uses.is_empty() {
+                return Err(ApiError::Conflict(format!(
+                    "function {function} is referred to by {}; remove them first, or force the delete",
+                    uses.join(", ")
+                )));
+            }
         }
-        (&t.functions, &t.versions, &t.aliases)
-            .transaction(|(functions, versions, aliases)| {
+        (&t.functions, &t.versions, &t.aliases, &t.grants, &t.cross_aliases)
+            .transaction(|(functions, versions, aliases, grants, cross_aliases)| {
                 if functions.remove(fkey.as_slice())?.is_none() {
                     return Err(abort(ApiError::NotFound(format!("no function {function}"))));
                 }
@@ -518,6 +585,12 @@ impl Registry {
                 }
                 for k in &alias_keys {
                     aliases.remove(k)?;
+                }
+                for k in &grant_keys {
+                    grants.remove(k)?;
+                }
+                for k in &cross_keys {
+                    cross_aliases.remove(k.as_slice())?;
                 }
                 Ok(())
             })
@@ -631,6 +704,24 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
                 },
             );
         }
+    }
+    for item in trees.grants.iter() {
+        let (_, value) = item?;
+        let record: GrantRecord = decode(&value)?;
+        snapshot
+            .grants
+            .entry((record.owner.clone(), record.function.clone()))
+            .or_default()
+            .insert(record.grantee.clone(), Arc::new(record));
+    }
+    for item in trees.cross_aliases.iter() {
+        let (_, value) = item?;
+        let record: CrossAliasRecord = decode(&value)?;
+        snapshot
+            .cross_aliases
+            .entry(record.account.clone())
+            .or_default()
+            .insert(record.name.clone(), Arc::new(record));
     }
     Ok(snapshot)
 }

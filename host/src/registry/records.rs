@@ -219,6 +219,80 @@ pub struct AliasRecord {
     pub updated_at: u64,
 }
 
+/// Owner account `owner` lets `grantee` alias its function `function`
+/// (only through `alias`, when set).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// The granting account.
+    pub owner: AccountName,
+    /// Its function.
+    pub function: FunctionName,
+    /// The account that may alias it.
+    pub grantee: AccountName,
+    /// The only alias of the function the grantee may target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<AliasName>,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+}
+
+/// Limits a cross-account alias sets on another account's code: only lower.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LowerLimits {
+    /// A lower deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// A lower memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+}
+
+impl LowerLimits {
+    /// `config` with these limits, where lower.
+    pub fn apply(&self, config: &VersionConfig) -> VersionConfig {
+        Overrides {
+            env: BTreeMap::new(),
+            timeout_ms: self.timeout_ms,
+            memory_mb: self.memory_mb,
+        }
+        .apply(config)
+    }
+}
+
+/// A name in `account`'s function namespace for another account's function.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrossAliasRecord {
+    /// The account whose namespace holds the name.
+    pub account: AccountName,
+    /// The name.
+    pub name: FunctionName,
+    /// The function's owner.
+    pub owner: AccountName,
+    /// The function.
+    pub function: FunctionName,
+    /// A version number or alias of the function; none means `latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualifier: Option<String>,
+    /// Lower limits for calls through it.
+    #[serde(default)]
+    pub limits: LowerLimits,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Last change, Unix seconds.
+    pub updated_at: u64,
+}
+
+impl CrossAliasRecord {
+    /// `owner/function[:qualifier]`.
+    pub fn target(&self) -> String {
+        match &self.qualifier {
+            Some(q) => format!("{}/{}:{q}", self.owner, self.function),
+            None => format!("{}/{}", self.owner, self.function),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::names::{AccountName, AliasName, FunctionName, Qualifier, SubTenantId};
 
-use super::records::{AccountRecord, AliasRecord, FunctionRecord, KeyRecord, VersionRecord, VersionState};
+use super::records::{
+    AccountRecord, AliasRecord, CrossAliasRecord, FunctionRecord, GrantRecord, KeyRecord, VersionRecord, VersionState,
+};
 
 /// A function with its versions.
 #[derive(Debug, Clone)]
@@ -86,6 +88,19 @@ pub struct Snapshot {
     pub key_ids: HashMap<AccountName, HashSet<String>>,
     /// Functions by owner, then by name (in order, for listings).
     pub functions: HashMap<AccountName, BTreeMap<FunctionName, FunctionEntry>>,
+    /// Grants by owner and function, then by grantee.
+    pub grants: HashMap<(AccountName, FunctionName), BTreeMap<AccountName, Arc<GrantRecord>>>,
+    /// Cross-account aliases by the account whose namespace holds them.
+    pub cross_aliases: HashMap<AccountName, BTreeMap<FunctionName, Arc<CrossAliasRecord>>>,
+}
+
+/// Why a cross-account alias did not resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrossError {
+    /// The owner no longer grants it (or the function is gone).
+    Revoked,
+    /// The target's version or alias does not exist (any more).
+    NoQualifier,
 }
 
 /// Why a name did not resolve.
@@ -148,8 +163,72 @@ impl Snapshot {
         Ok(Resolved { version, alias: None })
     }
 
+    /// The grant `owner` gave `grantee` for `function`.
+    pub fn grant(&self, owner: &AccountName, function: &FunctionName, grantee: &AccountName) -> Option<&GrantRecord> {
+        self.grants
+            .get(&(owner.clone(), function.clone()))?
+            .get(grantee)
+            .map(Arc::as_ref)
+    }
+
+    /// The cross-account alias `name` of `account`.
+    pub fn cross_alias(&self, account: &AccountName, name: &FunctionName) -> Option<&Arc<CrossAliasRecord>> {
+        self.cross_aliases.get(account)?.get(name)
+    }
+
+    /// Every cross-account alias that targets `owner/function`.
+    pub fn cross_aliases_to<'a>(
+        &'a self,
+        owner: &'a AccountName,
+        function: &'a FunctionName,
+    ) -> impl Iterator<Item = &'a Arc<CrossAliasRecord>> + 'a {
+        self.cross_aliases
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(move |c| &c.owner == owner && &c.function == function)
+    }
+
+    /// Resolves a cross-account alias through its grant, which is checked on
+    /// every call so a revocation takes effect at once.
+    pub fn resolve_cross(
+        &self,
+        alias: &CrossAliasRecord,
+        sub_tenant: Option<&SubTenantId>,
+    ) -> Result<Resolved<'_>, CrossError> {
+        let qualifier = target_qualifier(alias);
+        let granted = self
+            .grant(&alias.owner, &alias.function, &alias.account)
+            .is_some_and(|grant| grant_covers(grant, &qualifier));
+        if !granted {
+            return Err(CrossError::Revoked);
+        }
+        self.resolve(&alias.owner, &alias.function, &qualifier, sub_tenant)
+            .map_err(|err| match err {
+                ResolveError::NoFunction => CrossError::Revoked,
+                ResolveError::NoQualifier => CrossError::NoQualifier,
+            })
+    }
+
     /// Whether callers outside the account may learn that `account/name` exists.
     pub fn is_public(&self, account: &AccountName, name: &FunctionName) -> bool {
         self.function(account, name).is_some_and(|f| f.public)
+    }
+}
+
+/// The qualifier a cross-account alias targets.
+pub fn target_qualifier(alias: &CrossAliasRecord) -> Qualifier {
+    // Stored from a parsed qualifier; an unreadable one matches nothing.
+    alias
+        .qualifier
+        .as_deref()
+        .map_or(Ok(Qualifier::Latest), Qualifier::parse)
+        .unwrap_or(Qualifier::Version(0))
+}
+
+/// Whether `grant` lets its grantee target `qualifier`.
+pub fn grant_covers(grant: &GrantRecord, qualifier: &Qualifier) -> bool {
+    match &grant.alias {
+        None => true,
+        Some(only) => matches!(qualifier, Qualifier::Alias(a) if a == only),
     }
 }

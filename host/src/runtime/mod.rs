@@ -389,6 +389,7 @@ impl Runtime {
             caller: call.caller.to_string(),
             sub_tenant: call.sub_tenant.cloned(),
             alias: call.alias.map(|a| a.to_string()),
+            via: call.via.map(str::to_string),
         };
         let started = Instant::now();
         let mut deadline = started + Duration::from_millis(config.timeout_ms);
@@ -572,6 +573,9 @@ pub struct CallContext<'a> {
     pub parent: Option<Lineage>,
     /// The alias the call came through.
     pub alias: Option<&'a crate::names::AliasName>,
+    /// The cross-account alias the call came through (`account/name`): its
+    /// lower limits make its environments differ.
+    pub via: Option<&'a str>,
 }
 
 /// How an invocation failed inside its task.

@@ -34,6 +34,8 @@ pub struct Partition {
     /// The alias called through: its environment overrides make its
     /// environments differ from the version's own.
     pub alias: Option<String>,
+    /// The cross-account alias called through, `account/name`.
+    pub via: Option<String>,
 }
 
 /// A live environment.

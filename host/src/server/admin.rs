@@ -173,6 +173,11 @@ async fn account_route(
             let versions: Vec<_> = entry.versions.values().map(|v| version_json(v)).collect();
             Ok(respond::json(StatusCode::OK, &json!({ "versions": versions })))
         }
+        (_, ["functions", function, "grants", grantee @ ..]) => {
+            super::aliases::grants(state, req, method, account, &FunctionName::parse(function)?, grantee).await
+        }
+        (&Method::GET, ["grants"]) => super::aliases::all_grants(state, account),
+        (_, ["cross-aliases", name @ ..]) => super::aliases::cross_aliases(state, req, method, account, name).await,
         (_, ["functions", function, "aliases", alias @ ..]) => {
             super::aliases::route(state, req, method, account, &FunctionName::parse(function)?, alias).await
         }

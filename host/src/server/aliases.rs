@@ -1,4 +1,6 @@
-//! Admin routes of aliases: `…/functions/{f}/aliases[/{alias}]`.
+//! Admin routes of aliases (`…/functions/{f}/aliases[/{alias}]`), grants
+//! (`…/functions/{f}/grants[/{grantee}]`) and cross-account aliases
+//! (`/accounts/{a}/cross-aliases[/{name}]`).
 //!
 //! `PUT` creates or re-points; `If-None-Match: *` makes it create-only (409
 //! if the alias exists) and `If-Match: *` update-only (404 if it does not),
@@ -16,8 +18,8 @@ use super::admin::{no_function, read_json};
 use super::respond::{self, Body};
 use crate::error::ApiError;
 use crate::names::{AccountName, AliasName, FunctionName};
-use crate::registry::records::{AliasRecord, Overrides, Weight};
-use crate::registry::{AliasSpec, PutMode};
+use crate::registry::records::{AliasRecord, CrossAliasRecord, GrantRecord, LowerLimits, Overrides, Weight};
+use crate::registry::{AliasSpec, CrossTarget, PutMode, Snapshot};
 
 /// The body of `PUT …/aliases/{alias}`.
 #[derive(Debug, Deserialize)]
@@ -37,6 +39,34 @@ pub fn alias_json(record: &AliasRecord) -> serde_json::Value {
         "version": record.version,
         "weight": record.weight,
         "overrides": record.overrides,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    })
+}
+
+/// A grant as the API shows it.
+fn grant_json(record: &GrantRecord) -> serde_json::Value {
+    json!({
+        "function": record.function,
+        "grantee": record.grantee,
+        "alias": record.alias,
+        "created_at": record.created_at,
+    })
+}
+
+/// A cross-account alias as the API shows its holder: where it points and
+/// whether the grant still stands, nothing of the owner's code or config.
+fn cross_json(snapshot: &Snapshot, record: &CrossAliasRecord) -> serde_json::Value {
+    let state = match snapshot.resolve_cross(record, None) {
+        Ok(_) => "active",
+        Err(crate::registry::CrossError::Revoked) => "revoked",
+        Err(crate::registry::CrossError::NoQualifier) => "unresolved",
+    };
+    json!({
+        "name": record.name,
+        "target": record.target(),
+        "limits": record.limits,
+        "state": state,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
     })
@@ -101,6 +131,142 @@ pub async fn route(
         }
         _ => Err(ApiError::NotFound(format!(
             "no admin route {method} …/functions/{function}/aliases/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
+/// Every grant `account` gave, for all its functions.
+pub fn all_grants(state: &AppState, account: &AccountName) -> Result<Response<Body>, ApiError> {
+    let snapshot = state.registry.snapshot();
+    let mut grants: Vec<&GrantRecord> = snapshot
+        .grants
+        .iter()
+        .filter(|((owner, _), _)| owner == account)
+        .flat_map(|(_, g)| g.values().map(Arc::as_ref))
+        .collect();
+    grants.sort_by(|a, b| (&a.function, &a.grantee).cmp(&(&b.function, &b.grantee)));
+    let grants: Vec<_> = grants.into_iter().map(grant_json).collect();
+    Ok(respond::json(StatusCode::OK, &json!({ "grants": grants })))
+}
+
+/// Serves `…/functions/{function}/grants` + `rest`.
+pub async fn grants(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    method: &Method,
+    account: &AccountName,
+    function: &FunctionName,
+    rest: &[&str],
+) -> Result<Response<Body>, ApiError> {
+    let snapshot = state.registry.snapshot();
+    if snapshot.function(account, function).is_none() {
+        return Err(no_function(function));
+    }
+    match (method, rest) {
+        (&Method::GET, []) => {
+            let grants: Vec<_> = snapshot
+                .grants
+                .get(&(account.clone(), function.clone()))
+                .into_iter()
+                .flat_map(|g| g.values())
+                .map(|g| grant_json(g))
+                .collect();
+            Ok(respond::json(StatusCode::OK, &json!({ "grants": grants })))
+        }
+        (&Method::PUT, [grantee]) => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct PutGrant {
+                alias: Option<AliasName>,
+            }
+            let grantee = AccountName::parse(grantee)?;
+            let body: PutGrant = read_json(req).await?;
+            let (record, created) = state
+                .registry
+                .put_grant(account, function, &grantee, body.alias)
+                .await?;
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(respond::json(status, &grant_json(&record)))
+        }
+        (&Method::DELETE, [grantee]) => {
+            state
+                .registry
+                .delete_grant(account, function, &AccountName::parse(grantee)?)
+                .await?;
+            Ok(respond::no_content())
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "no admin route {method} …/functions/{function}/grants/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
+/// Serves `/accounts/{account}/cross-aliases` + `rest`.
+pub async fn cross_aliases(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    method: &Method,
+    account: &AccountName,
+    rest: &[&str],
+) -> Result<Response<Body>, ApiError> {
+    let snapshot = state.registry.snapshot();
+    match (method, rest) {
+        (&Method::GET, []) => {
+            let aliases: Vec<_> = snapshot
+                .cross_aliases
+                .get(account)
+                .into_iter()
+                .flat_map(|c| c.values())
+                .map(|c| cross_json(&snapshot, c))
+                .collect();
+            Ok(respond::json(StatusCode::OK, &json!({ "aliases": aliases })))
+        }
+        (&Method::GET, [name]) => {
+            let name = FunctionName::parse(name)?;
+            let record = snapshot
+                .cross_alias(account, &name)
+                .ok_or_else(|| ApiError::NotFound(format!("no cross-account alias {name}")))?;
+            Ok(respond::json(StatusCode::OK, &cross_json(&snapshot, record)))
+        }
+        (&Method::PUT, [name]) => {
+            let name = FunctionName::parse(name)?;
+            let mode = put_mode(&req);
+            let body: serde_json::Map<String, serde_json::Value> = read_json(req).await?;
+            // Named refusals rather than a generic unknown-field error: this
+            // is the line between the caller's settings and the owner's code.
+            if let Some(field) = body.keys().find(|k| *k != "target" && *k != "limits") {
+                return Err(ApiError::BadRequest(format!(
+                    "a cross-account alias may only lower limits (timeout_ms, memory_mb); `{field}` would \
+                     change another account's code or config"
+                )));
+            }
+            let target = body.get("target").and_then(|t| t.as_str()).ok_or_else(|| {
+                ApiError::BadRequest("a cross-account alias needs `target`: OWNER/FN[:QUALIFIER]".into())
+            })?;
+            let target = CrossTarget::parse(target)?;
+            let limits: LowerLimits = match body.get("limits") {
+                Some(value) => serde_json::from_value(value.clone())
+                    .map_err(|e| ApiError::BadRequest(format!("limits may set only timeout_ms and memory_mb: {e}")))?,
+                None => LowerLimits::default(),
+            };
+            let (record, created) = state
+                .registry
+                .put_cross_alias(account, &name, target, limits, mode)
+                .await?;
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(respond::json(status, &cross_json(&state.registry.snapshot(), &record)))
+        }
+        (&Method::DELETE, [name]) => {
+            state
+                .registry
+                .delete_cross_alias(account, &FunctionName::parse(name)?)
+                .await?;
+            Ok(respond::no_content())
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "no admin route {method} /accounts/{account}/cross-aliases/{}",
             rest.join("/")
         ))),
     }
