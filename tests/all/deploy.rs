@@ -197,3 +197,111 @@ fn deploy_settings_are_checked() {
     );
     assert_eq!(ok.status, 201, "{}", ok.text());
 }
+
+/// `component` with a custom section appended: the same code under another
+/// SHA-256, so the host has to compile it afresh.
+pub fn with_custom_section(component: &[u8], payload: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"stratus-test";
+    let mut content = Vec::new();
+    leb(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.extend_from_slice(payload);
+    let mut out = component.to_vec();
+    out.push(0);
+    leb(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
+#[test]
+fn a_deploy_under_load_switches_once_and_fails_no_call() {
+    let (server, key) = Server::with_function("heavy", HEAVY_COMPONENT, json!({}));
+    let next = with_custom_section(&std::fs::read(HEAVY_COMPONENT).unwrap(), b"version 2");
+    let auth = bearer(&key);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // (sent, answered, status, version) per client, in the order sent.
+    let (calls, deploy_started, deploy_done, compile_ms) = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let sent = Instant::now();
+                        let reply = server.request("GET", "/fn/acme/heavy/", &[("authorization", &auth)], b"");
+                        let version = reply
+                            .header("x-stratus-version")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        seen.push((sent, Instant::now(), reply.status, version));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let deploy_started = Instant::now();
+        assert_eq!(server.upload(&key, "acme", &next).status, 201);
+        let deployed = server.admin(
+            &key,
+            "POST",
+            "/accounts/acme/functions/heavy/versions",
+            Some(json!({ "blob": sha256(&next) })),
+        );
+        let deploy_done = Instant::now();
+        assert_eq!(deployed.status, 201, "{}", deployed.text());
+        let compile_ms = deployed.json()["compile_ms"].as_u64().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let calls: Vec<Vec<(Instant, Instant, u16, u32)>> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        (calls, deploy_started, deploy_done, compile_ms)
+    });
+
+    let all: Vec<_> = calls.iter().flatten().collect();
+    let failed: Vec<_> = all.iter().filter(|c| c.2 != 200).collect();
+    assert!(failed.is_empty(), "{} of {} calls failed", failed.len(), all.len());
+    for client in &calls {
+        let versions: Vec<u32> = client.iter().map(|c| c.3).collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] <= w[1]),
+            "a client went back to the old version: {versions:?}"
+        );
+    }
+    for (sent, answered, _, version) in &all {
+        if *answered < deploy_started {
+            assert_eq!(*version, 1, "the new version served before its deploy began");
+        }
+        if *sent > deploy_done {
+            assert_eq!(*version, 2, "the old version served after the deploy was acknowledged");
+        }
+    }
+    let during: Vec<_> = all
+        .iter()
+        .filter(|(sent, answered, ..)| *sent >= deploy_started && *answered <= deploy_done)
+        .collect();
+    let window = deploy_done - deploy_started;
+    eprintln!(
+        "{} calls answered while the deploy ({} ms, compile {compile_ms} ms) ran: {:.0}/s",
+        during.len(),
+        window.as_millis(),
+        during.len() as f64 / window.as_secs_f64()
+    );
+    assert!(
+        during.iter().all(|c| c.3 == 1),
+        "calls sent and answered during the compile ran on the old version"
+    );
+    assert!(
+        !during.is_empty(),
+        "calls kept being answered while the new version compiled"
+    );
+}

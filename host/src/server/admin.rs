@@ -162,6 +162,13 @@ async fn account_route(
                 .ok_or_else(|| no_function(&function))?;
             let mut summary = function_summary(entry);
             summary["versions"] = json!(entry.versions.values().map(|v| version_json(v)).collect::<Vec<_>>());
+            summary["aliases"] = json!(
+                entry
+                    .aliases
+                    .values()
+                    .map(|a| super::aliases::alias_json(&a.record))
+                    .collect::<Vec<_>>()
+            );
             Ok(respond::json(StatusCode::OK, &summary))
         }
         (&Method::GET, ["functions", function, "versions"]) => {
