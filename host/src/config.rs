@@ -72,6 +72,7 @@ impl ServeConfig {
                 max_idle_total: 128,
             },
             private_exempt: Vec::new(),
+            instantiation_rate: 10_000.0,
         };
         Self {
             listen,
@@ -103,6 +104,9 @@ impl ServeConfig {
         }
         if self.runtime.epoch_tick.is_zero() || self.runtime.epoch_tick > Duration::from_secs(1) {
             anyhow::bail!("--epoch-tick must be between 1ns and 1s");
+        }
+        if !(self.runtime.instantiation_rate >= 0.0 && self.runtime.instantiation_rate.is_finite()) {
+            anyhow::bail!("--max-instantiations-per-second must be 0 (no limit) or more");
         }
         if self.runtime.pool_slots == 0 {
             anyhow::bail!("--pool-slots must be at least 1");

@@ -111,6 +111,9 @@ pub enum Qualifier {
 impl Qualifier {
     /// Parses the part after `:` in `name:qualifier`.
     pub fn parse(value: &str) -> Result<Self, NameError> {
+        if value == "latest" {
+            return Ok(Qualifier::Latest);
+        }
         if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
             return value
                 .parse::<u32>()
@@ -164,6 +167,7 @@ mod tests {
         assert_eq!(Qualifier::parse("3").ok(), Some(Qualifier::Version(3)));
         assert!(Qualifier::parse("0").is_err());
         assert!(matches!(Qualifier::parse("prod"), Ok(Qualifier::Alias(_))));
+        assert_eq!(Qualifier::parse("latest").ok(), Some(Qualifier::Latest));
         assert!(Qualifier::parse("Prod").is_err());
     }
 }

@@ -14,6 +14,7 @@ mod deploy;
 mod limits;
 mod outbound;
 mod quotas;
+mod reservations;
 mod restart;
 mod tenancy;
 mod trigger;

@@ -7,6 +7,7 @@ mod grant;
 mod invoke;
 mod key;
 mod output;
+mod reserve;
 mod serve;
 mod token;
 mod up;
@@ -85,6 +86,8 @@ enum Command {
     Grant(grant::GrantCommand),
     /// Call a function.
     Invoke(invoke::Invoke),
+    /// Keep environments instantiated ahead of calls.
+    Reserve(reserve::Reserve),
     /// Issue sub-tenant tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -123,6 +126,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alias(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Grant(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(cmd) => cmd.execute(&global).await,
+        Command::Reserve(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Token(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
     }
 }

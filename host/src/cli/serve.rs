@@ -72,6 +72,10 @@ pub struct Serve {
         value_delimiter = ','
     )]
     allow_private_outbound: Vec<std::net::IpAddr>,
+    /// New environments per second host-wide (0: no limit). Calls past it
+    /// wait within the queue wait; reservations' `min` are not held to it.
+    #[arg(long, env = "STRATUS_MAX_INSTANTIATIONS_PER_SECOND", default_value_t = 10_000.0)]
+    max_instantiations_per_second: f64,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -100,6 +104,7 @@ impl Serve {
         config.limits.memory_mb = config.limits.memory_mb.min(self.max_memory_mb);
         config.runtime.async_stack_zeroing = self.async_stack_zeroing;
         config.runtime.private_exempt = self.allow_private_outbound.clone();
+        config.runtime.instantiation_rate = self.max_instantiations_per_second;
         config.limits.request_body_bytes = self.max_request_body;
         config.operator_key = std::env::var("STRATUS_OPERATOR_KEY").ok();
         config

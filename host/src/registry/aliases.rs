@@ -45,6 +45,11 @@ impl Registry {
         spec: AliasSpec,
         mode: PutMode,
     ) -> Result<(AliasRecord, bool), ApiError> {
+        if name.as_str() == "latest" {
+            return Err(ApiError::BadRequest(
+                "`latest` names the newest version; choose another alias name".into(),
+            ));
+        }
         let _w = self.writer.lock().await;
         let snapshot = self.snapshot();
         let entry = snapshot

@@ -8,6 +8,7 @@ pub mod aliases;
 pub mod grants;
 pub mod kv;
 pub mod records;
+pub mod reservations;
 pub mod snapshot;
 
 use std::path::Path;
@@ -23,9 +24,10 @@ use crate::names::{AccountName, FunctionName};
 pub use aliases::{AliasSpec, PutMode};
 pub use grants::CrossTarget;
 use records::{
-    AccountRecord, AliasRecord, CrossAliasRecord, FunctionRecord, GrantRecord, KeyRecord, VersionConfig, VersionRecord,
-    VersionState, decode, encode, now,
+    AccountRecord, AliasRecord, CrossAliasRecord, FunctionRecord, GrantRecord, KeyRecord, ReservationRecord,
+    VersionConfig, VersionRecord, VersionState, decode, encode, now,
 };
+pub use reservations::ReservationSpec;
 pub use snapshot::{CrossError, FunctionEntry, ResolveError, Resolved, Snapshot};
 
 /// Why the database could not be opened.
@@ -62,6 +64,7 @@ struct Trees {
     aliases: sled::Tree,
     grants: sled::Tree,
     cross_aliases: sled::Tree,
+    reservations: sled::Tree,
 }
 
 /// The registry handle shared by the server.
@@ -128,6 +131,7 @@ impl Registry {
             aliases: tree("aliases")?,
             grants: tree("grants")?,
             cross_aliases: tree("cross_aliases")?,
+            reservations: tree("reservations")?,
         };
         let kv = Arc::new(
             kv::Kv::open(&db, kv::KvLimits::default()).map_err(|source| OpenError::Sled {
@@ -229,6 +233,9 @@ impl Registry {
         let function_keys = scan(&t.functions)?;
         let version_keys = scan(&t.versions)?;
         let alias_keys = scan(&t.aliases)?;
+        for k in scan(&t.reservations)? {
+            t.reservations.remove(k).map_err(ApiError::internal)?;
+        }
         // Grants it gave and cross-aliases it holds are under its name;
         // grants it received and aliases of others pointing at it are not.
         let snapshot = self.snapshot();
@@ -552,6 +559,7 @@ impl Registry {
         let version_keys = scan(&t.versions)?;
         let alias_keys = scan(&t.aliases)?;
         let grant_keys = scan(&t.grants)?;
+        let reservation_keys = scan(&t.reservations)?;
         let snapshot = self.snapshot();
         let cross_keys: Vec<Vec<u8>> = snapshot
             .cross_aliases_to(account, function)
@@ -595,6 +603,11 @@ impl Registry {
                 Ok(())
             })
             .map_err(tx_error)?;
+        // Reservations are capacity settings, not references: they go with
+        // the function.
+        for k in &reservation_keys {
+            t.reservations.remove(k).map_err(ApiError::internal)?;
+        }
         self.commit().await
     }
 
@@ -722,6 +735,15 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
             .entry(record.account.clone())
             .or_default()
             .insert(record.name.clone(), Arc::new(record));
+    }
+    for item in trees.reservations.iter() {
+        let (_, value) = item?;
+        let record: ReservationRecord = decode(&value)?;
+        let qualifier = record.qualifier.clone().unwrap_or_else(|| "latest".into());
+        snapshot.reservations.insert(
+            (record.account.clone(), record.function.clone(), qualifier),
+            Arc::new(record),
+        );
     }
     Ok(snapshot)
 }

@@ -293,6 +293,29 @@ impl CrossAliasRecord {
     }
 }
 
+/// Environments kept instantiated for one function qualifier.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReservationRecord {
+    /// Owner account.
+    pub account: AccountName,
+    /// The function.
+    pub function: FunctionName,
+    /// A version number or alias; none means `latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualifier: Option<String>,
+    /// Only calls of this sub-tenant take them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_tenant: Option<crate::names::SubTenantId>,
+    /// Kept at all times, instantiated at once.
+    pub min: u32,
+    /// Added as capacity allows.
+    pub target: u32,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Last change, Unix seconds.
+    pub updated_at: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::names::{AccountName, AliasName, FunctionName, Qualifier, SubTenantId};
 
 use super::records::{
-    AccountRecord, AliasRecord, CrossAliasRecord, FunctionRecord, GrantRecord, KeyRecord, VersionRecord, VersionState,
+    AccountRecord, AliasRecord, CrossAliasRecord, FunctionRecord, GrantRecord, KeyRecord, ReservationRecord,
+    VersionRecord, VersionState,
 };
 
 /// A function with its versions.
@@ -92,6 +93,8 @@ pub struct Snapshot {
     pub grants: HashMap<(AccountName, FunctionName), BTreeMap<AccountName, Arc<GrantRecord>>>,
     /// Cross-account aliases by the account whose namespace holds them.
     pub cross_aliases: HashMap<AccountName, BTreeMap<FunctionName, Arc<CrossAliasRecord>>>,
+    /// Reservations by owner, function and qualifier (`latest`, `7`, `prod`).
+    pub reservations: BTreeMap<(AccountName, FunctionName, String), Arc<ReservationRecord>>,
 }
 
 /// Why a cross-account alias did not resolve.
@@ -207,6 +210,25 @@ impl Snapshot {
                 ResolveError::NoFunction => CrossError::Revoked,
                 ResolveError::NoQualifier => CrossError::NoQualifier,
             })
+    }
+
+    /// The version a reservation of `account/name[:qualifier]` keeps
+    /// environments for, with the alias it goes through: for a weighted
+    /// alias, its main version.
+    pub fn reserved_version(
+        &self,
+        account: &AccountName,
+        name: &FunctionName,
+        qualifier: &Qualifier,
+    ) -> Option<(&Arc<VersionRecord>, Option<&AliasName>)> {
+        let entry = self.function(account, name)?;
+        match qualifier {
+            Qualifier::Alias(alias) => {
+                let alias = entry.aliases.get(alias)?;
+                Some((alias.main.as_ref()?, Some(&alias.record.name)))
+            }
+            other => self.resolve(account, name, other, None).ok().map(|r| (r.version, None)),
+        }
     }
 
     /// Whether callers outside the account may learn that `account/name` exists.

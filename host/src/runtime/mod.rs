@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod body;
 pub mod credentials;
 pub mod kv;
+pub mod reserve;
 pub mod state;
 pub mod validate;
 pub mod warm;
@@ -53,6 +54,9 @@ pub struct RuntimeConfig {
     /// Loopback or private addresses guests may reach anyway (when a
     /// function's `allow_outbound` also lists them). Empty by default.
     pub private_exempt: Vec<std::net::IpAddr>,
+    /// New environments per second, host-wide (0: no limit). Reservations'
+    /// `min` are not held to it.
+    pub instantiation_rate: f64,
 }
 
 /// Where an invocation sits in a chain of nested calls.
@@ -126,6 +130,10 @@ pub struct Runtime {
     loopback: std::sync::OnceLock<std::sync::Weak<dyn Loopback>>,
     /// Private addresses guests may still reach (operator setting).
     private_exempt: Arc<[std::net::IpAddr]>,
+    /// Unbound environments kept for reservations.
+    pub reserved: reserve::Reserved,
+    /// The host-wide instantiation rate.
+    rate: reserve::InstantiationRate,
     /// Metrics.
     pub stats: RuntimeStats,
 }
@@ -206,6 +214,8 @@ impl Runtime {
             live: Default::default(),
             loopback: std::sync::OnceLock::new(),
             private_exempt: config.private_exempt.clone().into(),
+            reserved: reserve::Reserved::new(),
+            rate: reserve::InstantiationRate::new(config.instantiation_rate),
             stats,
         });
         // Idle environments past their TTL give their slots back.
@@ -229,7 +239,7 @@ impl Runtime {
             if let Ok(permit) = self.slots.clone().try_acquire_owned() {
                 return Ok(permit);
             }
-            if !self.warm.evict_oldest() {
+            if !self.warm.evict_oldest() && !self.reserved.shed_optional() {
                 break;
             }
         }
@@ -422,10 +432,21 @@ impl Runtime {
                 self.stats.warm_hits.inc();
                 Source::Warm(env)
             }
-            None => Source::Fresh(
-                self.acquire_slot().await?,
-                self.new_store(version, call, invocation.clone()),
-            ),
+            None => match self.take_reserved(version, call) {
+                Some(env) => Source::Warm(env),
+                None => {
+                    if !self.rate.take(self.queue_wait).await {
+                        return Err(ApiError::Unavailable {
+                            message: "the host is starting environments as fast as it allows".into(),
+                            retry_after: 1,
+                        });
+                    }
+                    Source::Fresh(
+                        self.acquire_slot().await?,
+                        self.new_store(version, call, invocation.clone()),
+                    )
+                }
+            },
         };
         let live = LiveGuard::enter(self.clone(), invocation.id.clone(), lineage);
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
@@ -501,6 +522,95 @@ impl Runtime {
             },
             Err(_) => Err(ApiError::Timeout { timeout_ms }),
         }
+    }
+
+    /// A reserved environment for this call, bound to its partition.
+    fn take_reserved(&self, version: &VersionRecord, call: CallContext<'_>) -> Option<warm::Env> {
+        // A cross-account alias may lower limits: its calls never take an
+        // environment made for the function's own settings.
+        if call.via.is_some() {
+            return None;
+        }
+        let key = reserve::ReservedKey {
+            owner: version.account.clone(),
+            function: version.function.clone(),
+            version: version.number,
+            alias: call.alias.map(|a| a.to_string()),
+        };
+        let mut env = self.reserved.take(&key, call.sub_tenant)?;
+        env.store.data_mut().kv.namespace = Namespace::new(&version.account, call.caller, call.sub_tenant);
+        Some(env)
+    }
+
+    /// Instantiates environments a reservation lacks: those below `min` at
+    /// once (waiting for a slot like a call would, but not for the rate
+    /// limit), the rest only while a slot is free and the rate allows.
+    pub async fn top_up(
+        self: &Arc<Self>,
+        key: &reserve::ReservedKey,
+        pre: &ProxyPre<HostState>,
+        version: &VersionRecord,
+        shortfall: reserve::Shortfall,
+    ) {
+        let mut permits = Vec::new();
+        for _ in 0..shortfall.urgent {
+            match self.acquire_slot().await {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..shortfall.optional {
+            if !self.rate.try_take() {
+                break;
+            }
+            match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        self.reserved.begin(key, permits.len() as u32);
+        for permit in permits {
+            let env = self.instantiate_unbound(pre, version, permit).await;
+            if let Err(err) = &env {
+                tracing::warn!(error = %err, function = %version.function, "could not fill a reservation");
+            }
+            self.reserved.finish(key, env.ok());
+        }
+    }
+
+    /// An environment of `version` bound to no one yet.
+    async fn instantiate_unbound(
+        &self,
+        pre: &ProxyPre<HostState>,
+        version: &VersionRecord,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<warm::Env, ApiError> {
+        let call = CallContext {
+            invocation_id: "",
+            caller: "",
+            sub_tenant: None,
+            parent: None,
+            alias: None,
+            via: None,
+        };
+        let invocation = credentials::Invocation {
+            id: String::new(),
+            owner: version.account.to_string(),
+            caller: String::new(),
+            sub_tenant: None,
+            function: version.function.to_string(),
+            version: version.number,
+            alias: None,
+            scopes: Vec::new(),
+            expires_at: 0,
+        };
+        let mut store = self.new_store(version, call, invocation);
+        store.data_mut().deadline = Instant::now() + Duration::from_secs(10);
+        let proxy = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| ApiError::GuestError(format!("instantiation failed: {e:#}")))?;
+        Ok(warm::Env::new(store, proxy, permit, self.stats.live_instances.clone()))
     }
 
     /// Whether the invocation `id` is still running.

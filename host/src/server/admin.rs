@@ -184,6 +184,10 @@ async fn account_route(
             super::aliases::grants(state, req, method, account, &FunctionName::parse(function)?, grantee).await
         }
         (&Method::GET, ["grants"]) => super::aliases::all_grants(state, account),
+        (&Method::GET, ["reservations"]) => super::aliases::all_reservations(state, account),
+        (_, ["functions", function, "reservations", qualifier @ ..]) => {
+            super::aliases::reservations(state, req, method, account, &FunctionName::parse(function)?, qualifier).await
+        }
         (_, ["cross-aliases", name @ ..]) => super::aliases::cross_aliases(state, req, method, account, name).await,
         (_, ["functions", function, "aliases", alias @ ..]) => {
             super::aliases::route(state, req, method, account, &FunctionName::parse(function)?, alias).await

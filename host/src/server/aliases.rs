@@ -271,3 +271,85 @@ pub async fn cross_aliases(
         ))),
     }
 }
+
+/// A reservation as the API shows it.
+fn reservation_json(record: &crate::registry::records::ReservationRecord) -> serde_json::Value {
+    json!({
+        "function": record.function,
+        "qualifier": record.qualifier.clone().unwrap_or_else(|| "latest".into()),
+        "sub_tenant": record.sub_tenant,
+        "min": record.min,
+        "target": record.target,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    })
+}
+
+/// Every reservation of `account`'s functions.
+pub fn all_reservations(state: &AppState, account: &AccountName) -> Result<Response<Body>, ApiError> {
+    let snapshot = state.registry.snapshot();
+    let reservations: Vec<_> = snapshot
+        .reservations
+        .iter()
+        .filter(|((owner, ..), _)| owner == account)
+        .map(|(_, r)| reservation_json(r))
+        .collect();
+    Ok(respond::json(StatusCode::OK, &json!({ "reservations": reservations })))
+}
+
+/// Serves `…/functions/{function}/reservations` + `rest`.
+pub async fn reservations(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    method: &Method,
+    account: &AccountName,
+    function: &FunctionName,
+    rest: &[&str],
+) -> Result<Response<Body>, ApiError> {
+    let snapshot = state.registry.snapshot();
+    if snapshot.function(account, function).is_none() {
+        return Err(no_function(function));
+    }
+    match (method, rest) {
+        (&Method::GET, []) => {
+            let reservations: Vec<_> = snapshot
+                .reservations
+                .iter()
+                .filter(|((owner, name, _), _)| owner == account && name == function)
+                .map(|(_, r)| reservation_json(r))
+                .collect();
+            Ok(respond::json(StatusCode::OK, &json!({ "reservations": reservations })))
+        }
+        (&Method::PUT, [qualifier]) => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct PutReservation {
+                min: u32,
+                target: u32,
+                sub_tenant: Option<crate::names::SubTenantId>,
+            }
+            let qualifier = crate::names::Qualifier::parse(qualifier)?;
+            let body: PutReservation = read_json(req).await?;
+            let spec = crate::registry::ReservationSpec {
+                sub_tenant: body.sub_tenant,
+                min: body.min,
+                target: body.target,
+            };
+            let (record, created) = state
+                .registry
+                .put_reservation(account, function, &qualifier, spec, state.config.runtime.pool_slots)
+                .await?;
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(respond::json(status, &reservation_json(&record)))
+        }
+        (&Method::DELETE, [qualifier]) => {
+            let qualifier = crate::names::Qualifier::parse(qualifier)?;
+            state.registry.delete_reservation(account, function, &qualifier).await?;
+            Ok(respond::no_content())
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "no admin route {method} …/functions/{function}/reservations/{}",
+            rest.join("/")
+        ))),
+    }
+}

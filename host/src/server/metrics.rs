@@ -117,6 +117,16 @@ impl Metrics {
             runtime.stats.warm_hits.clone(),
         );
         registry.register(
+            "reserved_instances",
+            "Reserved environments instantiated and not yet taken by a call",
+            runtime.reserved.gauge.clone(),
+        );
+        registry.register(
+            "reserved_hits",
+            "Calls served by a reserved environment",
+            runtime.reserved.hits.clone(),
+        );
+        registry.register(
             "queued_calls",
             "Calls that waited for a concurrency cap, by scope",
             quotas.queued.clone(),

@@ -8,6 +8,7 @@ pub mod aliases;
 pub mod introspect;
 pub mod loopback;
 pub mod metrics;
+pub mod reserve;
 pub mod respond;
 pub mod trigger;
 
@@ -119,8 +120,9 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
 }
 
 /// Compiles versions left half-done by a crash and loads the ready ones from
-/// the code cache, in the background.
+/// the code cache, in the background; starts keeping reservations filled.
 pub fn warm_up(state: &Arc<AppState>) {
+    reserve::spawn(state);
     let state = state.clone();
     tokio::spawn(async move {
         let snapshot = state.registry.snapshot();

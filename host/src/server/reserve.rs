@@ -1,0 +1,69 @@
+//! Keeps the runtime's reserved environments in line with the registry's
+//! reservations: after every change, after a call took one, and twice a
+//! second in any case.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::AppState;
+use crate::names::Qualifier;
+use crate::runtime::reserve::{ReservedKey, Sizes};
+
+/// Starts the loop; it ends when the server is dropped.
+pub fn spawn(state: &Arc<AppState>) {
+    let weak = Arc::downgrade(state);
+    tokio::spawn(async move {
+        loop {
+            let Some(state) = weak.upgrade() else { return };
+            reconcile(&state).await;
+            let runtime = state.runtime.clone();
+            drop(state);
+            tokio::select! {
+                () = runtime.reserved.taken.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    });
+}
+
+async fn reconcile(state: &AppState) {
+    let snapshot = state.registry.snapshot();
+    let mut wanted = HashMap::new();
+    let mut versions = HashMap::new();
+    for ((account, function, _), record) in &snapshot.reservations {
+        let qualifier = match &record.qualifier {
+            None => Qualifier::Latest,
+            Some(text) => match Qualifier::parse(text) {
+                Ok(qualifier) => qualifier,
+                Err(_) => continue,
+            },
+        };
+        let Some((version, alias)) = snapshot.reserved_version(account, function, &qualifier) else {
+            continue;
+        };
+        let key = ReservedKey {
+            owner: account.clone(),
+            function: function.clone(),
+            version: version.number,
+            alias: alias.map(|a| a.to_string()),
+        };
+        wanted.insert(
+            key.clone(),
+            Sizes {
+                sub_tenant: record.sub_tenant.clone(),
+                min: record.min,
+                target: record.target,
+            },
+        );
+        versions.insert(key, version.clone());
+    }
+    let lacking = state.runtime.reserved.set(&wanted);
+    for (key, shortfall) in lacking {
+        let Some(version) = versions.get(&key) else { continue };
+        match state.prepare_version(version).await {
+            Ok(pre) => state.runtime.top_up(&key, &pre, version, shortfall).await,
+            Err(err) => tracing::warn!(error = %err, function = %version.function, "cannot load a reserved version"),
+        }
+    }
+}
