@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stratus/target}"
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 cargo build --locked --release -p stratus -p stratus-bench
-cargo build --locked --release --target wasm32-wasip2 -p busy -p hello -p whoami
+cargo build --locked --release --target wasm32-wasip2 -p busy -p hello -p whoami -p heavy
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(fairness tokens)
+[ ${#benches[@]} -gt 0 ] || benches=(deploy fairness tokens)
 for bench in "${benches[@]}"; do
     "$CARGO_TARGET_DIR/release/stratus-bench" "$bench" \
         --stratus "$CARGO_TARGET_DIR/release/stratus" \

@@ -2,6 +2,7 @@
 //! figure next to a baseline measured in the same run, since these machines
 //! are too noisy for absolute numbers to mean much.
 
+mod deploy;
 mod fairness;
 mod server;
 mod tokens;
@@ -26,6 +27,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// Calls' latency and throughput while new versions of their function deploy.
+    Deploy(deploy::Deploy),
     /// Latency of a quiet sub-tenant while another floods past its cap.
     Fairness(fairness::Fairness),
     /// What signing and verifying invocation tokens cost, in process and end to end.
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
             .join(format!("{name}.wasm"))
     };
     let report = match &cli.bench {
+        Bench::Deploy(bench) => bench.run(&cli.stratus, &component("heavy"))?,
         Bench::Fairness(bench) => bench.run(&cli.stratus, &component("busy"))?,
         Bench::Tokens(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
     };
