@@ -11,6 +11,7 @@ mod cli;
 mod credentials;
 mod cross_account;
 mod deploy;
+mod hostile;
 mod limits;
 mod outbound;
 mod quotas;

@@ -505,8 +505,15 @@ impl Runtime {
         });
 
         let timeout_ms = timeout.as_millis() as u64;
+        // Until the guest answers, the call is this future: if it is dropped
+        // (the client went away), the invocation stops at its next yield and
+        // its environment is freed, rather than running to its deadline.
+        let cancel = AbortOnDrop(Some(task.abort_handle()));
         match tokio::time::timeout_at(tokio_deadline, receiver).await {
-            Ok(Ok(Ok(response))) => Ok(Invoked { response, task }),
+            Ok(Ok(Ok(response))) => {
+                cancel.disarm();
+                Ok(Invoked { response, task })
+            }
             Ok(Ok(Err(code))) => Err(ApiError::GuestError(format!(
                 "the function answered with an error: {code:?}"
             ))),
@@ -633,6 +640,23 @@ impl Runtime {
     /// Idle warm environments now.
     pub fn idle_environments(&self) -> usize {
         self.warm.idle()
+    }
+}
+
+/// Aborts a task when dropped, unless disarmed.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
     }
 }
 
