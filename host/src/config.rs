@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub issuer: String,
     /// The operator key, if given rather than generated.
     pub operator_key: Option<String>,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -84,6 +86,7 @@ impl ServeConfig {
             quotas: Default::default(),
             issuer: "stratus".to_string(),
             operator_key: None,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 

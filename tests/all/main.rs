@@ -8,6 +8,7 @@ mod harness;
 mod admin;
 mod aliases;
 mod cli;
+mod clients;
 mod credentials;
 mod cross_account;
 mod deploy;

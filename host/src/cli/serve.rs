@@ -76,6 +76,9 @@ pub struct Serve {
     /// wait within the queue wait; reservations' `min` are not held to it.
     #[arg(long, env = "STRATUS_MAX_INSTANTIATIONS_PER_SECOND", default_value_t = 10_000.0)]
     max_instantiations_per_second: f64,
+    /// How long a client may take to send its request headers, e.g. `10s`.
+    #[arg(long, env = "STRATUS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: std::time::Duration,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -105,6 +108,7 @@ impl Serve {
         config.runtime.async_stack_zeroing = self.async_stack_zeroing;
         config.runtime.private_exempt = self.allow_private_outbound.clone();
         config.runtime.instantiation_rate = self.max_instantiations_per_second;
+        config.header_read_timeout = self.header_read_timeout;
         config.limits.request_body_bytes = self.max_request_body;
         config.operator_key = std::env::var("STRATUS_OPERATOR_KEY").ok();
         config

@@ -177,6 +177,8 @@ async fn accept_loop(state: Arc<AppState>, listener: TcpListener, role: Role) {
         // response can stall on delayed ACKs.
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        // A client trickling its headers (slowloris) is cut off here.
+        let header_read_timeout = state.config.header_read_timeout;
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
@@ -184,7 +186,7 @@ async fn accept_loop(state: Arc<AppState>, listener: TcpListener, role: Role) {
             });
             if let Err(err) = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
