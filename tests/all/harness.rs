@@ -157,6 +157,11 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server (SIGKILL: a crash, as far as the database knows).
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -166,6 +171,26 @@ impl Server {
     /// Sends a request to `base + path`.
     pub fn request_to(&self, base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         send_with(&self.agent, method, &format!("{base}{path}"), headers, body)
+    }
+
+    /// Like [`Server::request`], but `None` when no answer came (e.g. the
+    /// server was killed meanwhile).
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Option<Reply> {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        try_send_with(
+            &self.agent,
+            method,
+            &format!("{}{path}", self.url),
+            headers,
+            body.as_bytes(),
+        )
+        .ok()
     }
 
     /// Sends a request to the main listener.
@@ -265,12 +290,22 @@ fn new_agent() -> ureq::Agent {
 }
 
 fn send_with(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    try_send_with(agent, method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+fn try_send_with(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, ureq::Error> {
     let mut builder = http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
     let request = builder.body(body.to_vec()).unwrap();
-    let response = agent.run(request).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let response = agent.run(request)?;
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -283,7 +318,7 @@ fn send_with(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &st
         .limit(64 * 1024 * 1024)
         .read_to_vec()
         .unwrap_or_default();
-    Reply { status, headers, body }
+    Ok(Reply { status, headers, body })
 }
 
 /// Sends a request to any URL (e.g. from an upstream's own thread).
