@@ -90,3 +90,31 @@ fn the_operator_may_exempt_a_private_address() {
     assert_eq!(reply.json()["status"], 200);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn an_upstream_that_never_answers_cannot_hold_a_call_past_its_deadline() {
+    // Accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let authority = listener.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || listener.incoming().take(1).map(|c| c.unwrap()).collect::<Vec<_>>());
+    let server = Server::start_with(&["--allow-private-outbound", "127.0.0.1"]);
+    let key = server.create_account("acme");
+    server.deploy(
+        &key,
+        "acme",
+        "fetch",
+        FETCH_COMPONENT,
+        json!({ "allow_outbound": [authority], "timeout_ms": 1000 }),
+    );
+    let started = std::time::Instant::now();
+    let reply = fetch(&server, &key, &format!("http://{authority}/"));
+    assert!(reply.status == 502 || reply.status == 504, "{}", reply.text());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(held);
+    let hello = server.request("GET", "/healthz", &[], b"");
+    assert_eq!(hello.status, 200);
+}

@@ -277,6 +277,7 @@ impl Runtime {
             allow: config.allow_outbound.clone(),
             private_exempt: self.private_exempt.clone(),
             loopback: self.loopback.get().cloned(),
+            deadline: Instant::now(),
         };
         let state = HostState::new(&config.env, config.memory_mb, outbound, kv, credentials);
         let mut store = Store::new(&self.engine, state);
@@ -461,12 +462,12 @@ impl Runtime {
                 let mut env = match source {
                     Source::Warm(env) => env,
                     Source::Fresh(permit, mut store) => {
-                        store.data_mut().deadline = deadline;
+                        store.data_mut().set_deadline(deadline);
                         let proxy = pre.instantiate_async(&mut store).await.map_err(Failure::from_trap)?;
                         warm::Env::new(store, proxy, permit, this.stats.live_instances.clone())
                     }
                 };
-                env.store.data_mut().deadline = deadline;
+                env.store.data_mut().set_deadline(deadline);
                 env.store.data_mut().credentials.invocation = invocation;
                 let pipe = env.store.data().output.clone();
                 let _ = captured.set((pipe.clone(), pipe.contents().len()));
@@ -612,7 +613,7 @@ impl Runtime {
             expires_at: 0,
         };
         let mut store = self.new_store(version, call, invocation);
-        store.data_mut().deadline = Instant::now() + Duration::from_secs(10);
+        store.data_mut().set_deadline(Instant::now() + Duration::from_secs(10));
         let proxy = pre
             .instantiate_async(&mut store)
             .await

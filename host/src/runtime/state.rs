@@ -36,6 +36,15 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// Sets when the current call must end, for the guest and for its
+    /// outgoing requests.
+    pub(crate) fn set_deadline(&mut self, deadline: std::time::Instant) {
+        self.deadline = deadline;
+        self.hooks.deadline = deadline;
+    }
+}
+
+impl HostState {
     /// Builds the state for a version's configuration.
     pub(crate) fn new(
         env: &BTreeMap<String, String>,
@@ -112,6 +121,8 @@ pub(crate) struct Outbound {
     pub private_exempt: Arc<[IpAddr]>,
     /// The host itself, for nested calls.
     pub loopback: Option<Weak<dyn super::Loopback>>,
+    /// The current call's deadline: no outgoing request waits past it.
+    pub deadline: std::time::Instant,
 }
 
 impl Outbound {
@@ -216,6 +227,17 @@ impl WasiHttpHooks for Outbound {
         }
         let allowed = self.allows(request.uri());
         let exempt = self.private_exempt.clone();
+        // The guest's timeouts, or the defaults (600 s), never outlast the call.
+        let left = self.deadline.saturating_duration_since(std::time::Instant::now());
+        let mut options = options.unwrap_or_default();
+        for timeout in [
+            &mut options.connect_timeout,
+            &mut options.first_byte_timeout,
+            &mut options.between_bytes_timeout,
+        ] {
+            *timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        let options = Some(options);
         Box::new(async move {
             use http_body_util::BodyExt;
             if !allowed {
