@@ -33,6 +33,9 @@ use crate::registry::kv::{Kv, Namespace};
 use crate::registry::records::{Reuse, VersionRecord};
 pub use state::HostState;
 
+/// Bytes one host call may take from the guest (strings, lists).
+const HOSTCALL_FUEL: usize = 16 << 20;
+
 /// Engine and pool settings, fixed at start.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -282,6 +285,10 @@ impl Runtime {
         let state = HostState::new(&config.env, config.memory_mb, outbound, kv, credentials);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        // What one host call may make the host allocate for the guest's
+        // strings and lists: above the largest KV value (1 MiB), far below
+        // the 128 MiB default.
+        store.set_hostcall_fuel(HOSTCALL_FUEL);
         // Each epoch tick: past the call's deadline, trap; otherwise yield so
         // other calls share the cores with a guest that spins.
         store.epoch_deadline_callback(|ctx| {

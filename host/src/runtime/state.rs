@@ -66,6 +66,8 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            // The default lets one call ask the host for 64 MiB at once.
+            .max_random_size(1 << 20)
             .socket_addr_check(|_, _| Box::pin(async { false }));
         let limits = StoreLimitsBuilder::new()
             .memory_size(memory_mb as usize * 1024 * 1024)
