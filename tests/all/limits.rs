@@ -117,12 +117,28 @@ fn a_guest_that_eats_memory_fails_only_its_own_call() {
     let (server, key) = Server::with_function("hog", HOG_COMPONENT, json!({ "public": true, "memory_mb": 32 }));
     server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "public": true }));
 
+    assert_eq!(server.request("GET", "/fn/acme/hello/", &[], b"").status, 200);
+    let before = server.rss_kib();
     for _ in 0..3 {
         let reply = server.request("GET", "/fn/acme/hog/", &[], b"");
         assert_eq!(reply.status, 502, "{}", reply.text());
         assert_eq!(reply.code(), "guest_error");
         assert_eq!(server.request("GET", "/fn/acme/hello/", &[], b"").status, 200);
     }
+    // Eight at once: 256 MiB of guest memory asked for in all.
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| assert_eq!(server.request("GET", "/fn/acme/hog/", &[], b"").status, 502));
+        }
+    });
+    // The budget: a hog's memory is given back when its call ends, so the
+    // host ends up within 48 MiB of where it started.
+    let after = server.rss_kib();
+    eprintln!("host RSS {before} KiB before the hogs, {after} KiB after");
+    assert!(
+        after < before + 48 * 1024,
+        "host RSS grew from {before} KiB to {after} KiB"
+    );
     // Every environment was given back.
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.metric("stratus_live_instances") != 0.0 {
