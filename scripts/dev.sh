@@ -11,6 +11,12 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stratus/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# Cargo-installed tools (cargo-deny) live beside the builds, also outside the
+# clone; the pinned version is installed on first use.
+TOOLS_DIR="$HOME/.cache/stratus/tools"
+CARGO_DENY_VERSION=0.20.2
+export PATH="$TOOLS_DIR/bin:$PATH"
+
 setup() {
     if ! command -v cargo >/dev/null; then
         echo "error: cargo is not installed; install Rust 1.95 with rustup first" >&2
@@ -23,6 +29,24 @@ setup() {
         rustup component list --installed | grep -q '^clippy' || rustup component add clippy
         rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
     fi
+}
+
+install_cargo_deny() {
+    if [ "$("$TOOLS_DIR/bin/cargo-deny" --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+        # Built in cargo's own temporary directory, not the project's target dir.
+        env -u CARGO_TARGET_DIR cargo install --locked --force --version "$CARGO_DENY_VERSION" \
+            --root "$TOOLS_DIR" cargo-deny
+    fi
+}
+
+# Licenses, duplicate versions and sources of the dependency graph (deny.toml).
+# Offline: the advisory database is not reachable here, so `advisories` is not
+# run; tests/all/supply_chain.rs pins the versions known advisories require.
+cargo_deny_check() {
+    # cargo-deny reads the graph for every target, so fetch the crates that
+    # the host build itself never downloads (Windows-only ones, for instance).
+    cargo fetch --locked
+    cargo-deny --locked --offline check --hide-inclusion-graph bans licenses sources
 }
 
 step() {
@@ -42,6 +66,8 @@ case "${1:-}" in
     test)
         setup
         step cargo fmt --all --check
+        step install_cargo_deny
+        step cargo_deny_check
         step cargo clippy --locked --workspace --all-targets -- -D warnings
         step cargo test --locked --workspace
         ;;

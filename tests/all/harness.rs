@@ -18,7 +18,7 @@ pub fn stratus_bin() -> &'static str {
 
 /// One compiled-code cache for the whole test run, so each example compiles
 /// once however many servers deploy it.
-fn shared_code_cache() -> &'static Path {
+pub fn shared_code_cache() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("code-cache");

@@ -19,5 +19,6 @@ mod outbound;
 mod quotas;
 mod reservations;
 mod restart;
+mod supply_chain;
 mod tenancy;
 mod trigger;

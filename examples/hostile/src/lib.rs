@@ -75,7 +75,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 let fields = Fields::new();
                 let mut set = 0;
                 for i in 0..n {
-                    if fields.append(&format!("x-h{i}"), &b"v".to_vec()).is_ok() {
+                    if fields.append(&format!("x-h{i}"), b"v".as_slice()).is_ok() {
                         set += 1;
                     }
                 }
