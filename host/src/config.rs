@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub operator_key: Option<String>,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// How long calls in flight may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 impl ServeConfig {
@@ -87,6 +89,7 @@ impl ServeConfig {
             issuer: "stratus".to_string(),
             operator_key: None,
             header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 

@@ -19,6 +19,7 @@ mod outbound;
 mod quotas;
 mod reservations;
 mod restart;
+mod shutdown;
 mod supply_chain;
 mod tenancy;
 mod trigger;

@@ -79,6 +79,9 @@ pub struct Serve {
     /// How long a client may take to send its request headers, e.g. `10s`.
     #[arg(long, env = "STRATUS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     header_read_timeout: std::time::Duration,
+    /// How long calls in flight may take to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "STRATUS_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: std::time::Duration,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -109,6 +112,7 @@ impl Serve {
         config.runtime.private_exempt = self.allow_private_outbound.clone();
         config.runtime.instantiation_rate = self.max_instantiations_per_second;
         config.header_read_timeout = self.header_read_timeout;
+        config.shutdown_grace = self.shutdown_grace;
         config.limits.request_body_bytes = self.max_request_body;
         config.operator_key = std::env::var("STRATUS_OPERATOR_KEY").ok();
         config

@@ -19,6 +19,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::ServeConfig;
@@ -142,27 +143,40 @@ pub fn warm_up(state: &Arc<AppState>) {
     });
 }
 
-/// Serves until `shutdown` resolves, then flushes the database.
+/// Serves until `shutdown` resolves, then lets the calls in flight finish
+/// (for up to the shutdown grace) and flushes the database.
 pub async fn run(
     state: Arc<AppState>,
     main: TcpListener,
     admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let main_role = Role::Main;
+    let connections = Arc::new(GracefulShutdown::new());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(accept_loop(state.clone(), main, main_role));
+    tasks.spawn(accept_loop(state.clone(), main, Role::Main, connections.clone()));
     if let Some(admin) = admin {
-        tasks.spawn(accept_loop(state.clone(), admin, Role::Admin));
+        tasks.spawn(accept_loop(state.clone(), admin, Role::Admin, connections.clone()));
     }
     shutdown.await;
-    tracing::info!("shutting down");
-    tasks.abort_all();
+    let grace = state.config.shutdown_grace;
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: finishing the calls in flight"
+    );
+    // The listeners close with their loops, so new connections are refused;
+    // open ones finish the request they are serving and close.
+    tasks.shutdown().await;
+    if let Ok(connections) = Arc::try_unwrap(connections) {
+        match tokio::time::timeout(grace, connections.shutdown()).await {
+            Ok(()) => tracing::info!("every call in flight finished"),
+            Err(_) => tracing::warn!("the grace period is over: cutting off the calls still running"),
+        }
+    }
     state.registry.flush().await?;
     Ok(())
 }
 
-async fn accept_loop(state: Arc<AppState>, listener: TcpListener, role: Role) {
+async fn accept_loop(state: Arc<AppState>, listener: TcpListener, role: Role, connections: Arc<GracefulShutdown>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -179,17 +193,17 @@ async fn accept_loop(state: Arc<AppState>, listener: TcpListener, role: Role) {
         let state = state.clone();
         // A client trickling its headers (slowloris) is cut off here.
         let header_read_timeout = state.config.header_read_timeout;
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(dispatch(state, req, role, peer).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = connections.watch(connection);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(dispatch(state, req, role, peer).await) }
-            });
-            if let Err(err) = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(err) = connection.await {
                 tracing::debug!(%err, %peer, "connection ended with an error");
             }
         });
