@@ -105,6 +105,37 @@ impl Client {
         })
     }
 
+    /// GETs an admin route whose body streams (e.g. followed logs); the
+    /// response is returned as soon as its head arrives.
+    pub async fn stream(&self, path: &str) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        let url = format!("{}/admin/v1{path}", self.base);
+        let mut builder = Request::builder().method(Method::GET).uri(&url);
+        if let Some(key) = &self.key {
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Other(e.into()))?;
+        let response = self.http.request(request).await.map_err(|e| ClientError::Connect {
+            url: self.base.clone(),
+            source: e.into(),
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| ClientError::Other(e.into()))?
+            .to_bytes();
+        Err(api_error(&Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }))
+    }
+
     /// Calls an admin route and decodes the JSON answer (`null` for 204).
     pub async fn admin(
         &self,

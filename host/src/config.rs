@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub header_read_timeout: Duration,
     /// How long calls in flight may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Bytes of guest output kept per function for `stratus logs`.
+    pub function_log_bytes: usize,
 }
 
 impl ServeConfig {
@@ -90,6 +92,7 @@ impl ServeConfig {
             operator_key: None,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            function_log_bytes: 1024 * 1024,
         }
     }
 

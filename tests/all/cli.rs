@@ -162,3 +162,32 @@ fn sub_tenants_through_the_cli() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["kv"], 3, "the token acts as alice");
 }
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef stratus"),
+        ("fish", "complete -c stratus"),
+    ] {
+        let out = Command::new(stratus_bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for command in ["alias", "grant", "reserve", "rotate-signing"] {
+            assert!(script.contains(command), "{shell} completions lack {command}");
+        }
+    }
+    let bad = Command::new(stratus_bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

@@ -15,6 +15,7 @@ mod cross_account;
 mod deploy;
 mod hostile;
 mod limits;
+mod logs;
 mod outbound;
 mod quotas;
 mod reservations;

@@ -2,10 +2,12 @@
 
 mod account;
 mod alias;
+mod completions;
 mod function;
 mod grant;
 mod invoke;
 mod key;
+mod logs;
 mod output;
 mod reserve;
 mod serve;
@@ -88,6 +90,10 @@ enum Command {
     Invoke(invoke::Invoke),
     /// Keep environments instantiated ahead of calls.
     Reserve(reserve::Reserve),
+    /// Show or follow what a function printed.
+    Logs(logs::Logs),
+    /// Print shell completions.
+    Completions(completions::Completions),
     /// Issue sub-tenant tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -126,6 +132,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alias(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Grant(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(cmd) => cmd.execute(&global).await,
+        Command::Logs(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+        Command::Completions(cmd) => {
+            cmd.execute();
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reserve(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Token(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
     }

@@ -82,6 +82,10 @@ pub struct Serve {
     /// How long calls in flight may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "STRATUS_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: std::time::Duration,
+    /// Bytes of guest output kept per function for `stratus logs` (oldest
+    /// lines go first).
+    #[arg(long, env = "STRATUS_FUNCTION_LOG_BYTES", default_value_t = 1024 * 1024)]
+    function_log_bytes: usize,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -113,6 +117,7 @@ impl Serve {
         config.runtime.instantiation_rate = self.max_instantiations_per_second;
         config.header_read_timeout = self.header_read_timeout;
         config.shutdown_grace = self.shutdown_grace;
+        config.function_log_bytes = self.function_log_bytes;
         config.limits.request_body_bytes = self.max_request_body;
         config.operator_key = std::env::var("STRATUS_OPERATOR_KEY").ok();
         config

@@ -184,6 +184,31 @@ async fn account_route(
             super::aliases::grants(state, req, method, account, &FunctionName::parse(function)?, grantee).await
         }
         (&Method::GET, ["grants"]) => super::aliases::all_grants(state, account),
+        (&Method::GET, ["functions", function, "logs"]) => {
+            let function = FunctionName::parse(function)?;
+            if state.registry.snapshot().function(account, &function).is_none() {
+                return Err(no_function(&function));
+            }
+            let since_ms = match query_param(query, "since") {
+                Some(since) => {
+                    let ago = humantime::parse_duration(&since).map_err(|e| {
+                        ApiError::BadRequest(format!("since={since:?} is not a duration like 10m: {e}"))
+                    })?;
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    now.saturating_sub(ago.as_millis() as u64)
+                }
+                None => 0,
+            };
+            let sub_tenant = query_param(query, "sub_tenant")
+                .map(|s| SubTenantId::parse(&s).map(|s| s.to_string()))
+                .transpose()?;
+            let filter = super::logs::Filter { since_ms, sub_tenant };
+            Ok(state
+                .logs
+                .response(account, &function, filter, query_flag(query, "follow")))
+        }
         (&Method::GET, ["reservations"]) => super::aliases::all_reservations(state, account),
         (_, ["functions", function, "reservations", qualifier @ ..]) => {
             super::aliases::reservations(state, req, method, account, &FunctionName::parse(function)?, qualifier).await

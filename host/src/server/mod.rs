@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod aliases;
 pub mod introspect;
+pub mod logs;
 pub mod loopback;
 pub mod metrics;
 pub mod reserve;
@@ -51,6 +52,8 @@ pub struct AppState {
     /// The trigger listener's address, once bound: a guest's requests to it
     /// are nested calls.
     pub listening: std::sync::OnceLock<SocketAddr>,
+    /// What guests printed, per function.
+    pub logs: logs::Logs,
 }
 
 impl AppState {
@@ -104,6 +107,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
         },
     };
     let quotas = crate::tenancy::quota::Quotas::new(config.quotas.clone());
+    let config_log_bytes = config.function_log_bytes;
     let metrics = metrics::Metrics::new(&runtime, &quotas);
     let state = Arc::new(AppState {
         registry,
@@ -114,6 +118,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
         quotas,
         metrics,
         listening: std::sync::OnceLock::new(),
+        logs: logs::Logs::new(config_log_bytes),
     });
     let loopback: std::sync::Weak<dyn crate::runtime::Loopback> = Arc::downgrade(&state) as _;
     state.runtime.set_loopback(loopback);

@@ -13,6 +13,7 @@ use http::{HeaderValue, Request, Response, Uri};
 use rand::RngCore;
 
 use super::AppState;
+use super::logs::LogEntry;
 use super::respond::{self, Body};
 use crate::error::ApiError;
 use crate::names::{AccountName, AliasName, FunctionName, Qualifier, SubTenantId};
@@ -412,12 +413,27 @@ where
     let id = invocation_id.to_string();
     let version = version.clone();
     let caller = caller.clone();
+    let logs = state.clone();
     tokio::spawn(async move {
         let (clean, printed) = finished.await;
         // The caps count the call until its guest is done, body included.
         drop(admission);
         if !printed.is_empty() {
-            tracing::debug!(invocation_id = id, output = %String::from_utf8_lossy(&printed), "guest output");
+            let entry = LogEntry {
+                time_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                invocation_id: id.clone(),
+                owner: version.account.to_string(),
+                caller: caller.name().to_string(),
+                function: version.function.to_string(),
+                version: version.number,
+                sub_tenant: sub_tenant.as_ref().map(|s| s.to_string()),
+                status,
+                duration_ms: started.elapsed().as_millis() as u64,
+                line: String::new(),
+            };
+            logs.logs.record(&entry, &printed);
         }
         if !clean {
             tracing::debug!(invocation_id = id, "the guest failed after answering");

@@ -1,0 +1,18 @@
+//! `stratus completions bash|zsh|fish`: shell completions for the CLI.
+
+use clap::CommandFactory as _;
+
+/// Print a completion script for a shell.
+#[derive(Debug, clap::Args)]
+pub struct Completions {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    shell: clap_complete::Shell,
+}
+
+impl Completions {
+    /// Writes the script to stdout, e.g. `stratus completions bash > /etc/bash_completion.d/stratus`.
+    pub fn execute(self) {
+        let mut command = super::Cli::command();
+        clap_complete::generate(self.shell, &mut command, "stratus", &mut std::io::stdout());
+    }
+}
