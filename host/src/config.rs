@@ -108,6 +108,9 @@ impl ServeConfig {
         {
             anyhow::bail!("--base-domain {base:?} is not a domain name");
         }
+        if self.issuer.is_empty() {
+            anyhow::bail!("--issuer must not be empty");
+        }
         if self.limits.memory_mb > self.runtime.max_memory_mb {
             anyhow::bail!("the default memory limit exceeds the pool's slot size");
         }

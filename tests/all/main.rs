@@ -9,6 +9,7 @@ mod admin;
 mod aliases;
 mod cli;
 mod clients;
+mod config;
 mod crash;
 mod credentials;
 mod cross_account;

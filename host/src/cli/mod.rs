@@ -101,7 +101,19 @@ enum Command {
 
 /// Runs the CLI and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let argv = match serve::args_with_config_file(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = Cli::command().get_matches_from(argv);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -109,7 +121,8 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli)) {
+    let serve_matches = matches.subcommand_matches("serve");
+    match runtime.block_on(execute(cli, serve_matches)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
@@ -121,10 +134,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn execute(cli: Cli, serve_matches: Option<&clap::ArgMatches>) -> anyhow::Result<ExitCode> {
     let global = cli.global;
     match cli.command {
-        Command::Serve(cmd) => cmd.execute().await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(cmd) => cmd.execute(serve_matches).await.map(|()| ExitCode::SUCCESS),
         Command::Up(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Account(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Key(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),

@@ -1,5 +1,6 @@
 //! `stratus serve`: the only command that opens the database.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -86,9 +87,119 @@ pub struct Serve {
     /// lines go first).
     #[arg(long, env = "STRATUS_FUNCTION_LOG_BYTES", default_value_t = 1024 * 1024)]
     function_log_bytes: usize,
+    /// The `iss` of every token the host signs, e.g. its public URL.
+    #[arg(long, env = "STRATUS_ISSUER", default_value = "stratus")]
+    issuer: String,
     /// Log format.
-    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    #[arg(long, env = "STRATUS_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// A TOML file of settings: each key is one of these flags' long name
+    /// (`pool-slots = 512`). Flags and environment variables win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective settings as TOML, and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// Settings that are not themselves settable from a file.
+const NOT_IN_FILE: &[&str] = &["config", "print-config", "help"];
+
+/// `argv` with the settings of `serve --config FILE` put in front of the
+/// command line's own, so flags and environment variables win and clap
+/// parses and checks every value the same way wherever it came from.
+pub fn args_with_config_file(argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+    let Some(at) = argv.iter().position(|a| a == "serve") else {
+        return Ok(argv);
+    };
+    let given: Vec<String> = argv[at + 1..]
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let path = given.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=")
+            .map(str::to_string)
+            .or_else(|| (a == "--config").then(|| given.get(i + 1).cloned()).flatten())
+    });
+    let Some(path) = path else { return Ok(argv) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read the config file {path}"))?;
+    let table: toml::Table = text.parse().with_context(|| format!("{path} is not valid TOML"))?;
+    let command = <Serve as clap::Args>::augment_args(clap::Command::new("serve"));
+    let mut from_file = Vec::new();
+    for (key, value) in &table {
+        let Some(arg) = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && !NOT_IN_FILE.contains(&key.as_str()))
+        else {
+            anyhow::bail!(
+                "{path}: unknown key `{key}`; the keys are the long flags of `stratus serve`, e.g. `pool-slots`"
+            );
+        };
+        let on_command_line = given
+            .iter()
+            .any(|a| a == &format!("--{key}") || a.starts_with(&format!("--{key}=")));
+        let in_environment = arg.get_env().is_some_and(|env| std::env::var_os(env).is_some());
+        if on_command_line || in_environment {
+            continue;
+        }
+        let values = match value {
+            toml::Value::Array(items) => items.iter().collect(),
+            single => vec![single],
+        };
+        for value in values {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => anyhow::bail!(
+                    "{path}: `{key}` must be a string, number or boolean, not {}",
+                    other.type_str()
+                ),
+            };
+            from_file.push(OsString::from(format!("--{key}={text}")));
+        }
+    }
+    let mut out = argv[..=at].to_vec();
+    out.extend(from_file);
+    out.extend_from_slice(&argv[at + 1..]);
+    Ok(out)
+}
+
+/// The effective settings as TOML: every setting, wherever its value came from.
+pub fn effective_config(matches: &clap::ArgMatches) -> String {
+    let command = <Serve as clap::Args>::augment_args(clap::Command::new("serve"));
+    let mut out = String::new();
+    for arg in command.get_arguments() {
+        let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
+            continue;
+        };
+        if NOT_IN_FILE.contains(&long) {
+            continue;
+        }
+        let values: Vec<String> = matches
+            .get_raw(id)
+            .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let quote = |v: &String| {
+            if v.parse::<f64>().is_ok() || v == "true" || v == "false" {
+                v.clone()
+            } else {
+                toml::Value::String(v.clone()).to_string()
+            }
+        };
+        let line = match values.as_slice() {
+            [] if arg.get_num_args().is_some_and(|n| n.max_values() > 1) => format!("{long} = []"),
+            [] => format!("# {long} is not set"),
+            [one] if !arg.get_action().takes_values() || arg.get_num_args().is_none_or(|n| n.max_values() <= 1) => {
+                format!("{long} = {}", quote(one))
+            }
+            many => format!("{long} = [{}]", many.iter().map(quote).collect::<Vec<_>>().join(", ")),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 impl Serve {
@@ -118,15 +229,26 @@ impl Serve {
         config.header_read_timeout = self.header_read_timeout;
         config.shutdown_grace = self.shutdown_grace;
         config.function_log_bytes = self.function_log_bytes;
+        config.issuer = self.issuer.clone();
         config.limits.request_body_bytes = self.max_request_body;
         config.operator_key = std::env::var("STRATUS_OPERATOR_KEY").ok();
         config
     }
 
-    /// Runs until SIGTERM or Ctrl-C.
-    pub async fn execute(self) -> anyhow::Result<()> {
+    /// Runs until SIGTERM or Ctrl-C; with `--print-config`, prints the
+    /// settings instead.
+    pub async fn execute(self, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
+        let config = self.config();
+        // Checked before anything binds or opens, with the flag's name.
+        config.validate()?;
+        if self.print_config {
+            if let Some(matches) = matches {
+                print!("{}", effective_config(matches));
+            }
+            return Ok(());
+        }
         init_tracing(&self.log_format);
-        let (state, listener, admin) = start(self.config()).await?;
+        let (state, listener, admin) = start(config).await?;
         server::run(state, listener, admin, shutdown_signal()).await
     }
 }
