@@ -150,3 +150,26 @@ fn a_guest_that_eats_memory_fails_only_its_own_call() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_pool_of_twenty_thousand_slots_fits_the_address_space() {
+    let server = Server::start_with(&["--pool-slots", "20000", "--warm-max-idle", "20000"]);
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "hog", HOG_COMPONENT, json!({ "memory_mb": 16 }));
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
+    let auth = bearer(&key);
+    assert_eq!(
+        server
+            .request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"")
+            .status,
+        200
+    );
+    // Bounds-checked memories still stop at their limit.
+    assert_eq!(
+        server
+            .request("GET", "/fn/acme/hog/", &[("authorization", &auth)], b"")
+            .status,
+        502
+    );
+    assert!(server.log().contains("large pool"), "{}", server.log());
+}

@@ -33,6 +33,10 @@ use crate::registry::kv::{Kv, Namespace};
 use crate::registry::records::{Reuse, VersionRecord};
 pub use state::HostState;
 
+/// Address space a pool's memories may reserve before they are shrunk to
+/// their real maximum: half of x86-64's 128 TiB user space.
+const LARGE_POOL_RESERVATION: u64 = 64 << 40;
+
 /// Bytes one host call may take from the guest (strings, lists).
 const HOSTCALL_FUEL: usize = 16 << 20;
 
@@ -172,6 +176,21 @@ impl Runtime {
             .async_stack_zeroing(config.async_stack_zeroing)
             .parallel_compilation(false)
             .wasm_component_model(true);
+        // Each pooled memory reserves 4 GiB of address space by default, so
+        // that compiled code needs no bounds checks. Past ~16,000 memories
+        // that no longer fits in the 128 TiB a process has; a large pool
+        // reserves only the largest memory it allows (and pays for explicit
+        // bounds checks) rather than fail to start.
+        let reservation = u64::from(slots) * 2 * (4 << 30);
+        if reservation > LARGE_POOL_RESERVATION {
+            let max = u64::from(config.max_memory_mb) << 20;
+            wasm.memory_reservation(max).memory_guard_size(64 << 10);
+            tracing::info!(
+                slots,
+                max_memory_mb = config.max_memory_mb,
+                "large pool: bounds-checked memories"
+            );
+        }
         let engine = Engine::new(&wasm)?;
 
         let mut linker = Linker::new(&engine);
