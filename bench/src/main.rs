@@ -4,7 +4,9 @@
 
 mod deploy;
 mod fairness;
+mod raw;
 mod server;
+mod throughput;
 mod tokens;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +35,13 @@ enum Bench {
     Fairness(fairness::Fairness),
     /// What signing and verifying invocation tokens cost, in process and end to end.
     Tokens(tokens::Tokens),
+    /// Requests per second and latency of `hello` under Stratus, against
+    /// `wasmtime serve` and a raw hyper server; restart, first-call and
+    /// memory figures beside them.
+    Throughput(throughput::Throughput),
+    /// Serve `200 hello from stratus` with plain hyper until killed (the
+    /// throughput benchmark's ceiling, run as a process of its own).
+    RawHello(raw::RawHello),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +55,8 @@ fn main() -> anyhow::Result<()> {
         Bench::Deploy(bench) => bench.run(&cli.stratus, &component("heavy"))?,
         Bench::Fairness(bench) => bench.run(&cli.stratus, &component("busy"))?,
         Bench::Tokens(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
+        Bench::Throughput(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
+        Bench::RawHello(server) => return server.run(),
     };
     println!("{report}");
     if let Some(path) = &cli.results {

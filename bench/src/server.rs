@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -12,7 +13,9 @@ pub const OPERATOR_KEY: &str = "op_benchmark-operator-key-0001";
 pub struct Server {
     child: Child,
     pub url: String,
-    _data: TempDir,
+    data: TempDir,
+    stratus: std::path::PathBuf,
+    args: Vec<String>,
     pub agent: ureq::Agent,
 }
 
@@ -26,26 +29,16 @@ impl Drop for TempDir {
 }
 
 impl Server {
+    /// Starts `stratus serve` on a fresh data dir of its own: servers of one
+    /// run never share a database or a code cache.
     pub fn start(stratus: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let data = std::env::temp_dir().join(format!("stratus-bench-{}", std::process::id()));
-        let mut child = Command::new(stratus)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&data)
-            .args(args)
-            .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines.next().ok_or_else(|| anyhow::anyhow!("the server exited"))??;
-            if let Some(url) = line.strip_prefix("stratus listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let data = std::env::temp_dir().join(format!("stratus-bench-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let (child, url) = spawn(stratus, &data, args).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&data);
+        })?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
@@ -54,9 +47,39 @@ impl Server {
         Ok(Self {
             child,
             url,
-            _data: TempDir(data),
+            data: TempDir(data),
+            stratus: stratus.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             agent,
         })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data.0
+    }
+
+    /// Kills the process without warning, as a crash or an OOM kill would,
+    /// and returns once it is gone; the data dir stays.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts the server again on the same data dir and flags, after
+    /// [`Server::kill`]; returns once it announces its (new) address.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let (child, url) = spawn(&self.stratus, &self.data.0, &args)?;
+        self.child = child;
+        self.url = url;
+        Ok(())
     }
 
     pub fn admin(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
@@ -119,6 +142,12 @@ impl Server {
     /// A counter or gauge from `GET /metrics` (operator key), summed over its
     /// label sets; 0 while it has never been set.
     pub fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        metric_in(&self.metrics()?, name, "")
+    }
+
+    /// The text of `GET /metrics` (operator key): read once, several
+    /// figures from it are from the same instant.
+    pub fn metrics(&self) -> anyhow::Result<String> {
         let request = http::Request::builder()
             .uri(format!("{}/metrics", self.url))
             .header("authorization", format!("Bearer {OPERATOR_KEY}"))
@@ -126,20 +155,7 @@ impl Server {
         let mut response = self.agent.run(request)?;
         let text = response.body_mut().read_to_string()?;
         anyhow::ensure!(response.status().is_success(), "GET /metrics: {text}");
-        let mut total = 0.0;
-        for line in text.lines() {
-            let Some(rest) = line.strip_prefix(name) else { continue };
-            let rest = match rest.strip_prefix('{') {
-                Some(labelled) => labelled.rsplit_once('}').map_or("", |(_, after)| after),
-                None if rest.starts_with(' ') => rest,
-                None => continue,
-            };
-            let value = rest.split_whitespace().next().unwrap_or_default();
-            total += value
-                .parse::<f64>()
-                .map_err(|e| anyhow::anyhow!("{name}: {value:?}: {e}"))?;
-        }
-        Ok(total)
+        Ok(text)
     }
 
     /// One call; returns the status.
@@ -152,6 +168,60 @@ impl Server {
         let _ = response.body_mut().read_to_vec()?;
         Ok(response.status().as_u16())
     }
+}
+
+/// Spawns `stratus serve` on `data`; returns once it prints its address.
+fn spawn(stratus: &Path, data: &Path, args: &[&str]) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(stratus)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(args)
+        .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let Some(line) = lines.next() else {
+            // It said why on stderr (warnings and errors only).
+            let mut why = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut why);
+            let _ = child.wait();
+            anyhow::bail!("the server exited: {}", why.trim().replace('\n', " "));
+        };
+        if let Some(url) = line?.strip_prefix("stratus listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+    Ok((child, url))
+}
+
+/// A counter or gauge in a `/metrics` text, summed over the label sets that
+/// contain `label` (all of them when it is empty); 0 when absent.
+pub fn metric_in(text: &str, name: &str, label: &str) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        let labelled = rest.starts_with('{') && rest.contains(label);
+        if !label.is_empty() && !labelled {
+            continue;
+        }
+        let rest = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.rsplit_once('}').map_or("", |(_, after)| after),
+            None if rest.starts_with(' ') => rest,
+            None => continue,
+        };
+        let value = rest.split_whitespace().next().unwrap_or_default();
+        total += value
+            .parse::<f64>()
+            .map_err(|e| anyhow::anyhow!("{name}: {value:?}: {e}"))?;
+    }
+    Ok(total)
 }
 
 impl Drop for Server {
