@@ -245,15 +245,7 @@ fn the_cli_manages_aliases_and_they_survive_a_restart() {
     let key = server.create_account("acme");
     server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
     server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
-    let cli = |args: &[&str]| {
-        std::process::Command::new(stratus_bin())
-            .args(args)
-            .env("STRATUS_URL", &server.url)
-            .env("STRATUS_KEY", &key)
-            .env_remove("STRATUS_ACCOUNT")
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| server.cli(&key, args);
     let out = cli(&[
         "alias",
         "create",

@@ -7,13 +7,7 @@ use serde_json::Value;
 use crate::harness::*;
 
 fn stratus(server: &Server, key: &str, args: &[&str]) -> Output {
-    Command::new(stratus_bin())
-        .args(args)
-        .env("STRATUS_URL", &server.url)
-        .env("STRATUS_KEY", key)
-        .env_remove("STRATUS_ACCOUNT")
-        .output()
-        .unwrap()
+    server.cli(key, args)
 }
 
 fn json_of(out: &Output) -> Value {

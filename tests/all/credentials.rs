@@ -562,12 +562,7 @@ fn signing_key_rotation_keeps_old_tokens_valid_until_they_expire() {
         403,
         "only the operator rotates"
     );
-    let out = std::process::Command::new(stratus_bin())
-        .args(["key", "rotate-signing", "--json"])
-        .env("STRATUS_URL", &server.url)
-        .env("STRATUS_KEY", OPERATOR_KEY)
-        .output()
-        .unwrap();
+    let out = server.cli(OPERATOR_KEY, &["key", "rotate-signing", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rotated: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_ne!(rotated["kid"], kid(&old));

@@ -297,21 +297,7 @@ fn referenced_functions_need_force_and_grants_survive_a_restart() {
     assert_eq!(alias.status, 201);
 
     // Through the CLI: grant, alias, list.
-    let cli = |key: &str, args: &[&str]| {
-        let out = std::process::Command::new(stratus_bin())
-            .args(args)
-            .env("STRATUS_URL", &a.server.url)
-            .env("STRATUS_KEY", key)
-            .env_remove("STRATUS_ACCOUNT")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |key: &str, args: &[&str]| a.server.cli_ok(key, args);
     cli(&a.acme, &["grant", "add", "hello", "--to", "globex", "--alias", "prod"]);
     assert!(cli(&a.acme, &["grant", "list"]).contains("globex"));
     let created = cli(

@@ -157,6 +157,40 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Runs the `stratus` CLI against this server, acting with `key`.
+    pub fn cli(&self, key: &str, args: &[&str]) -> std::process::Output {
+        Command::new(stratus_bin())
+            .args(args)
+            .env("STRATUS_URL", &self.url)
+            .env("STRATUS_KEY", key)
+            .env_remove("STRATUS_ACCOUNT")
+            .output()
+            .unwrap()
+    }
+
+    /// [`Server::cli`] that must succeed; its standard output.
+    pub fn cli_ok(&self, key: &str, args: &[&str]) -> String {
+        let out = self.cli(key, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls a metric until `check` holds, for up to 10 s; its last value.
+    pub fn settle(&self, metric: &str, check: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self.metric(metric);
+            if check(value) || Instant::now() > deadline {
+                return value;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The server's resident memory, KiB (from `/proc`).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

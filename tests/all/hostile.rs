@@ -8,16 +8,8 @@ use serde_json::json;
 
 use crate::harness::*;
 
-/// Polls `metric` until it is `want`, for up to 10 s.
 fn settles_at(server: &Server, metric: &str, want: f64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if server.metric(metric) == want {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    server.settle(metric, |n| n == want) == want
 }
 
 fn hostile(timeout_ms: u64) -> (Server, String) {

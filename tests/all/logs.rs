@@ -84,13 +84,7 @@ fn printed_lines_are_tagged_filtered_and_shown_to_the_owner_only() {
     );
 
     // The CLI prints them for people.
-    let out = std::process::Command::new(stratus_bin())
-        .args(["logs", "echo", "--sub-tenant", "bob"])
-        .env("STRATUS_URL", &server.url)
-        .env("STRATUS_KEY", &key)
-        .env_remove("STRATUS_ACCOUNT")
-        .output()
-        .unwrap();
+    let out = server.cli(&key, &["logs", "echo", "--sub-tenant", "bob"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(

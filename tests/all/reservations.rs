@@ -1,23 +1,11 @@
 //! SPEC §7, §11: reservations keep environments instantiated, unbound until
 //! a call takes one.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::harness::*;
-
-/// Polls `metric` until `check` holds, for up to 10 s; returns its last value.
-fn settle(server: &Server, metric: &str, check: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let value = server.metric(metric);
-        if check(value) || Instant::now() > deadline {
-            return value;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn reserve(server: &Server, key: &str, function: &str, qualifier: &str, body: Value) -> Reply {
     server.admin(
@@ -37,7 +25,7 @@ fn reserved_environments_are_ready_taken_first_and_replaced() {
     let reply = reserve(&server, &key, "hello", "latest", json!({ "min": 2, "target": 4 }));
     assert_eq!(reply.status, 201, "{}", reply.text());
     assert_eq!(
-        settle(&server, RESERVED, |n| n == 4.0),
+        server.settle(RESERVED, |n| n == 4.0),
         4.0,
         "min at once, then up to target"
     );
@@ -48,7 +36,7 @@ fn reserved_environments_are_ready_taken_first_and_replaced() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(server.metric(HITS), 1.0, "the call took a reserved environment");
     assert_eq!(
-        settle(&server, RESERVED, |n| n == 4.0),
+        server.settle(RESERVED, |n| n == 4.0),
         4.0,
         "the single-use one was replaced"
     );
@@ -86,7 +74,7 @@ fn a_reservation_for_a_sub_tenant_serves_only_it_and_binds_to_the_caller() {
         json!({ "min": 1, "target": 1, "sub_tenant": "alice" }),
     );
     assert_eq!(reply.status, 201, "{}", reply.text());
-    assert_eq!(settle(&server, RESERVED, |n| n == 1.0), 1.0);
+    assert_eq!(server.settle(RESERVED, |n| n == 1.0), 1.0);
     let auth = bearer(&key);
     let call = |sub: &str| {
         server
@@ -106,7 +94,7 @@ fn a_reservation_for_a_sub_tenant_serves_only_it_and_binds_to_the_caller() {
     assert_eq!(call("alice"), json!({ "memory": 2, "kv": 2 }));
     assert_eq!(call("bob"), json!({ "memory": 2, "kv": 2 }));
     assert_eq!(
-        settle(&server, RESERVED, |n| n == 1.0),
+        server.settle(RESERVED, |n| n == 1.0),
         1.0,
         "topped up for the next call"
     );
@@ -121,7 +109,7 @@ fn reserved_environments_outlive_the_idle_ttl() {
         reserve(&server, &key, "hello", "1", json!({ "min": 2, "target": 2 })).status,
         201
     );
-    assert_eq!(settle(&server, RESERVED, |n| n == 2.0), 2.0);
+    assert_eq!(server.settle(RESERVED, |n| n == 2.0), 2.0);
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(server.metric(RESERVED), 2.0, "an idle TTL of 1 s did not take them");
     assert_eq!(server.metric("stratus_live_instances"), 2.0);
@@ -134,7 +122,7 @@ fn deleting_a_reservation_never_fails_a_call_in_flight() {
         reserve(&server, &key, "busy", "latest", json!({ "min": 3, "target": 3 })).status,
         201
     );
-    assert_eq!(settle(&server, RESERVED, |n| n == 3.0), 3.0);
+    assert_eq!(server.settle(RESERVED, |n| n == 3.0), 3.0);
     let auth = bearer(&key);
     std::thread::scope(|scope| {
         let calls: Vec<_> = (0..3)
@@ -156,9 +144,9 @@ fn deleting_a_reservation_never_fails_a_call_in_flight() {
         }
     });
     assert!(server.metric(HITS) >= 1.0);
-    assert_eq!(settle(&server, RESERVED, |n| n == 0.0), 0.0);
+    assert_eq!(server.settle(RESERVED, |n| n == 0.0), 0.0);
     assert_eq!(
-        settle(&server, "stratus_live_instances", |n| n == 0.0),
+        server.settle("stratus_live_instances", |n| n == 0.0),
         0.0,
         "every slot came back"
     );
@@ -174,7 +162,7 @@ fn min_is_not_held_to_the_instantiation_rate_but_the_rest_is() {
         201
     );
     assert!(
-        settle(&server, RESERVED, |n| n >= 3.0) >= 3.0,
+        server.settle(RESERVED, |n| n >= 3.0) >= 3.0,
         "min at once despite 0.1/s"
     );
     std::thread::sleep(Duration::from_millis(1500));
@@ -185,26 +173,12 @@ fn min_is_not_held_to_the_instantiation_rate_but_the_rest_is() {
 #[test]
 fn the_cli_manages_reservations() {
     let (server, key) = Server::with_function("hello", HELLO_COMPONENT, json!({}));
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(stratus_bin())
-            .args(args)
-            .env("STRATUS_URL", &server.url)
-            .env("STRATUS_KEY", &key)
-            .env_remove("STRATUS_ACCOUNT")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |args: &[&str]| server.cli_ok(&key, args);
     cli(&["reserve", "hello", "--min", "1", "--target", "2"]);
     assert!(cli(&["reserve", "list"]).contains("hello:latest"));
-    assert_eq!(settle(&server, RESERVED, |n| n == 2.0), 2.0);
+    assert_eq!(server.settle(RESERVED, |n| n == 2.0), 2.0);
     cli(&["reserve", "delete", "hello"]);
-    assert_eq!(settle(&server, RESERVED, |n| n == 0.0), 0.0);
+    assert_eq!(server.settle(RESERVED, |n| n == 0.0), 0.0);
     let listed: Value = serde_json::from_str(&cli(&["reserve", "list", "--json"])).unwrap();
     assert_eq!(listed["reservations"], json!([]));
 }

@@ -8,14 +8,7 @@ use serde_json::json;
 use crate::harness::*;
 
 fn started(server: &Server, calls: f64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if server.metric("stratus_live_instances") >= calls {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    server.settle("stratus_live_instances", |n| n >= calls) >= calls
 }
 
 #[test]
