@@ -571,7 +571,7 @@ impl Runtime {
     fn take_reserved(&self, version: &VersionRecord, call: CallContext<'_>) -> Option<warm::Env> {
         // A cross-account alias may lower limits: its calls never take an
         // environment made for the function's own settings.
-        if call.via.is_some() {
+        if call.via.is_some() || !self.reserved.any() {
             return None;
         }
         let key = reserve::ReservedKey {

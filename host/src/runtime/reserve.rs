@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +54,9 @@ struct Pool {
 /// Unbound environments by reservation.
 pub struct Reserved {
     pools: Mutex<HashMap<ReservedKey, Pool>>,
+    /// Whether any reservation exists: without one, calls skip the lock
+    /// and the key they would build.
+    any: AtomicBool,
     /// Unbound environments now.
     pub gauge: Gauge,
     /// Calls that took one.
@@ -75,6 +79,7 @@ impl Reserved {
     pub fn new() -> Self {
         Self {
             pools: Mutex::new(HashMap::new()),
+            any: AtomicBool::new(false),
             gauge: Gauge::default(),
             hits: Counter::default(),
             taken: tokio::sync::Notify::new(),
@@ -87,6 +92,11 @@ impl Reserved {
 
     fn recount(&self, pools: &HashMap<ReservedKey, Pool>) {
         self.gauge.set(pools.values().map(|p| p.envs.len() as i64).sum());
+    }
+
+    /// Whether any reservation is kept now.
+    pub fn any(&self) -> bool {
+        self.any.load(Ordering::Relaxed)
     }
 
     /// An unbound environment for a call of `key` and `sub_tenant`.
@@ -143,6 +153,7 @@ impl Reserved {
                 }
             }
             self.recount(&pools);
+            self.any.store(!pools.is_empty(), Ordering::Relaxed);
         }
         // Dropped outside the lock: tearing down a store takes a while.
         drop(dropped);
