@@ -4,4 +4,5 @@
 //! keys up by that hash, so the hot path does one hash and one map lookup.
 
 pub mod keys;
+mod signer;
 pub mod tokens;

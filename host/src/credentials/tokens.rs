@@ -183,6 +183,7 @@ impl KeyPair {
             .to_pkcs8_der()
             .map_err(|e| anyhow::anyhow!("cannot encode the signing key: {e}"))?;
         let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+        super::signer::register(der.as_bytes(), &signing);
         Ok(Self {
             encoding: EncodingKey::from_ed_der(der.as_bytes()),
             decoding: DecodingKey::from_ed_components(&x)?,
