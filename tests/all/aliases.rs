@@ -178,6 +178,9 @@ fn bad_aliases_are_refused_with_clear_errors() {
     for (alias, body, status, what) in cases {
         let reply = put_alias(&server, &key, "hello", alias, body);
         assert_eq!(reply.status, status, "{what}: {}", reply.text());
+        // The body may not have been read: the client is told not to reuse
+        // the connection, rather than find it closed under its next request.
+        assert_eq!(reply.header("connection"), Some("close"), "{what}");
     }
     let missing = server.admin(
         &key,

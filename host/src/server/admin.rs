@@ -25,9 +25,25 @@ const JSON_LIMIT: usize = 1024 * 1024;
 
 /// Serves one admin request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let sent_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
     match route(&state, req).await {
         Ok(res) => res,
-        Err(err) => respond::error(&err),
+        Err(err) => {
+            let mut res = respond::error(&err);
+            // Most errors are found before the body is read (a bad name, a
+            // wrong key, a blob too large). The server then closes the
+            // connection rather than read an unwanted upload; saying so
+            // keeps the client from sending its next request down it.
+            if sent_body {
+                res.headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            res
+        }
     }
 }
 
