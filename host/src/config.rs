@@ -74,7 +74,10 @@ impl ServeConfig {
             queue_wait: Duration::from_secs(2),
             warm: crate::runtime::warm::WarmLimits {
                 idle_ttl: Duration::from_secs(60),
-                max_idle_per_partition: 4,
+                // As many as a sub-tenant may run at once (its default cap),
+                // so a burst's environments all come back rather than being
+                // dropped and re-instantiated; the host-wide cap bounds memory.
+                max_idle_per_partition: 32,
                 max_idle_total: 128,
             },
             private_exempt: Vec::new(),

@@ -45,7 +45,7 @@ pub struct Serve {
     #[arg(long, env = "STRATUS_WARM_IDLE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     warm_idle_ttl: std::time::Duration,
     /// Idle warm environments kept per partition.
-    #[arg(long, env = "STRATUS_WARM_MAX_IDLE_PER_PARTITION", default_value_t = 4)]
+    #[arg(long, env = "STRATUS_WARM_MAX_IDLE_PER_PARTITION", default_value_t = 32)]
     warm_max_idle_per_partition: usize,
     /// Idle warm environments kept host-wide (least recently used go first).
     #[arg(long, env = "STRATUS_WARM_MAX_IDLE", default_value_t = 128)]
