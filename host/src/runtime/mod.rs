@@ -201,6 +201,7 @@ impl Runtime {
             );
         }
         let engine = Engine::new(&wasm)?;
+        warn_if_mappings_short(slots);
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -793,6 +794,32 @@ impl Invoked {
                 Err(_) => (false, bytes::Bytes::new()),
             }
         })
+    }
+}
+
+/// Memory mappings one live environment may add: its memory slot is split
+/// around the accessible pages and the copy-on-write data image (4 for
+/// `hello`; up to 10 measured with bounds-checked large pools).
+const MAPPINGS_PER_SLOT: u64 = 10;
+
+/// Linux refuses new mappings past `vm.max_map_count` (65,530 by default),
+/// and an instantiation that needs one fails with `ENOMEM`: say so at start
+/// rather than at the six-thousandth environment.
+fn warn_if_mappings_short(slots: u32) {
+    let Some(cap) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    let wanted = u64::from(slots) * MAPPINGS_PER_SLOT + 4096;
+    if wanted > cap {
+        tracing::warn!(
+            slots,
+            max_map_count = cap,
+            wanted,
+            "vm.max_map_count may cap live environments below --pool-slots; raise it (sysctl -w vm.max_map_count={wanted})"
+        );
     }
 }
 
