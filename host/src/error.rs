@@ -72,6 +72,12 @@ pub enum ApiError {
         /// The deadline that passed.
         timeout_ms: u64,
     },
+    /// The host shut down before the invocation answered.
+    #[error("the host shut down: the function did not answer within the {grace_ms} ms shutdown grace; retry")]
+    CutOff {
+        /// The grace period that passed.
+        grace_ms: u64,
+    },
 }
 
 impl ApiError {
@@ -92,7 +98,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::GuestError(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Timeout { .. } | ApiError::CutOff { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -114,7 +120,7 @@ impl ApiError {
             ApiError::Internal(_) => "internal",
             ApiError::GuestError(_) => "guest_error",
             ApiError::Unavailable { .. } => "unavailable",
-            ApiError::Timeout { .. } => "timeout",
+            ApiError::Timeout { .. } | ApiError::CutOff { .. } => "timeout",
         }
     }
 

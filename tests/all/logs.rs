@@ -150,3 +150,26 @@ fn the_log_of_a_function_is_bounded_and_says_what_it_dropped() {
     let dropped: u64 = reply.header("x-stratus-dropped-lines").unwrap().parse().unwrap();
     assert_eq!(dropped as usize + kept.len(), 40);
 }
+
+#[test]
+fn a_failed_call_keeps_what_it_printed() {
+    let (server, key) = Server::with_function("hostile", HOSTILE_COMPONENT, json!({}));
+    let reply = server.request(
+        "GET",
+        "/fn/acme/hostile/?do=panic",
+        &[("authorization", &bearer(&key))],
+        b"",
+    );
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let id = reply.header("x-stratus-invocation-id").unwrap_or_default().to_string();
+    let found = read_until(&server, &key, "/accounts/acme/functions/hostile/logs", |l| {
+        !l.is_empty()
+    });
+    let found = lines(&found);
+    let panic = found
+        .iter()
+        .find(|e| e["line"].as_str().is_some_and(|l| l.contains("asked to panic")))
+        .unwrap_or_else(|| panic!("the panic message is not in the logs: {found:?}"));
+    assert_eq!(panic["status"], 502);
+    assert_eq!(panic["invocation_id"], id.as_str());
+}

@@ -17,6 +17,7 @@ mod deploy;
 mod hostile;
 mod limits;
 mod logs;
+mod openapi;
 mod outbound;
 mod quotas;
 mod reservations;

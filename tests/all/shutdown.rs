@@ -49,8 +49,10 @@ fn the_grace_period_bounds_how_long_shutdown_waits() {
         assert!(started(&server, 1.0));
         let signalled = Instant::now();
         server.terminate();
-        let reply = call.join().unwrap();
-        assert!(reply.is_none_or(|r| r.status >= 500), "a cut-off call does not succeed");
+        let reply = call.join().unwrap().expect("a cut-off call is answered");
+        assert_eq!(reply.status, 504, "{}", reply.text());
+        assert_eq!(reply.code(), "timeout");
+        assert!(reply.text().contains("shutdown grace"), "{}", reply.text());
         assert!(
             signalled.elapsed() < Duration::from_secs(5),
             "shutdown waited {:?}",

@@ -75,7 +75,7 @@ pub struct FunctionRecord {
 }
 
 /// Whether a function serves sub-tenants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tenancy {
     /// Calls with or without a sub-tenant.
@@ -86,7 +86,7 @@ pub enum Tenancy {
 }
 
 /// Whether an environment may serve more than one call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reuse {
     /// A fresh instance per call.
@@ -158,7 +158,7 @@ pub struct VersionRecord {
 }
 
 /// Part of an alias's calls sent to a second version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Weight {
     /// The second version.
     pub version: u32,
@@ -168,7 +168,7 @@ pub struct Weight {
 
 /// What an alias changes for the versions it points at: environment
 /// variables added or replaced, limits only lowered.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Overrides {
     /// Variables set on top of the version's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -237,7 +237,7 @@ pub struct GrantRecord {
 }
 
 /// Limits a cross-account alias sets on another account's code: only lower.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LowerLimits {
     /// A lower deadline.

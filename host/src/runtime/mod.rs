@@ -146,6 +146,9 @@ pub struct Runtime {
     rate: reserve::InstantiationRate,
     /// Metrics.
     pub stats: RuntimeStats,
+    /// Set (to the grace period, in ms) when a shutdown's grace runs out:
+    /// calls still waiting for their answer then end with a 504.
+    cut_off: tokio::sync::watch::Sender<Option<u64>>,
 }
 
 /// What a compile produced.
@@ -249,6 +252,7 @@ impl Runtime {
             reserved: reserve::Reserved::new(),
             rate: reserve::InstantiationRate::new(config.instantiation_rate),
             stats,
+            cut_off: tokio::sync::watch::Sender::new(None),
         });
         // Idle environments past their TTL give their slots back.
         let weak = Arc::downgrade(&runtime);
@@ -422,7 +426,7 @@ impl Runtime {
         version: &VersionRecord,
         call: CallContext<'_>,
         request: http::Request<B>,
-    ) -> Result<Invoked, ApiError>
+    ) -> Result<Invoked, Failed>
     where
         B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -476,7 +480,8 @@ impl Runtime {
                         return Err(ApiError::Unavailable {
                             message: "the host is starting environments as fast as it allows".into(),
                             retry_after: 1,
-                        });
+                        }
+                        .into());
                     }
                     Source::Fresh(
                         self.acquire_slot().await?,
@@ -491,6 +496,7 @@ impl Runtime {
         let this = self.clone();
         let captured: Arc<std::sync::OnceLock<(MemoryOutputPipe, usize)>> = Arc::default();
         let output = captured.clone();
+        let output_so_far = captured.clone();
         let task = tokio::spawn(async move {
             // The invocation's tokens are alive exactly while this task runs.
             let _live = live;
@@ -546,26 +552,54 @@ impl Runtime {
         // (the client went away), the invocation stops at its next yield and
         // its environment is freed, rather than running to its deadline.
         let cancel = AbortOnDrop(Some(task.abort_handle()));
-        match tokio::time::timeout_at(tokio_deadline, receiver).await {
+        // What a failed call printed up to its failure, for its logs.
+        let printed_so_far = || {
+            output_so_far
+                .get()
+                .map(|(pipe, start)| {
+                    let printed = pipe.contents();
+                    printed.slice((*start).min(printed.len())..)
+                })
+                .unwrap_or_default()
+        };
+        let mut cut_off = self.cut_off.subscribe();
+        let answered = tokio::select! {
+            answered = tokio::time::timeout_at(tokio_deadline, receiver) => answered,
+            grace_ms = cut_off_signal(&mut cut_off) => {
+                return Err(Failed {
+                    error: ApiError::CutOff { grace_ms },
+                    printed: printed_so_far(),
+                });
+            }
+        };
+        let error = match answered {
             Ok(Ok(Ok(response))) => {
                 cancel.disarm();
-                Ok(Invoked { response, task })
+                return Ok(Invoked { response, task });
             }
-            Ok(Ok(Err(code))) => Err(ApiError::GuestError(format!(
-                "the function answered with an error: {code:?}"
-            ))),
+            Ok(Ok(Err(code))) => ApiError::GuestError(format!("the function answered with an error: {code:?}")),
             Ok(Err(_)) => match task.await {
-                Ok((Ok(()), _)) => Err(ApiError::GuestError("the function returned without a response".into())),
-                Ok((Err(Failure::Timeout), _)) => Err(ApiError::Timeout { timeout_ms }),
-                Ok((Err(Failure::Trap(message)), _)) => Err(ApiError::GuestError(message)),
-                Ok((Err(Failure::Saturated), _)) => Err(ApiError::Unavailable {
+                Ok((Ok(()), _)) => ApiError::GuestError("the function returned without a response".into()),
+                Ok((Err(Failure::Timeout), _)) => ApiError::Timeout { timeout_ms },
+                Ok((Err(Failure::Trap(message)), _)) => ApiError::GuestError(message),
+                Ok((Err(Failure::Saturated), _)) => ApiError::Unavailable {
                     message: "the host has no free environment".into(),
                     retry_after: 1,
-                }),
-                Err(join) => Err(ApiError::internal(join)),
+                },
+                Err(join) => ApiError::internal(join),
             },
-            Err(_) => Err(ApiError::Timeout { timeout_ms }),
-        }
+            Err(_) => ApiError::Timeout { timeout_ms },
+        };
+        Err(Failed {
+            error,
+            printed: printed_so_far(),
+        })
+    }
+
+    /// Ends every call still waiting for its guest's answer with a 504
+    /// (the shutdown grace of `grace_ms` is over); their guests stop.
+    pub fn cut_off(&self, grace_ms: u64) {
+        self.cut_off.send_replace(Some(grace_ms));
     }
 
     /// A reserved environment for this call, bound to its partition.
@@ -770,6 +804,24 @@ impl Failure {
     }
 }
 
+/// A call that failed before the guest answered.
+#[derive(Debug)]
+pub struct Failed {
+    /// What the caller is told.
+    pub error: ApiError,
+    /// What the guest printed before it failed (empty if it never ran).
+    pub printed: bytes::Bytes,
+}
+
+impl From<ApiError> for Failed {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            printed: bytes::Bytes::new(),
+        }
+    }
+}
+
 /// A response from the guest, with the task still writing its body.
 pub struct Invoked {
     /// Status and headers from the guest; the body streams.
@@ -794,6 +846,21 @@ impl Invoked {
                 Err(_) => (false, bytes::Bytes::new()),
             }
         })
+    }
+}
+
+/// Resolves with the grace period once the runtime is cut off.
+async fn cut_off_signal(signal: &mut tokio::sync::watch::Receiver<Option<u64>>) -> u64 {
+    // The borrow guard is not `Send`: copy the value out before any await.
+    let grace_ms = signal
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|grace_ms| *grace_ms);
+    match grace_ms {
+        Some(grace_ms) => grace_ms,
+        // The runtime (and its sender) is gone: never.
+        None => std::future::pending().await,
     }
 }
 

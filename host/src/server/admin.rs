@@ -23,6 +23,24 @@ use crate::tenancy::{self, Principal};
 /// Largest JSON body the admin API reads.
 const JSON_LIMIT: usize = 1024 * 1024;
 
+/// The body of `POST /accounts`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateAccount {
+    /// Lowercase letters, digits and `-`; `anonymous` is reserved.
+    name: String,
+}
+
+/// The body of `POST /accounts/{account}/sub-tenant-tokens`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IssueSubTenantToken {
+    /// The sub-tenant the token acts for.
+    sub_tenant: String,
+    /// Seconds it lives: default 3600, at most 86400.
+    ttl_s: Option<u64>,
+}
+
 /// Serves one admin request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let sent_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
@@ -55,8 +73,15 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         .trim_end_matches('/')
         .to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if req.method() == Method::GET && segments == ["openapi.json"] {
+        return Ok(respond::json(StatusCode::OK, &super::openapi::DOCUMENT));
+    }
     let principal = tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator)?;
     let method = req.method().clone();
+    // Only what the route table (and so the OpenAPI document) lists is served.
+    if super::routes::find(&method, &segments).is_none() {
+        return Err(ApiError::NotFound(format!("no admin route {method} /admin/v1{path}")));
+    }
     let query = req.uri().query().unwrap_or_default().to_string();
 
     match (&method, segments.as_slice()) {
@@ -78,12 +103,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         }
         (&Method::POST, ["accounts"]) => {
             principal.operator_only()?;
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Create {
-                name: String,
-            }
-            let body: Create = read_json(req).await?;
+            let body: CreateAccount = read_json(req).await?;
             let name = AccountName::parse(&body.name)?;
             if name.as_str() == tenancy::ANONYMOUS {
                 return Err(ApiError::Conflict("the name `anonymous` is reserved".into()));
@@ -267,13 +287,7 @@ async fn issue_sub_tenant_token(
     principal: &Principal,
     account: &AccountName,
 ) -> Result<Response<Body>, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Issue {
-        sub_tenant: String,
-        ttl_s: Option<u64>,
-    }
-    let body: Issue = read_json(req).await?;
+    let body: IssueSubTenantToken = read_json(req).await?;
     let sub_tenant = SubTenantId::parse(&body.sub_tenant).map_err(|e| ApiError::InvalidSubTenant(e.to_string()))?;
     let ttl = body.ttl_s.unwrap_or(3600);
     if ttl == 0 || ttl > MAX_SUB_TENANT_TTL_S {
@@ -372,23 +386,32 @@ async fn put_blob(
     ))
 }
 
-/// The body of a deploy.
-#[derive(Debug, Deserialize)]
+/// The body of `POST …/functions/{function}/versions`: a deploy.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Deploy {
+pub(super) struct Deploy {
+    /// The SHA-256 of a component uploaded to this account's blobs.
     blob: String,
+    /// Callable without credentials.
     #[serde(default)]
     public: bool,
+    /// Whether calls name a sub-tenant.
     #[serde(default)]
     tenancy: Tenancy,
+    /// Whether an environment may serve further calls of its partition.
     #[serde(default)]
     reuse: Reuse,
+    /// Deadline per call (host default if absent; at most the host's maximum).
     timeout_ms: Option<u64>,
+    /// Linear memory limit (host default if absent).
     memory_mb: Option<u32>,
+    /// Environment variables the function sees.
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// `HOST[:PORT]` the function may call out to.
     #[serde(default)]
     allow_outbound: Vec<String>,
+    /// Concurrent calls per sub-tenant, in place of the host default.
     max_concurrency_per_sub_tenant: Option<u32>,
 }
 

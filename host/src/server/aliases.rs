@@ -22,13 +22,49 @@ use crate::registry::records::{AliasRecord, CrossAliasRecord, GrantRecord, Lower
 use crate::registry::{AliasSpec, CrossTarget, PutMode, Snapshot};
 
 /// The body of `PUT …/aliases/{alias}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutAlias {
+pub(super) struct PutAlias {
+    /// The version the alias points at.
     version: u32,
+    /// A second version and the share of calls it gets.
     weight: Option<Weight>,
+    /// Environment variables added, limits lowered.
     #[serde(default)]
     overrides: Overrides,
+}
+
+/// The body of `PUT …/grants/{grantee}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PutGrant {
+    /// Only this alias may be called (any version or alias if absent).
+    #[schema(value_type = Option<String>)]
+    alias: Option<AliasName>,
+}
+
+/// The body of `PUT …/reservations/{qualifier}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PutReservation {
+    /// Environments started at once, past the host's instantiation rate.
+    min: u32,
+    /// Environments kept ready as capacity allows (at least `min`).
+    target: u32,
+    /// Bind them to one sub-tenant's partition.
+    #[schema(value_type = Option<String>)]
+    sub_tenant: Option<crate::names::SubTenantId>,
+}
+
+/// The body of `PUT …/cross-aliases/{name}`. Read field by field so that a
+/// field that would change the owner's code or config is refused by name.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Described here; the handler reads the JSON itself.
+pub(super) struct PutCrossAlias {
+    /// `OWNER/FUNCTION[:QUALIFIER]`, a function the owner granted to this account.
+    target: String,
+    /// Limits, only lower than the owner's.
+    limits: Option<LowerLimits>,
 }
 
 /// An alias as the API shows it.
@@ -175,11 +211,6 @@ pub async fn grants(
             Ok(respond::json(StatusCode::OK, &json!({ "grants": grants })))
         }
         (&Method::PUT, [grantee]) => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct PutGrant {
-                alias: Option<AliasName>,
-            }
             let grantee = AccountName::parse(grantee)?;
             let body: PutGrant = read_json(req).await?;
             let (record, created) = state
@@ -321,13 +352,6 @@ pub async fn reservations(
             Ok(respond::json(StatusCode::OK, &json!({ "reservations": reservations })))
         }
         (&Method::PUT, [qualifier]) => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct PutReservation {
-                min: u32,
-                target: u32,
-                sub_tenant: Option<crate::names::SubTenantId>,
-            }
             let qualifier = crate::names::Qualifier::parse(qualifier)?;
             let body: PutReservation = read_json(req).await?;
             let spec = crate::registry::ReservationSpec {

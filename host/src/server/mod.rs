@@ -9,8 +9,10 @@ pub mod introspect;
 pub mod logs;
 pub mod loopback;
 pub mod metrics;
+mod openapi;
 pub mod reserve;
 pub mod respond;
+pub mod routes;
 pub mod trigger;
 
 use std::net::SocketAddr;
@@ -172,9 +174,16 @@ pub async fn run(
     // open ones finish the request they are serving and close.
     tasks.shutdown().await;
     if let Ok(connections) = Arc::try_unwrap(connections) {
-        match tokio::time::timeout(grace, connections.shutdown()).await {
+        let mut finished = std::pin::pin!(connections.shutdown());
+        match tokio::time::timeout(grace, &mut finished).await {
             Ok(()) => tracing::info!("every call in flight finished"),
-            Err(_) => tracing::warn!("the grace period is over: cutting off the calls still running"),
+            Err(_) => {
+                tracing::warn!("the grace period is over: cutting off the calls still running");
+                // Calls still waiting for their guest answer 504; a second
+                // lets those answers out. A body already streaming is cut.
+                state.runtime.cut_off(grace.as_millis() as u64);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut finished).await;
+            }
         }
     }
     state.registry.flush().await?;

@@ -387,16 +387,24 @@ where
     let invoked = state.runtime.invoke(pre, version, call, request).await;
     let invoked = match invoked {
         Ok(invoked) => invoked,
-        Err(_) if exceeded.load(Ordering::Acquire) => {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        Err(err) => {
+        Err(failed) => {
+            let err = if exceeded.load(Ordering::Acquire) {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                failed.error
+            };
+            let status = err.status().as_u16();
+            // A failed call's output is what its author most needs to see.
+            if !failed.printed.is_empty() {
+                let entry = log_entry(invocation_id, version, caller, sub_tenant.as_ref(), status, started);
+                state.logs.record(&entry, &failed.printed);
+            }
             log_call(
                 invocation_id,
                 version,
                 caller,
                 sub_tenant.as_ref(),
-                err.status().as_u16(),
+                status,
                 started.elapsed(),
             );
             return Err(err);
@@ -419,20 +427,7 @@ where
         // The caps count the call until its guest is done, body included.
         drop(admission);
         if !printed.is_empty() {
-            let entry = LogEntry {
-                time_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-                invocation_id: id.clone(),
-                owner: version.account.to_string(),
-                caller: caller.name().to_string(),
-                function: version.function.to_string(),
-                version: version.number,
-                sub_tenant: sub_tenant.as_ref().map(|s| s.to_string()),
-                status,
-                duration_ms: started.elapsed().as_millis() as u64,
-                line: String::new(),
-            };
+            let entry = log_entry(&id, &version, &caller, sub_tenant.as_ref(), status, started);
             logs.logs.record(&entry, &printed);
         }
         if !clean {
@@ -441,6 +436,31 @@ where
         log_call(&id, &version, &caller, sub_tenant.as_ref(), status, started.elapsed());
     });
     Ok(response)
+}
+
+/// The tags of one call's log lines.
+fn log_entry(
+    invocation_id: &str,
+    version: &VersionRecord,
+    caller: &Caller,
+    sub_tenant: Option<&SubTenantId>,
+    status: u16,
+    started: Instant,
+) -> LogEntry {
+    LogEntry {
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        invocation_id: invocation_id.to_string(),
+        owner: version.account.to_string(),
+        caller: caller.name().to_string(),
+        function: version.function.to_string(),
+        version: version.number,
+        sub_tenant: sub_tenant.map(|s| s.to_string()),
+        status,
+        duration_ms: started.elapsed().as_millis() as u64,
+        line: String::new(),
+    }
 }
 
 fn log_call(
