@@ -26,3 +26,4 @@ mod shutdown;
 mod supply_chain;
 mod tenancy;
 mod trigger;
+mod up;

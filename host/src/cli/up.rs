@@ -36,6 +36,10 @@ pub struct Up {
     /// Require an account key to call the function.
     #[arg(long)]
     private: bool,
+    /// Rebuild and redeploy whenever the crate (or the `.wasm` file) changes;
+    /// a failed build or deploy keeps the running version.
+    #[arg(long)]
+    watch: bool,
 }
 
 impl Up {
@@ -68,24 +72,7 @@ impl Up {
 
         let client = Client::new(&url, Some(operator));
         let key = dev_key(&client).await?;
-        let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
-        let sha = sha256_hex(&bytes);
-        let deployed = match current_version(&client, &name, &sha, !self.private).await {
-            // Same code and settings as the running version: nothing to deploy.
-            Some(version) => json!({ "version": version, "compile_ms": 0 }),
-            None => {
-                client
-                    .upload(&format!("/accounts/{DEV_ACCOUNT}/blobs/{sha}"), bytes)
-                    .await?;
-                client
-                    .admin(
-                        Method::POST,
-                        &format!("/accounts/{DEV_ACCOUNT}/functions/{name}/versions"),
-                        Some(json!({ "blob": sha, "public": !self.private })),
-                    )
-                    .await?
-            }
-        };
+        let deployed = deploy(&client, &name, &component, !self.private).await?;
         let fn_url = format!("{url}/fn/{DEV_ACCOUNT}/{name}/");
         if global.json {
             println!(
@@ -103,9 +90,120 @@ impl Up {
             } else {
                 println!("try: curl {fn_url}");
             }
+            if self.watch {
+                println!("watching {} for changes", self.path.display());
+            }
             println!("press Ctrl-C to stop");
         }
+        if self.watch {
+            let changes = watch(&self.path)?;
+            tokio::spawn(redeploy_on_change(
+                changes,
+                self.path.clone(),
+                client,
+                name,
+                !self.private,
+            ));
+        }
         server.await.context("the server task failed")?
+    }
+}
+
+/// Uploads `component` and deploys it as the next version of `name`, unless
+/// the latest version already runs this code with these settings.
+async fn deploy(client: &Client, name: &str, component: &Path, public: bool) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
+    let sha = sha256_hex(&bytes);
+    if let Some(version) = current_version(client, name, &sha, public).await {
+        return Ok(json!({ "version": version, "compile_ms": 0, "unchanged": true }));
+    }
+    client
+        .upload(&format!("/accounts/{DEV_ACCOUNT}/blobs/{sha}"), bytes)
+        .await?;
+    Ok(client
+        .admin(
+            Method::POST,
+            &format!("/accounts/{DEV_ACCOUNT}/functions/{name}/versions"),
+            Some(json!({ "blob": sha, "public": public })),
+        )
+        .await?)
+}
+
+/// Changes under `path` (a crate directory, or one `.wasm` file), a batch
+/// per quiet spell of 300 ms; the build's own output (`target/`) is ignored.
+fn watch(path: &Path) -> anyhow::Result<Changes> {
+    use notify_debouncer_mini::notify::RecursiveMode;
+
+    let root = path
+        .canonicalize()
+        .with_context(|| format!("cannot watch {}", path.display()))?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ignored = root.join("target");
+    let file = root.is_file().then(|| root.clone());
+    let mut debouncer = notify_debouncer_mini::new_debouncer(
+        std::time::Duration::from_millis(300),
+        move |events: notify_debouncer_mini::DebounceEventResult| {
+            let relevant = events.is_ok_and(|events| {
+                events.iter().any(|event| match &file {
+                    Some(file) => event.path == *file,
+                    None => {
+                        !event.path.starts_with(&ignored) && !event.path.components().any(|c| c.as_os_str() == ".git")
+                    }
+                })
+            });
+            if relevant {
+                let _ = tx.send(());
+            }
+        },
+    )
+    .context("cannot start watching for changes")?;
+    // A single file is watched through its directory: editors and `cp`
+    // often replace the file rather than write it in place.
+    let watched = match root.parent() {
+        Some(parent) if root.is_file() => parent.to_path_buf(),
+        _ => root.clone(),
+    };
+    debouncer
+        .watcher()
+        .watch(&watched, RecursiveMode::Recursive)
+        .with_context(|| format!("cannot watch {}", watched.display()))?;
+    Ok(Changes {
+        _watcher: debouncer,
+        batches: rx,
+    })
+}
+
+/// Batches of changes; watching stops when this is dropped.
+struct Changes {
+    _watcher: notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+    batches: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+async fn redeploy_on_change(mut changes: Changes, path: PathBuf, client: Client, name: String, public: bool) {
+    while changes.batches.recv().await.is_some() {
+        // Changes that came in while the last build ran are one more build.
+        while changes.batches.try_recv().is_ok() {}
+        let source = path.clone();
+        let built = tokio::task::spawn_blocking(move || build(&source)).await;
+        let component = match built {
+            Ok(Ok(component)) => component,
+            Ok(Err(err)) => {
+                eprintln!("{err:#}; still serving the previous version");
+                continue;
+            }
+            Err(err) => {
+                eprintln!("the build did not finish: {err}");
+                continue;
+            }
+        };
+        match deploy(&client, &name, &component, public).await {
+            Ok(deployed) if deployed["unchanged"] == true => {}
+            Ok(deployed) => println!(
+                "redeployed {DEV_ACCOUNT}/{name} version {} (compiled in {} ms)",
+                deployed["version"], deployed["compile_ms"]
+            ),
+            Err(err) => eprintln!("deploy failed: {err:#}; still serving the previous version"),
+        }
     }
 }
 

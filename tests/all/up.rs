@@ -1,0 +1,102 @@
+//! `stratus up`: a local host serving one function; with `--watch` it
+//! redeploys when the code changes and keeps the old version when it cannot.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// The child is killed however the test ends.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The next line (from stdout or stderr) containing `needle`, within `within`.
+fn wait_for(lines: &mpsc::Receiver<String>, needle: &str, within: Duration, seen: &mut Vec<String>) -> String {
+    let deadline = Instant::now() + within;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needle:?} within {within:?}; saw: {seen:#?}");
+}
+
+#[test]
+fn up_watch_redeploys_changed_code_and_keeps_serving_through_a_bad_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("app.wasm");
+    std::fs::copy(HELLO_COMPONENT, &component).unwrap();
+    let mut child = Command::new(stratus_bin())
+        .arg("up")
+        .arg(&component)
+        .args(["--watch", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let _up = Up(child);
+    let mut seen = Vec::new();
+
+    let hint = wait_for(&lines, "try: curl ", Duration::from_secs(60), &mut seen);
+    let url = hint.trim_start_matches("try: curl ").trim().to_string();
+    wait_for(&lines, "watching", Duration::from_secs(5), &mut seen);
+    let first = call_url("GET", &url, &[], b"");
+    assert_eq!((first.status, first.text().trim()), (200, "hello from stratus"));
+
+    // New code: the next version serves it.
+    let staged = dir.path().join("staged.wasm");
+    std::fs::copy(ECHO_COMPONENT, &staged).unwrap();
+    std::fs::rename(&staged, &component).unwrap();
+    let redeployed = wait_for(
+        &lines,
+        "redeployed dev/app version 2",
+        Duration::from_secs(60),
+        &mut seen,
+    );
+    assert!(redeployed.contains("compiled in"), "{redeployed}");
+    let second = call_url("GET", &format!("{url}echo-me"), &[], b"");
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("x-stratus-version"), Some("2"));
+    assert_ne!(second.text().trim(), "hello from stratus");
+
+    // A file that is not a component: the deploy is refused, version 2 stays.
+    std::fs::write(&component, b"not a component").unwrap();
+    wait_for(&lines, "deploy failed", Duration::from_secs(30), &mut seen);
+    wait_for(
+        &lines,
+        "still serving the previous version",
+        Duration::from_secs(5),
+        &mut seen,
+    );
+    let third = call_url("GET", &url, &[], b"");
+    assert_eq!(third.status, 200);
+    assert_eq!(third.header("x-stratus-version"), Some("2"));
+}
