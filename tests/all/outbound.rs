@@ -118,3 +118,48 @@ fn an_upstream_that_never_answers_cannot_hold_a_call_past_its_deadline() {
     let hello = server.request("GET", "/healthz", &[], b"");
     assert_eq!(hello.status, 200);
 }
+
+/// A name is resolved once: the host checks the addresses and, for plain
+/// HTTP, connects to the one it checked (so a name that changes its answer
+/// afterwards cannot redirect the call), keeping the name in `Host`. Whether
+/// the connection used the checked address rather than a second lookup is
+/// covered by `runtime::state` unit tests; this shows the rewrite keeps the
+/// request intact end to end.
+#[test]
+fn a_named_destination_keeps_its_host_header_when_pinned_to_the_checked_address() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let head = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        );
+        String::from_utf8_lossy(&seen).to_lowercase()
+    });
+    let server = Server::start_with(&["--allow-private-outbound", "127.0.0.1"]);
+    let key = server.create_account("acme");
+    let named = format!("localhost:{port}");
+    server.deploy(
+        &key,
+        "acme",
+        "fetch",
+        FETCH_COMPONENT,
+        json!({ "allow_outbound": [named] }),
+    );
+    let reply = fetch(&server, &key, &format!("http://{named}/pinned?x=1"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["status"], 200);
+    let head = head.join().unwrap();
+    assert!(head.starts_with("get /pinned?x=1 http/1.1\r\n"), "{head}");
+    assert!(head.contains(&format!("\r\nhost: localhost:{port}\r\n")), "{head}");
+}

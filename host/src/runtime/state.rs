@@ -179,8 +179,8 @@ pub fn is_private(ip: IpAddr) -> bool {
 }
 
 /// Resolves the request's host and refuses it if any address it names is
-/// private and not exempted.
-async fn check_destination(uri: &http::Uri, exempt: &[IpAddr]) -> Result<(), wasmtime_wasi_http::Error> {
+/// private and not exempted; otherwise returns the address to connect to.
+async fn check_destination(uri: &http::Uri, exempt: &[IpAddr]) -> Result<IpAddr, wasmtime_wasi_http::Error> {
     let host = uri.host().ok_or(wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<IpAddr> = match bare.parse::<IpAddr>() {
@@ -200,7 +200,22 @@ async fn check_destination(uri: &http::Uri, exempt: &[IpAddr]) -> Result<(), was
     if addresses.iter().any(|ip| is_private(*ip) && !exempt.contains(ip)) {
         return Err(wasmtime_wasi_http::Error::DestinationIpProhibited);
     }
-    Ok(())
+    Ok(addresses[0])
+}
+
+/// `uri` addressed to `ip` instead of its host name, for plain HTTP: the
+/// connection then goes to the address that was checked, not to whatever
+/// the name resolves to a moment later (DNS rebinding). The `Host` header,
+/// already set from the name, is left alone. HTTPS keeps the name, which
+/// TLS needs; there a rebound name fails the certificate check instead.
+fn pinned(uri: &http::Uri, ip: IpAddr) -> Option<http::Uri> {
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let authority = std::net::SocketAddr::new(ip, port_of(uri)).to_string();
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(authority.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
@@ -245,11 +260,11 @@ impl WasiHttpHooks for Outbound {
             if !allowed {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            // Checked on the resolved addresses; the connection resolves
-            // again, so a name that changes its answer in between is not
-            // caught here (pinning the checked address is left to the
-            // network hardening work).
-            check_destination(request.uri(), &exempt).await?;
+            let mut request = request;
+            let ip = check_destination(request.uri(), &exempt).await?;
+            if let Some(uri) = pinned(request.uri(), ip) {
+                *request.uri_mut() = uri;
+            }
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
         })
@@ -258,7 +273,23 @@ impl WasiHttpHooks for Outbound {
 
 #[cfg(test)]
 mod tests {
-    use super::is_private;
+    use super::{is_private, pinned};
+
+    #[test]
+    fn plain_http_is_pinned_to_the_checked_address() {
+        let uri: http::Uri = "http://api.example/v1?x=1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let to = |ip: &str| pinned(&uri, ip.parse().unwrap_or_else(|e| panic!("{e}"))).map(|u| u.to_string());
+        assert_eq!(to("93.184.216.34").as_deref(), Some("http://93.184.216.34:80/v1?x=1"));
+        assert_eq!(
+            to("2606:4700::1111").as_deref(),
+            Some("http://[2606:4700::1111]:80/v1?x=1")
+        );
+        let tls: http::Uri = "https://api.example:8443/".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            pinned(&tls, "93.184.216.34".parse().unwrap_or_else(|e| panic!("{e}"))),
+            None
+        );
+    }
 
     #[test]
     fn private_ranges_are_recognised() {
