@@ -70,6 +70,9 @@ case "${1:-}" in
         step cargo_deny_check
         step cargo clippy --locked --workspace --all-targets -- -D warnings
         step cargo test --locked --workspace
+        # Each fuzz target briefly, from its committed seeds: they build, and
+        # the seeds and what 20 s of mutation finds break no invariant.
+        step bash fuzz/run.sh 20
         ;;
     *)
         echo "usage: bash scripts/dev.sh up [stratus up flags] | test" >&2

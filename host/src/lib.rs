@@ -22,7 +22,7 @@ pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod error;
-pub mod names;
+pub use stratus_wire::names;
 pub mod registry;
 pub mod runtime;
 pub mod server;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -23,113 +23,10 @@ use crate::error::ApiError;
 use crate::names::{AccountName, SubTenantId};
 use crate::registry::Registry;
 use crate::registry::records::now;
-
-/// The kinds of token the host issues. Each has its own `typ` and `aud`, so
-/// one is never accepted in place of another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenKind {
-    /// Acts for one account and one of its sub-tenants; can invoke, not administer.
-    SubTenant,
-    /// Proves one running invocation; dies when it ends.
-    Invocation,
-}
-
-impl TokenKind {
-    /// The JOSE `typ` header.
-    pub fn typ(self) -> &'static str {
-        match self {
-            TokenKind::SubTenant => "stratus-sub-tenant+jwt",
-            TokenKind::Invocation => "stratus-invocation+jwt",
-        }
-    }
-
-    fn audience(self, issuer: &str) -> String {
-        match self {
-            TokenKind::SubTenant => format!("{issuer}#sub-tenant"),
-            TokenKind::Invocation => issuer.to_string(),
-        }
-    }
-}
+pub use stratus_wire::tokens::{InvocationClaims, Registered, SubTenantClaims, TokenKind, VerifyError};
 
 /// The longest a sub-tenant token may live.
 pub const MAX_SUB_TENANT_TTL_S: u64 = 24 * 3600;
-
-/// The registered claims every Stratus token carries. Each is a plain field,
-/// so a token missing one fails to deserialize: the JWT library itself only
-/// insists on `exp`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Registered {
-    /// The host.
-    pub iss: String,
-    /// Who the token is for: the kind's own audience, or an upstream's.
-    pub aud: String,
-    /// Whom it speaks for.
-    pub sub: String,
-    /// Issued at.
-    pub iat: u64,
-    /// Not before.
-    pub nbf: u64,
-    /// Expires at.
-    pub exp: u64,
-    /// Token id (for invocation tokens, the invocation id).
-    pub jti: String,
-}
-
-impl Registered {
-    /// Claims issued at `iat` and valid from then until `exp`.
-    fn issued(iss: &str, aud: String, sub: String, iat: u64, exp: u64, jti: String) -> Self {
-        Self {
-            iss: iss.to_string(),
-            aud,
-            sub,
-            iat,
-            nbf: iat,
-            exp,
-            jti,
-        }
-    }
-}
-
-/// Claims of a sub-tenant token: `aud` `{issuer}#sub-tenant`, `sub`
-/// `{account}/{sub_tenant}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SubTenantClaims {
-    /// The registered claims.
-    #[serde(flatten)]
-    pub registered: Registered,
-    /// The account it acts for.
-    pub account: AccountName,
-    /// The sub-tenant it acts for.
-    pub sub_tenant: SubTenantId,
-    /// The account key that issued it (`operator` for the operator): revoking
-    /// that key kills the token.
-    pub key_id: String,
-}
-
-/// Claims of an invocation token (SPEC §8): `aud` this host or the upstream
-/// of `token-for`, `sub` `{caller}/{sub-tenant or -}`, `exp` the deadline,
-/// `jti` the invocation id.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InvocationClaims {
-    /// The registered claims.
-    #[serde(flatten)]
-    pub registered: Registered,
-    /// The function's owner.
-    pub owner: String,
-    /// The calling account or `anonymous`.
-    pub caller: String,
-    /// The sub-tenant.
-    pub sub_tenant: Option<String>,
-    /// The function.
-    #[serde(rename = "fn")]
-    pub function: String,
-    /// The version.
-    pub ver: u32,
-    /// The alias called through.
-    pub alias: Option<String>,
-    /// Space-separated scopes.
-    pub scope: String,
-}
 
 /// A signing key as stored.
 #[derive(Clone, Serialize, Deserialize)]
@@ -214,20 +111,6 @@ impl KeyRing {
     fn current(&self) -> &Arc<KeyPair> {
         &self.0[self.0.len() - 1]
     }
-}
-
-/// Why a token was refused; the trigger answers 401 for all of them.
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    /// The header is not ours or not readable.
-    #[error("not a Stratus token of this kind")]
-    WrongKind,
-    /// Signed by a key this host does not know (or no longer trusts).
-    #[error("signed by an unknown key")]
-    UnknownKey,
-    /// Signature, time or claim checks failed.
-    #[error("invalid token: {0}")]
-    Invalid(String),
 }
 
 /// How far past a token's `exp` the stored mark of an invocation-token
@@ -428,35 +311,16 @@ impl Tokens {
         kind: TokenKind,
         any_audience: bool,
     ) -> Result<T, VerifyError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::WrongKind)?;
-        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(kind.typ()) {
-            return Err(VerifyError::WrongKind);
-        }
         let time = now();
-        let key = {
-            let ring = self.ring();
-            header
-                .kid
-                .as_deref()
-                .and_then(|kid| ring.0.iter().find(|key| key.stored.kid == kid))
+        let audience = (!any_audience).then(|| kind.audience(&self.issuer));
+        stratus_wire::tokens::verify(token, kind, &self.issuer, audience.as_deref(), |kid| {
+            self.ring()
+                .0
+                .iter()
+                .find(|key| key.stored.kid == kid)
                 .filter(|key| key.verifies_at(time))
-                .ok_or(VerifyError::UnknownKey)?
-                .clone()
-        };
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = 0;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.set_issuer(&[&self.issuer]);
-        if any_audience {
-            // `aud` stays required (above); only its value is not pinned.
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&[kind.audience(&self.issuer)]);
-        }
-        jsonwebtoken::decode::<T>(token, &key.decoding, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| VerifyError::Invalid(e.to_string()))
+                .map(|key| key.decoding.clone())
+        })
     }
 
     /// Verifies a sub-tenant token, once per token until it expires.

@@ -1,13 +1,11 @@
 //! The admin API under `/admin/v1`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
@@ -15,31 +13,14 @@ use super::respond::{self, Body};
 use crate::credentials::tokens::MAX_SUB_TENANT_TTL_S;
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName, SubTenantId};
-use crate::registry::records::{KeyRecord, Reuse, Tenancy, VersionConfig, VersionRecord, VersionState};
+use crate::registry::records::{KeyRecord, VersionConfig, VersionRecord, VersionState};
 use crate::registry::{FunctionEntry, sha256_hex};
 use crate::runtime::validate::check_component;
 use crate::tenancy::{self, Principal};
+use stratus_wire::admin::{CreateAccount, Deploy, IssueSubTenantToken};
 
 /// Largest JSON body the admin API reads.
 const JSON_LIMIT: usize = 1024 * 1024;
-
-/// The body of `POST /accounts`.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct CreateAccount {
-    /// Lowercase letters, digits and `-`; `anonymous` is reserved.
-    name: String,
-}
-
-/// The body of `POST /accounts/{account}/sub-tenant-tokens`.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct IssueSubTenantToken {
-    /// The sub-tenant the token acts for.
-    sub_tenant: String,
-    /// Seconds it lives: default 3600, at most 86400.
-    ttl_s: Option<u64>,
-}
 
 /// Serves one admin request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
@@ -384,35 +365,6 @@ async fn put_blob(
         status,
         &json!({ "sha256": sha, "size": bytes.len(), "created": created }),
     ))
-}
-
-/// The body of `POST …/functions/{function}/versions`: a deploy.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Deploy {
-    /// The SHA-256 of a component uploaded to this account's blobs.
-    blob: String,
-    /// Callable without credentials.
-    #[serde(default)]
-    public: bool,
-    /// Whether calls name a sub-tenant.
-    #[serde(default)]
-    tenancy: Tenancy,
-    /// Whether an environment may serve further calls of its partition.
-    #[serde(default)]
-    reuse: Reuse,
-    /// Deadline per call (host default if absent; at most the host's maximum).
-    timeout_ms: Option<u64>,
-    /// Linear memory limit (host default if absent).
-    memory_mb: Option<u32>,
-    /// Environment variables the function sees.
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    /// `HOST[:PORT]` the function may call out to.
-    #[serde(default)]
-    allow_outbound: Vec<String>,
-    /// Concurrent calls per sub-tenant, in place of the host default.
-    max_concurrency_per_sub_tenant: Option<u32>,
 }
 
 async fn deploy(

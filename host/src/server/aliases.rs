@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
@@ -18,54 +17,9 @@ use super::admin::{no_function, read_json};
 use super::respond::{self, Body};
 use crate::error::ApiError;
 use crate::names::{AccountName, AliasName, FunctionName};
-use crate::registry::records::{AliasRecord, CrossAliasRecord, GrantRecord, LowerLimits, Overrides, Weight};
+use crate::registry::records::{AliasRecord, CrossAliasRecord, GrantRecord, LowerLimits};
 use crate::registry::{AliasSpec, CrossTarget, PutMode, Snapshot};
-
-/// The body of `PUT …/aliases/{alias}`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct PutAlias {
-    /// The version the alias points at.
-    version: u32,
-    /// A second version and the share of calls it gets.
-    weight: Option<Weight>,
-    /// Environment variables added, limits lowered.
-    #[serde(default)]
-    overrides: Overrides,
-}
-
-/// The body of `PUT …/grants/{grantee}`.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct PutGrant {
-    /// Only this alias may be called (any version or alias if absent).
-    #[schema(value_type = Option<String>)]
-    alias: Option<AliasName>,
-}
-
-/// The body of `PUT …/reservations/{qualifier}`.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct PutReservation {
-    /// Environments started at once, past the host's instantiation rate.
-    min: u32,
-    /// Environments kept ready as capacity allows (at least `min`).
-    target: u32,
-    /// Bind them to one sub-tenant's partition.
-    #[schema(value_type = Option<String>)]
-    sub_tenant: Option<crate::names::SubTenantId>,
-}
-
-/// The body of `PUT …/cross-aliases/{name}`. Read field by field so that a
-/// field that would change the owner's code or config is refused by name.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // Described here; the handler reads the JSON itself.
-pub(super) struct PutCrossAlias {
-    /// `OWNER/FUNCTION[:QUALIFIER]`, a function the owner granted to this account.
-    target: String,
-    /// Limits, only lower than the owner's.
-    limits: Option<LowerLimits>,
-}
+use stratus_wire::admin::{PutAlias, PutGrant, PutReservation};
 
 /// An alias as the API shows it.
 pub fn alias_json(record: &AliasRecord) -> serde_json::Value {

@@ -164,8 +164,9 @@ fn build() -> OpenApi {
         );
     }
 
-    use super::admin::{CreateAccount, Deploy, IssueSubTenantToken};
-    use super::aliases::{PutAlias, PutCrossAlias, PutGrant, PutReservation};
+    use stratus_wire::admin::{
+        CreateAccount, Deploy, IssueSubTenantToken, PutAlias, PutCrossAlias, PutGrant, PutReservation,
+    };
     let components = ComponentsBuilder::new()
         .schema_from::<ErrorBody>()
         .schema_from::<ErrorDetail>()

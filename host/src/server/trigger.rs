@@ -45,18 +45,11 @@ pub fn is_trigger<B>(state: &AppState, req: &Request<B>) -> bool {
 fn host_target<'a, B>(state: &AppState, req: &'a Request<B>) -> Option<(&'a str, &'a str)> {
     let base = state.config.base_domain.as_deref()?;
     let host = req.headers().get(http::header::HOST)?.to_str().ok()?;
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    let label = host.strip_suffix(base)?.strip_suffix('.')?;
-    label.split_once("--")
+    stratus_wire::address::host_labels(host, base)
 }
 
 fn parse<B>(state: &AppState, req: &Request<B>) -> Result<Target, ApiError> {
+    use stratus_wire::address::{self, AddressError};
     let query = req.uri().query();
     let with_query = |path: &str| -> Result<Uri, ApiError> {
         let text = match query {
@@ -65,33 +58,23 @@ fn parse<B>(state: &AppState, req: &Request<B>) -> Result<Target, ApiError> {
         };
         text.parse().map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))
     };
-    if let Some((name, account)) = host_target(state, req) {
-        return Ok(Target {
-            account: AccountName::parse(account)?,
-            name: FunctionName::parse(name)?,
-            qualifier: Qualifier::Latest,
-            guest_uri: with_query(req.uri().path())?,
-        });
-    }
-    let rest = req.uri().path().strip_prefix("/fn/").unwrap_or_default();
-    let mut parts = rest.splitn(3, '/');
-    let account = parts.next().unwrap_or_default();
-    let function = parts.next().unwrap_or_default();
-    if account.is_empty() || function.is_empty() {
-        return Err(ApiError::BadRequest(
-            "address a function as /fn/{account}/{name}[:{qualifier}]/{path}".into(),
-        ));
-    }
-    let guest_path = format!("/{}", parts.next().unwrap_or_default());
-    let (name, qualifier) = match function.split_once(':') {
-        Some((name, qualifier)) => (name, Qualifier::parse(qualifier)?),
-        None => (function, Qualifier::Latest),
-    };
+    let path = req.uri().path();
+    let by_host = state.config.base_domain.as_deref().and_then(|base| {
+        let host = req.headers().get(http::header::HOST)?.to_str().ok()?;
+        address::parse_host(host, base, path)
+    });
+    let parsed = by_host
+        .or_else(|| address::parse_path(path))
+        .unwrap_or(Err(AddressError::Shape))
+        .map_err(|e| match e {
+            AddressError::Shape => ApiError::BadRequest(e.to_string()),
+            AddressError::Name(name) => name.into(),
+        })?;
     Ok(Target {
-        account: AccountName::parse(account)?,
-        name: FunctionName::parse(name)?,
-        qualifier,
-        guest_uri: with_query(&guest_path)?,
+        guest_uri: with_query(&parsed.guest_path)?,
+        account: parsed.account,
+        name: parsed.name,
+        qualifier: parsed.qualifier,
     })
 }
 
