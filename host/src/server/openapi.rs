@@ -75,34 +75,29 @@ fn build() -> OpenApi {
             .summary(Some(route.summary))
             .description(Some(who))
             .operation_id(Some(format!("{} {}", route.method, route.path)));
-        for segment in route.path.split('/') {
-            if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                operation = operation.parameter(
-                    ParameterBuilder::new()
-                        .name(name)
-                        .parameter_in(ParameterIn::Path)
-                        .required(Required::True)
-                        .schema(Some(string())),
-                );
-            }
-        }
-        for (name, description) in route.query {
+        let path_parameters = route
+            .path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| (name, None, ParameterIn::Path));
+        let optional = |location: ParameterIn| {
+            move |(name, description): &(&'static str, &'static str)| (*name, Some(*description), location.clone())
+        };
+        let parameters = path_parameters
+            .chain(route.query.iter().map(optional(ParameterIn::Query)))
+            .chain(route.headers.iter().map(optional(ParameterIn::Header)));
+        for (name, description, location) in parameters {
+            let required = if location == ParameterIn::Path {
+                Required::True
+            } else {
+                Required::False
+            };
             operation = operation.parameter(
                 ParameterBuilder::new()
-                    .name(*name)
-                    .parameter_in(ParameterIn::Query)
-                    .required(Required::False)
-                    .description(Some(*description))
-                    .schema(Some(string())),
-            );
-        }
-        for (name, description) in route.headers {
-            operation = operation.parameter(
-                ParameterBuilder::new()
-                    .name(*name)
-                    .parameter_in(ParameterIn::Header)
-                    .required(Required::False)
-                    .description(Some(*description))
+                    .name(name)
+                    .parameter_in(location)
+                    .required(required)
+                    .description(description)
                     .schema(Some(string())),
             );
         }
