@@ -5,6 +5,7 @@
 mod deploy;
 mod fairness;
 mod raw;
+mod registry;
 mod server;
 mod throughput;
 mod tokens;
@@ -35,6 +36,8 @@ enum Bench {
     Fairness(fairness::Fairness),
     /// What signing and verifying invocation tokens cost, in process and end to end.
     Tokens(tokens::Tokens),
+    /// What authenticating a key and resolving a version cost per call, by registry size.
+    Registry(registry::RegistryBench),
     /// Requests per second and latency of `hello` under Stratus, against
     /// `wasmtime serve` and a raw hyper server; restart, first-call and
     /// memory figures beside them.
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Deploy(bench) => bench.run(&cli.stratus, &component("heavy"))?,
         Bench::Fairness(bench) => bench.run(&cli.stratus, &component("busy"))?,
         Bench::Tokens(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
+        Bench::Registry(bench) => bench.run()?,
         Bench::Throughput(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
         Bench::RawHello(server) => return server.run(),
     };
