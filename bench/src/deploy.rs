@@ -116,30 +116,16 @@ impl Figures {
 }
 
 /// `component` with a custom section named `stratus-bench` carrying
-/// `payload` appended: the same code under another SHA-256. A custom section
-/// is valid at the end of a component as of a core module: id 0, the LEB128
-/// size of its content, then the content (LEB128 name length, name, payload).
+/// `payload` appended: the same code under another SHA-256 (a custom section
+/// is valid at the end of a component as of a core module).
 fn with_custom_section(component: &[u8], payload: &[u8]) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"stratus-bench";
-    let mut content = Vec::new();
-    leb128(name.len(), &mut content);
-    content.extend_from_slice(name);
-    content.extend_from_slice(payload);
+    use wasm_encoder::Section as _;
     let mut out = component.to_vec();
-    out.push(0);
-    leb128(content.len(), &mut out);
-    out.extend_from_slice(&content);
+    wasm_encoder::CustomSection {
+        name: "stratus-bench".into(),
+        data: payload.into(),
+    }
+    .append_to(&mut out);
     out
 }
 

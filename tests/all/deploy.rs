@@ -201,26 +201,13 @@ fn deploy_settings_are_checked() {
 /// `component` with a custom section appended: the same code under another
 /// SHA-256, so the host has to compile it afresh.
 pub fn with_custom_section(component: &[u8], payload: &[u8]) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"stratus-test";
-    let mut content = Vec::new();
-    leb(name.len(), &mut content);
-    content.extend_from_slice(name);
-    content.extend_from_slice(payload);
+    use wasm_encoder::Section as _;
     let mut out = component.to_vec();
-    out.push(0);
-    leb(content.len(), &mut out);
-    out.extend_from_slice(&content);
+    wasm_encoder::CustomSection {
+        name: "stratus-test".into(),
+        data: payload.into(),
+    }
+    .append_to(&mut out);
     out
 }
 
