@@ -16,11 +16,11 @@ use std::time::Instant;
 use sha2::Digest as _;
 use stratus::credentials::tokens::Tokens as KeyStore;
 use stratus::names::{AccountName, FunctionName, Qualifier};
-use stratus::registry::Registry;
 use stratus::registry::records::{Reuse, Tenancy, VersionConfig, VersionState};
+use stratus::registry::{Registry, Snapshot};
 use stratus::tenancy;
 
-use crate::server::provenance;
+use crate::server::{median, ns_per_op, provenance};
 
 /// Options of the registry benchmark.
 #[derive(Debug, clap::Args)]
@@ -45,11 +45,6 @@ struct Row {
     authenticate: f64,
     resolve: f64,
     all: f64,
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 impl RegistryBench {
@@ -153,13 +148,7 @@ impl RegistryBench {
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
 
         let n = self.iterations;
-        let timed = |op: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
-            let started = Instant::now();
-            for _ in 0..n {
-                op()?;
-            }
-            Ok(started.elapsed().as_nanos() as f64 / n as f64)
-        };
+        let timed = |op: &mut dyn FnMut() -> anyhow::Result<()>| ns_per_op(n, op);
         let mut sha256 = || {
             black_box(sha2::Sha256::digest(black_box(key.as_bytes())));
             Ok(())
@@ -168,33 +157,23 @@ impl RegistryBench {
             black_box(registry.snapshot());
             Ok(())
         };
-        let mut authenticate = || {
-            black_box(tenancy::authenticate(
-                black_box(&headers),
-                &snapshot,
-                &operator,
-                &keys,
-                |_| None,
-            )?);
+        let authenticate_on = |snapshot: &Snapshot| -> anyhow::Result<()> {
+            let presented = tenancy::authenticate(black_box(&headers), snapshot, &operator, &keys, |_| None)?;
+            black_box(presented);
             Ok(())
         };
-        let mut resolve = || {
+        let resolve_on = |snapshot: &Snapshot| -> anyhow::Result<()> {
             let resolved = snapshot.resolve(black_box(&account), &function, &Qualifier::Latest, None);
             black_box(resolved.is_ok());
             Ok(())
         };
+        let mut authenticate = || authenticate_on(&snapshot);
+        let mut resolve = || resolve_on(&snapshot);
+        // What a call does: its own snapshot, then both steps on it.
         let mut all = || {
             let snapshot = registry.snapshot();
-            black_box(tenancy::authenticate(
-                black_box(&headers),
-                &snapshot,
-                &operator,
-                &keys,
-                |_| None,
-            )?);
-            let resolved = snapshot.resolve(black_box(&account), &function, &Qualifier::Latest, None);
-            black_box(resolved.is_ok());
-            Ok(())
+            authenticate_on(&snapshot)?;
+            resolve_on(&snapshot)
         };
         let mut figures: [Vec<f64>; 5] = Default::default();
         for batch in 0..=self.batches {

@@ -231,6 +231,26 @@ impl Drop for Server {
     }
 }
 
+/// The median of `values` (the mean of the middle two for an even count);
+/// NaN for none.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Runs `op` `n` times; nanoseconds per run.
+pub fn ns_per_op(n: usize, op: &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        op()?;
+    }
+    Ok(started.elapsed().as_nanos() as f64 / n as f64)
+}
+
 /// Percentile of sorted samples, in milliseconds.
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::server::{Server, metric_in, percentile, provenance};
+use crate::server::{Server, median, metric_in, percentile, provenance};
 
 /// Options of the throughput benchmark.
 #[derive(Debug, clap::Args)]
@@ -273,15 +273,6 @@ struct IdleFigures {
     mappings: usize,
     /// Why the calls stopped before all N were made, with how many were.
     stopped: Option<(usize, String)>,
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
 }
 
 /// A wrk duration such as `452.00us`, `1.07ms`, `2.00s` or `1.50m`, in ms.

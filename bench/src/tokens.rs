@@ -20,7 +20,7 @@ use stratus::names::{AccountName, SubTenantId};
 use stratus::registry::Registry;
 use stratus::runtime::credentials::Invocation;
 
-use crate::server::{Server, percentile, provenance};
+use crate::server::{Server, median, ns_per_op, percentile, provenance};
 
 /// Options of the tokens benchmark.
 #[derive(Debug, clap::Args)]
@@ -78,11 +78,6 @@ fn unix_now() -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 impl Tokens {
     pub fn run(&self, stratus: &Path, hello: &Path, whoami: &Path) -> anyhow::Result<String> {
         anyhow::ensure!(self.iterations > 0 && self.batches > 0, "nothing to time");
@@ -128,13 +123,7 @@ impl Tokens {
         keys.verify_sub_tenant(&sub_tenant)?;
 
         let n = self.iterations;
-        let timed = |op: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
-            let started = Instant::now();
-            for _ in 0..n {
-                op()?;
-            }
-            Ok(started.elapsed().as_nanos() as f64 / n as f64)
-        };
+        let timed = |op: &mut dyn FnMut() -> anyhow::Result<()>| ns_per_op(n, op);
         let mut sha256 = || {
             black_box(sha2::Sha256::digest(black_box(token.as_str()).as_bytes()));
             Ok(())
