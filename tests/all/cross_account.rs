@@ -28,6 +28,16 @@ impl Accounts {
         )
     }
 
+    /// Points acme's alias `prod` of `function` at `version`.
+    fn point_prod(&self, function: &str, version: u32) -> Reply {
+        self.server.admin(
+            &self.acme,
+            "PUT",
+            &format!("/accounts/acme/functions/{function}/aliases/prod"),
+            Some(json!({ "version": version })),
+        )
+    }
+
     fn cross(&self, name: &str, body: Value) -> Reply {
         self.server.admin(
             &self.globex,
@@ -156,12 +166,7 @@ fn cross_account_aliases_only_lower_limits_and_never_chain() {
         json!({ "timeout_ms": 10000 }),
     );
     a.server.deploy(&a.acme, "acme", "whoami", WHOAMI_COMPONENT, json!({}));
-    let alias = a.server.admin(
-        &a.acme,
-        "PUT",
-        "/accounts/acme/functions/whoami/aliases/prod",
-        Some(json!({ "version": 1 })),
-    );
+    let alias = a.point_prod("whoami", 1);
     assert_eq!(alias.status, 201);
     // Granted through `prod` only.
     assert_eq!(a.grant("whoami", json!({ "alias": "prod" })).status, 201);
@@ -199,12 +204,7 @@ fn cross_account_aliases_only_lower_limits_and_never_chain() {
     );
 
     // The owner re-points its alias: the grantee follows at once.
-    let repointed = a.server.admin(
-        &a.acme,
-        "PUT",
-        "/accounts/acme/functions/whoami/aliases/prod",
-        Some(json!({ "version": 2 })),
-    );
+    let repointed = a.point_prod("whoami", 2);
     assert_eq!(repointed.status, 200);
     assert_eq!(
         a.call_as_globex("/fn/globex/w/", "bob").header("x-stratus-version"),
@@ -288,12 +288,7 @@ fn referenced_functions_need_force_and_grants_survive_a_restart() {
     let data = dir.path().join("data");
     let a = accounts_with(Server::spawn(&data, &[]));
     a.server.deploy(&a.acme, "acme", "hello", HELLO_COMPONENT, json!({}));
-    let alias = a.server.admin(
-        &a.acme,
-        "PUT",
-        "/accounts/acme/functions/hello/aliases/prod",
-        Some(json!({ "version": 1 })),
-    );
+    let alias = a.point_prod("hello", 1);
     assert_eq!(alias.status, 201);
 
     // Through the CLI: grant, alias, list.

@@ -203,9 +203,7 @@ async fn account_route(
         (&Method::GET, ["grants"]) => super::aliases::all_grants(state, account),
         (&Method::GET, ["functions", function, "logs"]) => {
             let function = FunctionName::parse(function)?;
-            if state.registry.snapshot().function(account, &function).is_none() {
-                return Err(no_function(&function));
-            }
+            snapshot_with(state, account, &function)?;
             let since_ms = match query_param(query, "since") {
                 Some(since) => {
                     let ago = humantime::parse_duration(&since).map_err(|e| {
@@ -289,6 +287,19 @@ async fn issue_sub_tenant_token(
 
 pub(super) fn no_function(function: &FunctionName) -> ApiError {
     ApiError::NotFound(format!("no function {function}"))
+}
+
+/// The registry as it is now, once `function` is known to exist in `account`.
+pub(super) fn snapshot_with(
+    state: &AppState,
+    account: &AccountName,
+    function: &FunctionName,
+) -> Result<Arc<crate::registry::Snapshot>, ApiError> {
+    let snapshot = state.registry.snapshot();
+    if snapshot.function(account, function).is_none() {
+        return Err(no_function(function));
+    }
+    Ok(snapshot)
 }
 
 fn key_json(key: &KeyRecord) -> serde_json::Value {

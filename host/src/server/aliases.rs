@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::AppState;
-use super::admin::{no_function, read_json};
+use super::admin::{no_function, read_json, snapshot_with};
 use super::respond::{self, Body};
 use crate::error::ApiError;
 use crate::names::{AccountName, AliasName, FunctionName};
@@ -149,10 +149,7 @@ pub async fn grants(
     function: &FunctionName,
     rest: &[&str],
 ) -> Result<Response<Body>, ApiError> {
-    let snapshot = state.registry.snapshot();
-    if snapshot.function(account, function).is_none() {
-        return Err(no_function(function));
-    }
+    let snapshot = snapshot_with(state, account, function)?;
     match (method, rest) {
         (&Method::GET, []) => {
             let grants: Vec<_> = snapshot
@@ -291,10 +288,7 @@ pub async fn reservations(
     function: &FunctionName,
     rest: &[&str],
 ) -> Result<Response<Body>, ApiError> {
-    let snapshot = state.registry.snapshot();
-    if snapshot.function(account, function).is_none() {
-        return Err(no_function(function));
-    }
+    let snapshot = snapshot_with(state, account, function)?;
     match (method, rest) {
         (&Method::GET, []) => {
             let reservations: Vec<_> = snapshot
