@@ -111,18 +111,8 @@ fn metrics_count_calls_by_function_and_never_by_sub_tenant() {
         );
         assert_eq!(reply.status, 200);
     }
-    assert_eq!(
-        server
-            .request("GET", "/fn/acme/hog/", &[("authorization", &auth)], b"")
-            .status,
-        502
-    );
-    assert_eq!(
-        server
-            .request("GET", "/fn/acme/nothing/", &[("authorization", &auth)], b"")
-            .status,
-        404
-    );
+    assert_eq!(server.get("/fn/acme/hog/", &auth).status, 502);
+    assert_eq!(server.get("/fn/acme/nothing/", &auth).status, 404);
 
     assert_eq!(
         server.metric(r#"stratus_invocations_total{account="acme",function="hello",status="2xx"}"#),

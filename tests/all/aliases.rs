@@ -31,7 +31,7 @@ fn versions_served(server: &Server, key: &str, path: &str, calls: usize) -> BTre
         for _ in 0..4 {
             scope.spawn(|| {
                 for _ in 0..calls / 4 {
-                    let reply = server.request("GET", path, &[("authorization", &auth)], b"");
+                    let reply = server.get(path, &auth);
                     assert_eq!(reply.status, 200, "{}", reply.text());
                     let version = reply.header("x-stratus-version").unwrap().to_string();
                     *counts.lock().unwrap().entry(version).or_insert(0) += 1;
@@ -97,18 +97,12 @@ fn aliases_override_env_lower_limits_and_show_in_the_claims() {
         json!({ "version": 1, "overrides": { "env": { "B": "beta", "C": "3" }, "timeout_ms": 2000 } }),
     );
     assert_eq!(reply.status, 201, "{}", reply.text());
-    let env = server
-        .request("GET", "/fn/acme/echo:beta/", &[("authorization", &auth)], b"")
-        .json()["env"]
-        .clone();
+    let env = server.get("/fn/acme/echo:beta/", &auth).json()["env"].clone();
     assert_eq!(
         (env["A"].as_str(), env["B"].as_str(), env["C"].as_str()),
         (Some("1"), Some("beta"), Some("3"))
     );
-    let direct = server
-        .request("GET", "/fn/acme/echo:1/", &[("authorization", &auth)], b"")
-        .json()["env"]
-        .clone();
+    let direct = server.get("/fn/acme/echo:1/", &auth).json()["env"].clone();
     assert_eq!(
         (direct["B"].as_str(), direct["C"].as_str()),
         (Some("2"), None),
@@ -138,9 +132,7 @@ fn aliases_override_env_lower_limits_and_show_in_the_claims() {
         put_alias(&server, &key, "whoami", "live", json!({ "version": 1 })).status,
         201
     );
-    let claims = server
-        .request("GET", "/fn/acme/whoami:live/?token=1", &[("authorization", &auth)], b"")
-        .json();
+    let claims = server.get("/fn/acme/whoami:live/?token=1", &auth).json();
     assert_eq!(claims["alias"], "live");
     let token = claims["token"].as_str().unwrap();
     let payload = token.split('.').nth(1).unwrap();
@@ -149,9 +141,7 @@ fn aliases_override_env_lower_limits_and_show_in_the_claims() {
     )
     .unwrap();
     assert_eq!(payload["alias"], "live");
-    let direct = server
-        .request("GET", "/fn/acme/whoami/", &[("authorization", &auth)], b"")
-        .json();
+    let direct = server.get("/fn/acme/whoami/", &auth).json();
     assert_eq!(direct["alias"], Value::Null);
 }
 

@@ -28,12 +28,7 @@ fn a_client_trickling_its_headers_is_cut_off_while_others_are_served() {
         if slow.write_all(&[byte]).is_err() {
             break;
         }
-        assert_eq!(
-            server
-                .request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"")
-                .status,
-            200
-        );
+        assert_eq!(server.get("/fn/acme/hello/", &auth).status, 200);
         std::thread::sleep(Duration::from_millis(100));
     }
     // Cut off: the server has closed (or reset) the connection. Still open,
@@ -59,7 +54,7 @@ fn two_thousand_idle_connections_do_not_stop_new_calls() {
         .collect();
     let auth = bearer(&key);
     for _ in 0..20 {
-        let reply = server.request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"");
+        let reply = server.get("/fn/acme/hello/", &auth);
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     drop(idle);

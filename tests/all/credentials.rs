@@ -100,9 +100,7 @@ fn claims_describe_the_invocation_and_nothing_is_signed_unless_asked() {
         "claims() must not sign anything"
     );
 
-    let anonymous_caller = server
-        .request("GET", "/fn/acme/whoami/", &[("authorization", &auth)], b"")
-        .json();
+    let anonymous_caller = server.get("/fn/acme/whoami/", &auth).json();
     assert_eq!(anonymous_caller["sub_tenant"], Value::Null);
 }
 
@@ -437,7 +435,7 @@ fn live_invocation_tokens_are_refused_when_forged_or_meant_for_someone_else() {
         "/fn/acme/fetch/?url={}&aud=stratus",
         encode(&format!("{}/forge", upstream.origin))
     );
-    let (_, results) = fetched(&server.request("GET", &path, &[("authorization", &auth)], b""));
+    let (_, results) = fetched(&server.get(&path, &auth));
     assert_eq!(results["genuine"], 200, "a live token calls a sibling: {results}");
     assert_eq!(results["introspection"], true);
     for name in [
@@ -457,7 +455,7 @@ fn live_invocation_tokens_are_refused_when_forged_or_meant_for_someone_else() {
         encode(&format!("{}/elsewhere", upstream.origin)),
         encode("https://elsewhere.example")
     );
-    let (_, results) = fetched(&server.request("GET", &path, &[("authorization", &auth)], b""));
+    let (_, results) = fetched(&server.get(&path, &auth));
     assert_eq!(results["introspection"], true, "{results}");
     assert_eq!(results["genuine"], 401, "a wrong-audience token accepted: {results}");
 }

@@ -228,7 +228,7 @@ fn a_deploy_under_load_switches_once_and_fails_no_call() {
                     let mut seen = Vec::new();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let sent = Instant::now();
-                        let reply = server.request("GET", "/fn/acme/heavy/", &[("authorization", &auth)], b"");
+                        let reply = server.get("/fn/acme/heavy/", &auth);
                         let version = reply
                             .header("x-stratus-version")
                             .and_then(|v| v.parse().ok())

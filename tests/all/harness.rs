@@ -258,6 +258,11 @@ impl Server {
         .ok()
     }
 
+    /// `GET path` with `Authorization: {authorization}` (e.g. `bearer(&key)`).
+    pub fn get(&self, path: &str, authorization: &str) -> Reply {
+        self.request("GET", path, &[("authorization", authorization)], b"")
+    }
+
     /// Sends a request to the main listener.
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         self.request_to(&self.url, method, path, headers, body)

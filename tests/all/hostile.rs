@@ -35,7 +35,7 @@ fn traps_fail_only_their_call_and_free_their_environment() {
         );
         assert_eq!(reply.status, 502, "{what}: {}", reply.text());
         assert_eq!(reply.code(), "guest_error", "{what}");
-        let hello = server.request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"");
+        let hello = server.get("/fn/acme/hello/", &auth);
         assert_eq!(hello.status, 200, "after {what}");
     }
     assert!(settles_at(&server, "stratus_live_instances", 0.0), "a pool slot leaked");
@@ -50,15 +50,10 @@ fn traps_fail_only_their_call_and_free_their_environment() {
     );
     assert_eq!(reply.status, 502, "{}", reply.text());
     assert!(reply.text().contains("fields exceeds limit"), "{}", reply.text());
-    assert_eq!(
-        server
-            .request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"")
-            .status,
-        200
-    );
+    assert_eq!(server.get("/fn/acme/hello/", &auth).status, 200);
 
     // One memory.fill over all the memory it may have.
-    let reply = server.request("GET", "/fn/acme/hostile/?do=fill", &[("authorization", &auth)], b"");
+    let reply = server.get("/fn/acme/hostile/?do=fill", &auth);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(reply.text().starts_with("filled "), "{}", reply.text());
     assert!(settles_at(&server, "stratus_live_instances", 0.0));
@@ -74,7 +69,7 @@ fn runaway_guests_end_at_their_deadline_while_others_are_served() {
             .map(|_| {
                 scope.spawn(|| {
                     let started = Instant::now();
-                    let reply = server.request("GET", "/fn/acme/busy/", &[("authorization", &auth)], b"");
+                    let reply = server.get("/fn/acme/busy/", &auth);
                     (reply.status, started.elapsed())
                 })
             })
@@ -82,7 +77,7 @@ fn runaway_guests_end_at_their_deadline_while_others_are_served() {
         let mut served = 0;
         let until = Instant::now() + Duration::from_millis(900);
         while Instant::now() < until {
-            let hello = server.request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"");
+            let hello = server.get("/fn/acme/hello/", &auth);
             assert_eq!(hello.status, 200, "{}", hello.text());
             served += 1;
         }
@@ -142,10 +137,5 @@ fn an_endless_body_ends_at_the_deadline() {
     );
     assert!(settles_at(&server, "stratus_live_instances", 0.0));
     let auth = bearer(&key);
-    assert_eq!(
-        server
-            .request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"")
-            .status,
-        200
-    );
+    assert_eq!(server.get("/fn/acme/hello/", &auth).status, 200);
 }

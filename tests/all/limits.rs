@@ -162,18 +162,8 @@ fn a_pool_of_twenty_thousand_slots_fits_the_address_space() {
     server.deploy(&key, "acme", "hog", HOG_COMPONENT, json!({ "memory_mb": 16 }));
     server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
     let auth = bearer(&key);
-    assert_eq!(
-        server
-            .request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"")
-            .status,
-        200
-    );
+    assert_eq!(server.get("/fn/acme/hello/", &auth).status, 200);
     // Bounds-checked memories still stop at their limit.
-    assert_eq!(
-        server
-            .request("GET", "/fn/acme/hog/", &[("authorization", &auth)], b"")
-            .status,
-        502
-    );
+    assert_eq!(server.get("/fn/acme/hog/", &auth).status, 502);
     assert!(server.log().contains("large pool"), "{}", server.log());
 }

@@ -110,12 +110,7 @@ fn following_streams_new_lines_as_they_come() {
     reader.read_line(&mut head).unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let auth = bearer(&key);
-    assert_eq!(
-        server
-            .request("GET", "/fn/acme/echo/followed", &[("authorization", &auth)], b"")
-            .status,
-        200
-    );
+    assert_eq!(server.get("/fn/acme/echo/followed", &auth).status, 200);
     let mut seen = String::new();
     while !seen.contains("echo GET /followed") {
         let mut line = String::new();
@@ -135,10 +130,7 @@ fn the_log_of_a_function_is_bounded_and_says_what_it_dropped() {
     let auth = bearer(&key);
     for n in 0..40 {
         let path = format!("/fn/acme/echo/{n:03}");
-        assert_eq!(
-            server.request("GET", &path, &[("authorization", &auth)], b"").status,
-            200
-        );
+        assert_eq!(server.get(&path, &auth).status, 200);
     }
     let reply = read_until(&server, &key, "/accounts/acme/functions/echo/logs", |l| {
         l.last().is_some_and(|e| e["line"] == "echo GET /039")

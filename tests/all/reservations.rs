@@ -32,7 +32,7 @@ fn reserved_environments_are_ready_taken_first_and_replaced() {
     assert_eq!(server.metric("stratus_live_instances"), 4.0);
 
     let auth = bearer(&key);
-    let reply = server.request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"");
+    let reply = server.get("/fn/acme/hello/", &auth);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(server.metric(HITS), 1.0, "the call took a reserved environment");
     assert_eq!(
@@ -126,7 +126,7 @@ fn deleting_a_reservation_never_fails_a_call_in_flight() {
     let auth = bearer(&key);
     std::thread::scope(|scope| {
         let calls: Vec<_> = (0..3)
-            .map(|_| scope.spawn(|| server.request("GET", "/fn/acme/busy/?ms=800", &[("authorization", &auth)], b"")))
+            .map(|_| scope.spawn(|| server.get("/fn/acme/busy/?ms=800", &auth)))
             .collect();
         std::thread::sleep(Duration::from_millis(300));
         let lowered = reserve(&server, &key, "busy", "latest", json!({ "min": 0, "target": 1 }));

@@ -27,7 +27,7 @@ fn a_restart_keeps_every_record_and_loads_code_from_the_cache() {
     assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
 
     let auth = bearer(&key);
-    let reply = server.request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"");
+    let reply = server.get("/fn/acme/hello/", &auth);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("x-stratus-version"), Some("2"));
     assert_eq!(
@@ -35,12 +35,7 @@ fn a_restart_keeps_every_record_and_loads_code_from_the_cache() {
         200,
         "version 1 is still public"
     );
-    assert_eq!(
-        server
-            .request("GET", "/fn/acme/echo/", &[("authorization", &auth)], b"")
-            .status,
-        200
-    );
+    assert_eq!(server.get("/fn/acme/echo/", &auth).status, 200);
 
     assert_eq!(
         server.metric("stratus_compiles_total"),

@@ -197,7 +197,7 @@ fn a_sub_tenant_token_acts_for_its_sub_tenant_only() {
     let token = issue_token(&server, &key, "alice", 3600);
     let auth = bearer(&token);
 
-    let first = server.request("GET", "/fn/acme/counter/", &[("authorization", &auth)], b"");
+    let first = server.get("/fn/acme/counter/", &auth);
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.json()["kv"], 1);
     // Same partition and namespace as the account key naming alice.
@@ -224,7 +224,7 @@ fn a_sub_tenant_token_acts_for_its_sub_tenant_only() {
         assert_eq!(server.admin(&token, "GET", path, None).status, 401, "{path}");
     }
     // It acts for acme: another account's private function is not there.
-    let foreign = server.request("GET", "/fn/globex/anything/", &[("authorization", &auth)], b"");
+    let foreign = server.get("/fn/globex/anything/", &auth);
     assert_eq!(foreign.status, 404);
 
     // A token altered in any byte is refused.

@@ -67,7 +67,7 @@ fn public_functions_keep_their_own_authorization_scheme() {
     assert_eq!(own.json()["headers"]["authorization"], "Basic dXNlcjpwdw==");
 
     let auth = bearer(&key);
-    let stratus = server.request("GET", "/fn/acme/echo/", &[("authorization", &auth)], b"");
+    let stratus = server.get("/fn/acme/echo/", &auth);
     assert_eq!(stratus.status, 200);
     assert!(
         stratus.json()["headers"].get("authorization").is_none(),
@@ -144,7 +144,7 @@ fn unknown_names_answer_not_found_with_a_stable_code() {
         "/fn/acme/hello:7/",
         "/fn/acme/hello:prod/",
     ] {
-        let reply = server.request("GET", path, &[("authorization", &auth)], b"");
+        let reply = server.get(path, &auth);
         assert_eq!(reply.status, 404, "{path}: {}", reply.text());
         assert_eq!(reply.code(), "not_found", "{path}");
         assert!(reply.json()["error"]["message"].is_string());
@@ -166,7 +166,7 @@ fn sub_tenant_rules_apply_at_the_trigger() {
     let (server, key) = Server::with_function("multi", ECHO_COMPONENT, json!({ "tenancy": "multi" }));
     let auth = bearer(&key);
 
-    let missing = server.request("GET", "/fn/acme/multi/", &[("authorization", &auth)], b"");
+    let missing = server.get("/fn/acme/multi/", &auth);
     assert_eq!(missing.status, 400);
     assert_eq!(missing.code(), "sub_tenant_required");
 
@@ -209,12 +209,7 @@ fn revoked_keys_and_deleted_functions_stop_at_once() {
         second.json()["key"].as_str().unwrap().to_string(),
     );
     let auth = bearer(&second_key);
-    assert_eq!(
-        server
-            .request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"")
-            .status,
-        200
-    );
+    assert_eq!(server.get("/fn/acme/hello/", &auth).status, 200);
 
     assert_eq!(
         server
@@ -222,12 +217,7 @@ fn revoked_keys_and_deleted_functions_stop_at_once() {
             .status,
         204
     );
-    assert_eq!(
-        server
-            .request("GET", "/fn/acme/hello/", &[("authorization", &auth)], b"")
-            .status,
-        401
-    );
+    assert_eq!(server.get("/fn/acme/hello/", &auth).status, 401);
 
     assert_eq!(
         server
