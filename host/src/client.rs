@@ -77,6 +77,30 @@ impl Client {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Reply, ClientError> {
+        collect(self.head(method, path, headers, body).await?).await
+    }
+
+    /// GETs an admin route whose body streams (e.g. followed logs); the
+    /// response is returned as soon as its head arrives.
+    pub async fn stream(&self, path: &str) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        let response = self
+            .head(Method::GET, &format!("/admin/v1{path}"), &[], Bytes::new())
+            .await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(api_error(&collect(response).await?))
+    }
+
+    /// Sends a request with the client's key; the answer's head, its body
+    /// still to read.
+    async fn head(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut builder = Request::builder().method(method).uri(&url);
         if let Some(key) = &self.key {
@@ -88,52 +112,10 @@ impl Client {
         let request = builder
             .body(Full::new(body))
             .map_err(|e| ClientError::Other(e.into()))?;
-        let response = self.http.request(request).await.map_err(|e| ClientError::Connect {
+        self.http.request(request).await.map_err(|e| ClientError::Connect {
             url: self.base.clone(),
             source: e.into(),
-        })?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| ClientError::Other(e.into()))?
-            .to_bytes();
-        Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
         })
-    }
-
-    /// GETs an admin route whose body streams (e.g. followed logs); the
-    /// response is returned as soon as its head arrives.
-    pub async fn stream(&self, path: &str) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
-        let url = format!("{}/admin/v1{path}", self.base);
-        let mut builder = Request::builder().method(Method::GET).uri(&url);
-        if let Some(key) = &self.key {
-            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let request = builder
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Other(e.into()))?;
-        let response = self.http.request(request).await.map_err(|e| ClientError::Connect {
-            url: self.base.clone(),
-            source: e.into(),
-        })?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| ClientError::Other(e.into()))?
-            .to_bytes();
-        Err(api_error(&Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }))
     }
 
     /// Calls an admin route and decodes the JSON answer (`null` for 204).
@@ -201,4 +183,19 @@ pub fn api_error(reply: &Reply) -> ClientError {
         code: field("code").unwrap_or_else(|| "unknown".into()),
         message: field("message").unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned()),
     }
+}
+
+/// Reads a whole answer.
+async fn collect(response: http::Response<hyper::body::Incoming>) -> Result<Reply, ClientError> {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| ClientError::Other(e.into()))?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
 }
