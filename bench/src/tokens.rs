@@ -116,6 +116,7 @@ impl Tokens {
         keys.verify_invocation(&token)?;
         let (sub_tenant, _) = runtime.block_on(keys.issue_sub_tenant(
             &AccountName::parse("acme")?,
+            "5f0c2a9d3e7b41c8a6d2e9f1b3c5a7d9",
             &SubTenantId::parse("bob")?,
             "k1",
             3600,

@@ -33,6 +33,40 @@ impl Default for Limits {
     }
 }
 
+/// What one account may hold of the host's shared resources, so that no
+/// account can take what the others need.
+#[derive(Debug, Clone)]
+pub struct AccountLimits {
+    /// Environments one account's reservations may keep (their `target`s
+    /// added up).
+    pub max_reserved: u32,
+    /// Environments all reservations together may keep; `None` is half the
+    /// pool. Always below the pool's size, so unreserved calls keep room.
+    pub max_reserved_slots: Option<u32>,
+    /// Component uploads one account may have in progress at once.
+    pub max_uploads: u32,
+    /// Clients following one account's function logs at once.
+    pub max_log_followers: u32,
+}
+
+impl Default for AccountLimits {
+    fn default() -> Self {
+        Self {
+            max_reserved: 32,
+            max_reserved_slots: None,
+            max_uploads: 2,
+            max_log_followers: 8,
+        }
+    }
+}
+
+impl AccountLimits {
+    /// The host-wide ceiling on reserved environments for a pool of `slots`.
+    pub fn reserved_ceiling(&self, slots: u32) -> u32 {
+        self.max_reserved_slots.unwrap_or(slots / 2)
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -50,6 +84,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Concurrency caps per account and sub-tenant.
     pub quotas: crate::tenancy::quota::QuotaLimits,
+    /// Per-account bounds on shared resources.
+    pub accounts: AccountLimits,
     /// The `iss` of every token this host signs.
     pub issuer: String,
     /// The operator key, if given rather than generated.
@@ -91,6 +127,7 @@ impl ServeConfig {
             runtime,
             limits: Limits::default(),
             quotas: Default::default(),
+            accounts: AccountLimits::default(),
             issuer: "stratus".to_string(),
             operator_key: None,
             header_read_timeout: Duration::from_secs(10),
@@ -125,6 +162,16 @@ impl ServeConfig {
         }
         if self.runtime.pool_slots == 0 {
             anyhow::bail!("--pool-slots must be at least 1");
+        }
+        if self
+            .accounts
+            .max_reserved_slots
+            .is_some_and(|ceiling| ceiling >= self.runtime.pool_slots)
+        {
+            anyhow::bail!(
+                "--max-reserved-slots must be below --pool-slots ({}), so that calls without a reservation keep room",
+                self.runtime.pool_slots
+            );
         }
         Ok(())
     }

@@ -92,8 +92,20 @@ impl Server {
         (server, key)
     }
 
+    /// A server whose operator key is `operator` (any shape a user may pick).
+    pub fn start_with_operator_key(operator: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self::spawn_as(&dir.path().join("data"), args, operator);
+        server._dir = Some(dir);
+        server
+    }
+
     /// A server on an existing data directory (for restarts).
     pub fn spawn(data: &Path, args: &[&str]) -> Self {
+        Self::spawn_as(data, args, OPERATOR_KEY)
+    }
+
+    fn spawn_as(data: &Path, args: &[&str], operator: &str) -> Self {
         std::fs::create_dir_all(data).unwrap();
         let log = data.with_extension(format!(
             "{}.log",
@@ -108,7 +120,7 @@ impl Server {
             .arg("--code-cache")
             .arg(shared_code_cache())
             .args(args)
-            .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
+            .env("STRATUS_OPERATOR_KEY", operator)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())

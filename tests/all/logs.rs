@@ -67,6 +67,8 @@ fn printed_lines_are_tagged_filtered_and_shown_to_the_owner_only() {
 
     let alice = lines(&server.admin(&key, "GET", "/accounts/acme/functions/echo/logs?sub_tenant=alice", None));
     assert_eq!(alice.len(), 2);
+    // The last line may have been recorded a moment ago: let a few ms pass.
+    std::thread::sleep(Duration::from_millis(10));
     let recent = server.admin(&key, "GET", "/accounts/acme/functions/echo/logs?since=1ms", None);
     assert_eq!(lines(&recent).len(), 0, "nothing ended in the last millisecond");
     assert_eq!(
@@ -164,4 +166,54 @@ fn a_failed_call_keeps_what_it_printed() {
         .unwrap_or_else(|| panic!("the panic message is not in the logs: {found:?}"));
     assert_eq!(panic["status"], 502);
     assert_eq!(panic["invocation_id"], id.as_str());
+}
+
+/// Opens `logs?follow=true` on a raw socket and reads the status line.
+fn follow(server: &Server, key: &str, function: &str) -> (u16, BufReader<std::net::TcpStream>) {
+    let authority = server.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET /admin/v1/accounts/acme/functions/{function}/logs?follow=true HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {key}\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    reader.read_line(&mut head).unwrap();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, reader)
+}
+
+#[test]
+fn followers_leave_with_their_clients_and_are_bounded_per_account() {
+    let server = Server::start_with(&["--max-log-followers-per-account", "2"]);
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({}));
+    const FOLLOWING: &str = "stratus_log_followers";
+
+    let (first, a) = follow(&server, &key, "echo");
+    let (second, b) = follow(&server, &key, "echo");
+    assert_eq!((first, second), (200, 200));
+    assert_eq!(server.settle(FOLLOWING, |n| n == 2.0), 2.0);
+    let (third, mut c) = follow(&server, &key, "echo");
+    assert_eq!(third, 409, "a third follower of the account is refused");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut c, &mut rest);
+    assert!(rest.contains("--max-log-followers-per-account"), "{rest}");
+
+    // Clients that go away take their followers with them, with no line
+    // printed in between to notice it by.
+    drop((a, b));
+    assert_eq!(
+        server.settle(FOLLOWING, |n| n == 0.0),
+        0.0,
+        "followers outlived their clients"
+    );
+    for _ in 0..20 {
+        let (status, reader) = follow(&server, &key, "echo");
+        assert_eq!(status, 200);
+        drop(reader);
+        assert_eq!(server.settle(FOLLOWING, |n| n == 0.0), 0.0);
+    }
 }

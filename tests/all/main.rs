@@ -15,6 +15,7 @@ mod credentials;
 mod cross_account;
 mod deploy;
 mod hostile;
+mod isolation;
 mod limits;
 mod logs;
 mod openapi;

@@ -12,6 +12,12 @@ pub enum AddressError {
     /// A part broke its naming rule.
     #[error(transparent)]
     Name(#[from] NameError),
+    /// A host label with more than one way to split it into function and
+    /// account (a name holding `--`, allowed before the rule existed).
+    #[error(
+        "the host name {0:?} could be split into function and account more than one way; call it as /fn/{{account}}/{{name}}/"
+    )]
+    Ambiguous(String),
 }
 
 /// A call's target, parsed.
@@ -71,6 +77,13 @@ pub fn host_labels<'a>(host: &'a str, base: &str) -> Option<(&'a str, &'a str)> 
 /// and `path` whole for the guest.
 pub fn parse_host(host: &str, base: &str, path: &str) -> Option<Result<Address, AddressError>> {
     let (name, account) = host_labels(host, base)?;
+    // Exactly one `--` and no third hyphen beside it: otherwise more than
+    // one (function, account) pair fits, and guessing could run another
+    // account's function.
+    let label = format!("{name}--{account}");
+    if label.matches("--").count() != 1 || label.contains("---") {
+        return Some(Err(AddressError::Ambiguous(label)));
+    }
     Some((|| {
         Ok(Address {
             account: AccountName::parse(account)?,
@@ -125,5 +138,14 @@ mod tests {
         assert_eq!(host_labels("hello--acme.evil-fn.example", "fn.example"), None);
         let a = parse_host("hello--acme.fn.example", "fn.example", "/a").and_then(Result::ok);
         assert_eq!(a.map(|a| a.guest_path), Some("/a".to_string()));
+        for ambiguous in ["a--b--c.fn.example", "a---b.fn.example", "a----b.fn.example"] {
+            assert!(
+                matches!(
+                    parse_host(ambiguous, "fn.example", "/"),
+                    Some(Err(AddressError::Ambiguous(_)))
+                ),
+                "{ambiguous}"
+            );
+        }
     }
 }

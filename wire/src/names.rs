@@ -140,6 +140,14 @@ impl fmt::Display for Qualifier {
     }
 }
 
+/// Whether a new account or function may take `name`: besides the naming
+/// rule, no `--`, which separates function from account in a function's
+/// host name (`{name}--{account}.{base}`). Names that hold it from before
+/// the rule keep working by path.
+pub fn fits_host_label(name: &str) -> bool {
+    !name.contains("--")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

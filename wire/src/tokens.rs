@@ -83,6 +83,11 @@ pub struct SubTenantClaims {
     pub registered: Registered,
     /// The account it acts for.
     pub account: AccountName,
+    /// That account's id: an account that takes the name after a delete is
+    /// another account, and the token does not act for it. Empty in tokens
+    /// issued before the claim existed.
+    #[serde(default)]
+    pub account_id: String,
     /// The sub-tenant it acts for.
     pub sub_tenant: SubTenantId,
     /// The account key that issued it (`operator` for the operator): revoking

@@ -68,7 +68,7 @@ impl Global {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the host.
-    Serve(serve::Serve),
+    Serve(Box<serve::Serve>),
     /// Develop one function: serve locally, build it, deploy it, print its URL.
     Up(up::Up),
     /// Create, list and delete accounts (operator).

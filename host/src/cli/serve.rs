@@ -56,6 +56,20 @@ pub struct Serve {
     /// Concurrent calls per sub-tenant (functions may set their own).
     #[arg(long, env = "STRATUS_MAX_CONCURRENCY_PER_SUB_TENANT", default_value_t = 32)]
     max_concurrency_per_sub_tenant: u32,
+    /// Environments one account's reservations may keep, all together.
+    #[arg(long, env = "STRATUS_MAX_RESERVED_PER_ACCOUNT", default_value_t = 32)]
+    max_reserved_per_account: u32,
+    /// Environments all reservations together may keep (default: half of
+    /// --pool-slots); the rest of the pool stays for calls without one.
+    #[arg(long, env = "STRATUS_MAX_RESERVED_SLOTS")]
+    max_reserved_slots: Option<u32>,
+    /// Component uploads one account may have in progress at once (each
+    /// is held in memory while it is checked).
+    #[arg(long, env = "STRATUS_MAX_UPLOADS_PER_ACCOUNT", default_value_t = 2)]
+    max_uploads_per_account: u32,
+    /// Clients that may follow one account's function logs at once.
+    #[arg(long, env = "STRATUS_MAX_LOG_FOLLOWERS_PER_ACCOUNT", default_value_t = 8)]
+    max_log_followers_per_account: u32,
     /// How long a call waits at a cap or for a free environment, e.g. `2s`.
     #[arg(long, env = "STRATUS_QUEUE_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
     queue_wait: std::time::Duration,
@@ -217,6 +231,10 @@ impl Serve {
         config.quotas.queue_wait = self.queue_wait;
         config.quotas.per_account = self.max_concurrency_per_account;
         config.quotas.per_sub_tenant = self.max_concurrency_per_sub_tenant;
+        config.accounts.max_reserved = self.max_reserved_per_account;
+        config.accounts.max_reserved_slots = self.max_reserved_slots;
+        config.accounts.max_uploads = self.max_uploads_per_account;
+        config.accounts.max_log_followers = self.max_log_followers_per_account;
         config.runtime.warm.idle_ttl = self.warm_idle_ttl;
         config.runtime.warm.max_idle_per_partition = self.warm_max_idle_per_partition;
         config.runtime.warm.max_idle_total = self.warm_max_idle;
@@ -248,6 +266,7 @@ impl Serve {
             return Ok(());
         }
         init_tracing(&self.log_format);
+        crate::server::private::restrict_new_files();
         let (state, listener, admin) = start(config).await?;
         server::run(state, listener, admin, shutdown_signal()).await
     }

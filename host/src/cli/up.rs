@@ -214,12 +214,19 @@ fn operator_key(data: &Path) -> anyhow::Result<String> {
         return Ok(key.trim().to_string());
     }
     let key = keys::generate_operator().expose().to_string();
-    std::fs::write(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
+    // Created 0600, never readable by others even for a moment.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
+    let write = |mut file: std::fs::File| std::io::Write::write_all(&mut file, key.as_bytes());
+    options
+        .open(&path)
+        .and_then(write)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(key)
 }
 

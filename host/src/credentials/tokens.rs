@@ -254,6 +254,7 @@ impl Tokens {
     pub async fn issue_sub_tenant(
         &self,
         account: &AccountName,
+        account_id: &str,
         sub_tenant: &SubTenantId,
         key_id: &str,
         ttl_s: u64,
@@ -271,6 +272,7 @@ impl Tokens {
                 hex::encode(jti),
             ),
             account: account.clone(),
+            account_id: account_id.to_string(),
             sub_tenant: sub_tenant.clone(),
             key_id: key_id.to_string(),
         };
@@ -555,7 +557,7 @@ mod tests {
         let account = AccountName::parse("acme").unwrap_or_else(|e| panic!("{e}"));
         let bob = SubTenantId::parse("bob").unwrap_or_else(|e| panic!("{e}"));
         let (old, exp) = tokens
-            .issue_sub_tenant(&account, &bob, "k1", 600)
+            .issue_sub_tenant(&account, "0123", &bob, "k1", 600)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let first = tokens.ring().current().stored.kid.clone();

@@ -139,6 +139,11 @@ impl Registry {
                 "{name} is one of your functions; functions and cross-account aliases share one namespace"
             )));
         }
+        if existing.is_none() && !crate::names::fits_host_label(name.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "names may not contain `--`, which separates function and account in host names ({name})"
+            )));
+        }
         let CrossTarget {
             owner,
             function,
@@ -149,18 +154,19 @@ impl Registry {
                 "a cross-account alias targets another account; use an alias of your function".into(),
             ));
         }
-        if snapshot.function(&owner, &function).is_none() && snapshot.cross_alias(&owner, &function).is_some() {
-            return Err(ApiError::BadRequest(format!(
-                "{owner}/{function} is itself a cross-account alias; point at the function it names instead"
-            )));
-        }
-        // Without a grant, an existing function and a missing one answer
-        // alike, so other accounts' names do not leak.
+        // The grant first: without one, an existing function, a missing one
+        // and another account's private cross-account alias answer alike,
+        // so other accounts' names do not leak.
         let grant = snapshot.grant(&owner, &function, account).ok_or_else(|| {
             ApiError::Forbidden(format!(
                 "account {owner} has not granted {account} access to {function}"
             ))
         })?;
+        if snapshot.function(&owner, &function).is_none() && snapshot.cross_alias(&owner, &function).is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "{owner}/{function} is itself a cross-account alias; point at the function it names instead"
+            )));
+        }
         if !grant_covers(grant, &qualifier) {
             let only = grant.alias.as_ref().map_or_else(String::new, |a| a.to_string());
             return Err(ApiError::Forbidden(format!(

@@ -1,14 +1,16 @@
 //! Key/value data of functions, one namespace per (owner, caller, sub-tenant).
 //!
 //! Namespaces are key prefixes in one sled tree; the prefix is built only
-//! here, from parsed names, so guest-supplied keys can never reach outside it.
+//! here, from account ids and a parsed sub-tenant, so guest-supplied keys can
+//! never reach outside it. Ids rather than names: an account that takes a
+//! deleted account's name starts with nothing.
 //! Each namespace's usage (key + value bytes) is kept in a second tree and
 //! updated in the same transaction as the data.
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use crate::names::{AccountName, SubTenantId};
+use crate::names::SubTenantId;
 
 /// Size limits of the store.
 #[derive(Debug, Clone)]
@@ -48,18 +50,19 @@ pub enum KvError {
     Unavailable(String),
 }
 
-/// One namespace: (owner account, caller, sub-tenant).
+/// One namespace: (owner account id, caller account id or `anonymous`,
+/// sub-tenant).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
     prefix: Vec<u8>,
 }
 
 impl Namespace {
-    /// The namespace of calls by `caller` (an account name or `anonymous`)
-    /// for `sub_tenant` to functions of `owner`.
-    pub fn new(owner: &AccountName, caller: &str, sub_tenant: Option<&SubTenantId>) -> Self {
-        // None of the parts can contain '/', and a sub-tenant id is never
-        // empty, so distinct namespaces never share a prefix.
+    /// The namespace of calls by `caller` (an account id or `anonymous`)
+    /// for `sub_tenant` to functions of the account with id `owner`.
+    pub fn new(owner: &str, caller: &str, sub_tenant: Option<&SubTenantId>) -> Self {
+        // None of the parts can contain '/' (ids are hex), and a sub-tenant
+        // id is never empty, so distinct namespaces never share a prefix.
         let sub = sub_tenant.map_or("", SubTenantId::as_str);
         Self {
             prefix: format!("{owner}/{caller}/{sub}/").into_bytes(),
@@ -231,12 +234,27 @@ impl Kv {
         Ok(keys)
     }
 
-    /// Removes every namespace whose owner is `owner` (account deletion).
-    pub fn drop_owner(&self, owner: &AccountName) -> Result<(), KvError> {
-        let prefix = format!("{owner}/");
-        for tree in [&self.data, &self.usage] {
-            for key in tree.scan_prefix(&prefix).keys() {
-                tree.remove(key.map_err(unavailable)?).map_err(unavailable)?;
+    /// Removes every namespace the account with id `account` owns or
+    /// called in (account deletion).
+    pub fn drop_account(&self, account: &str) -> Result<(), KvError> {
+        if account.is_empty() {
+            return Ok(());
+        }
+        // Every namespace has a usage entry: the caller side is found there
+        // without scanning the data.
+        let mut prefixes = vec![format!("{account}/").into_bytes()];
+        for key in self.usage.iter().keys() {
+            let key = key.map_err(unavailable)?;
+            let caller = key.split(|b| *b == b'/').nth(1);
+            if caller == Some(account.as_bytes()) {
+                prefixes.push(key.to_vec());
+            }
+        }
+        for prefix in prefixes {
+            for tree in [&self.data, &self.usage] {
+                for key in tree.scan_prefix(&prefix).keys() {
+                    tree.remove(key.map_err(unavailable)?).map_err(unavailable)?;
+                }
             }
         }
         Ok(())
@@ -258,9 +276,8 @@ mod tests {
     }
 
     fn ns(owner: &str, caller: &str, sub: Option<&str>) -> Namespace {
-        let owner = AccountName::parse(owner).unwrap_or_else(|e| panic!("{e}"));
         let sub = sub.map(|s| SubTenantId::parse(s).unwrap_or_else(|e| panic!("{e}")));
-        Namespace::new(&owner, caller, sub.as_ref())
+        Namespace::new(owner, caller, sub.as_ref())
     }
 
     #[tokio::test]

@@ -65,6 +65,9 @@ struct Trees {
     grants: sled::Tree,
     cross_aliases: sled::Tree,
     reservations: sled::Tree,
+    /// The next version number of each function name of an account, kept
+    /// when the function is deleted so that its numbers are never reused.
+    counters: sled::Tree,
 }
 
 /// The registry handle shared by the server.
@@ -132,7 +135,12 @@ impl Registry {
             grants: tree("grants")?,
             cross_aliases: tree("cross_aliases")?,
             reservations: tree("reservations")?,
+            counters: tree("version_counters")?,
         };
+        assign_ids(&db, &trees).map_err(|source| OpenError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
         let kv = Arc::new(
             kv::Kv::open(&db, kv::KvLimits::default()).map_err(|source| OpenError::Sled {
                 path: path.clone(),
@@ -196,6 +204,7 @@ impl Registry {
         let _w = self.writer.lock().await;
         let account = AccountRecord {
             name: name.clone(),
+            id: records::new_id(),
             created_at: now(),
         };
         let key = keys::generate(name);
@@ -229,8 +238,12 @@ impl Registry {
                 .collect::<Result<_, _>>()
                 .map_err(ApiError::internal)
         };
+        let account_id = self.snapshot().account_id(name).unwrap_or_default().to_string();
         let key_keys = scan(&t.keys)?;
         let function_keys = scan(&t.functions)?;
+        for k in scan(&t.counters)? {
+            t.counters.remove(k).map_err(ApiError::internal)?;
+        }
         let version_keys = scan(&t.versions)?;
         let alias_keys = scan(&t.aliases)?;
         for k in scan(&t.reservations)? {
@@ -304,7 +317,9 @@ impl Registry {
             )
             .map_err(tx_error)?;
         self.collect_unowned_blobs()?;
-        self.kv.drop_owner(name).map_err(ApiError::internal)?;
+        // Its data as an owner and as a caller of other accounts' functions:
+        // an account that takes the name later starts with nothing.
+        self.kv.drop_account(&account_id).map_err(ApiError::internal)?;
         self.commit().await
     }
 
@@ -375,17 +390,18 @@ impl Registry {
     }
 
     /// Stores a component for `account`. Identical bytes are stored once; the
-    /// result says whether these bytes were new to the host.
+    /// result says whether `account` had not uploaded them before (whether
+    /// another account has is not the uploader's to learn).
     pub async fn put_blob(&self, account: &AccountName, sha256: &str, bytes: &[u8]) -> Result<bool, ApiError> {
         let _w = self.writer.lock().await;
         let t = &self.trees;
         let owner_key = format!("{sha256}/{account}");
         let created = (&t.blobs, &t.blob_owners)
             .transaction(|(blobs, owners)| {
-                let created = blobs.get(sha256)?.is_none();
-                if created {
+                if blobs.get(sha256)?.is_none() {
                     blobs.insert(sha256, bytes)?;
                 }
+                let created = owners.get(owner_key.as_bytes())?.is_none();
                 owners.insert(owner_key.as_bytes(), &now().to_be_bytes()[..])?;
                 Ok(created)
             })
@@ -431,21 +447,31 @@ impl Registry {
         }
         let t = &self.trees;
         let fkey = function_key(account, function);
-        let version = (&t.accounts, &t.functions, &t.versions)
-            .transaction(|(accounts, functions, versions)| {
-                if accounts.get(account.as_str())?.is_none() {
+        let version = (&t.accounts, &t.functions, &t.versions, &t.counters)
+            .transaction(|(accounts, functions, versions, counters)| {
+                let Some(owner) = accounts.get(account.as_str())? else {
                     return Err(abort(ApiError::NotFound(format!("no account {account}"))));
-                }
+                };
+                let owner: AccountRecord = decode(&owner).map_err(|e| abort(ApiError::Internal(e)))?;
                 let mut record = match functions.get(&fkey)? {
                     Some(bytes) => decode::<FunctionRecord>(&bytes).map_err(|e| abort(ApiError::Internal(e)))?,
+                    None if !crate::names::fits_host_label(function.as_str()) => {
+                        return Err(abort(ApiError::BadRequest(format!(
+                            "function names may not contain `--`, which separates function and account in host names ({function})"
+                        ))));
+                    }
+                    // A name deployed again continues the numbering of the
+                    // function it had before.
                     None => FunctionRecord {
                         account: account.clone(),
                         name: function.clone(),
                         created_at: now(),
-                        next_version: 1,
+                        next_version: counters.get(&fkey)?.map_or(1, |n| read_counter(&n)),
                     },
                 };
                 let version = VersionRecord {
+                    id: records::new_id(),
+                    account_id: owner.id,
                     account: account.clone(),
                     function: function.clone(),
                     number: record.next_version,
@@ -457,6 +483,7 @@ impl Registry {
                     compile_ms: None,
                 };
                 record.next_version += 1;
+                counters.insert(fkey.as_slice(), &record.next_version.to_be_bytes()[..])?;
                 functions.insert(fkey.as_slice(), encode(&record))?;
                 versions.insert(version_key(account, function, version.number), encode(&version))?;
                 Ok(version)
@@ -627,6 +654,85 @@ pub async fn flush(db: &sled::Db) -> sled::Result<()> {
         Ok(result) => result.map(|_| ()),
         Err(join) => Err(sled::Error::ReportableBug(format!("flush task failed: {join}"))),
     }
+}
+
+fn read_counter(bytes: &[u8]) -> u32 {
+    let mut be = [0u8; 4];
+    be.copy_from_slice(&bytes[..4.min(bytes.len())]);
+    u32::from_be_bytes(be).max(1)
+}
+
+/// Gives records written before ids existed their ids, once, when the
+/// database is opened: accounts and versions get fresh random ids, and KV
+/// data moves from name-keyed namespaces to id-keyed ones. KV data whose
+/// owner or caller account no longer exists is what a deleted account left
+/// behind; it is dropped rather than handed to whoever takes the name.
+fn assign_ids(db: &sled::Db, trees: &Trees) -> anyhow::Result<()> {
+    let mut ids = std::collections::HashMap::new();
+    for item in trees.accounts.iter() {
+        let (key, value) = item?;
+        let mut record: AccountRecord = decode(&value)?;
+        if record.id.is_empty() {
+            record.id = records::new_id();
+            trees.accounts.insert(key, encode(&record))?;
+        }
+        ids.insert(record.name.to_string(), record.id);
+    }
+    for item in trees.versions.iter() {
+        let (key, value) = item?;
+        let mut record: VersionRecord = decode(&value)?;
+        if record.id.is_empty() || record.account_id.is_empty() {
+            if record.id.is_empty() {
+                record.id = records::new_id();
+            }
+            record.account_id = ids.get(record.account.as_str()).cloned().unwrap_or_default();
+            trees.versions.insert(key, encode(&record))?;
+        }
+    }
+    // Version numbers in use survive a delete of their function from now on.
+    for item in trees.functions.iter() {
+        let (key, value) = item?;
+        let record: FunctionRecord = decode(&value)?;
+        if trees.counters.get(&key)?.is_none() {
+            trees.counters.insert(key, &record.next_version.to_be_bytes()[..])?;
+        }
+    }
+    const KV_BY_ID: &str = "kv_namespaces_by_id";
+    if trees.meta.get(KV_BY_ID)?.is_none() {
+        let data = db.open_tree("kv")?;
+        let usage = db.open_tree("kv_usage")?;
+        // `{owner}/{caller}/{sub}/…` with names becomes the same with ids.
+        let rename = |key: &[u8]| -> Option<Vec<u8>> {
+            let text = std::str::from_utf8(key).ok()?;
+            let mut parts = text.splitn(3, '/');
+            let owner = ids.get(parts.next()?)?;
+            let caller = match parts.next()? {
+                crate::tenancy::ANONYMOUS => crate::tenancy::ANONYMOUS,
+                name => ids.get(name)?.as_str(),
+            };
+            Some(format!("{owner}/{caller}/{}", parts.next()?).into_bytes())
+        };
+        // Read first: a sled transaction cannot scan, and iterating a tree
+        // inside a transaction on it deadlocks.
+        let entries = |tree: &sled::Tree| -> sled::Result<Vec<(sled::IVec, sled::IVec)>> { tree.iter().collect() };
+        let (old_data, old_usage) = (entries(&data)?, entries(&usage)?);
+        (&data, &usage, &trees.meta)
+            .transaction(|(tx_data, tx_usage, meta)| {
+                for (tx, old) in [(tx_data, &old_data), (tx_usage, &old_usage)] {
+                    for (key, value) in old {
+                        tx.remove(key)?;
+                        if let Some(renamed) = rename(key) {
+                            tx.insert(renamed, value)?;
+                        }
+                    }
+                }
+                meta.insert(KV_BY_ID, &[1u8][..])?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| anyhow::anyhow!("moving KV data to id-keyed namespaces failed: {e:?}"))?;
+    }
+    db.flush()?;
+    Ok(())
 }
 
 /// Hex SHA-256 of some bytes.

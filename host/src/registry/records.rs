@@ -38,11 +38,23 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A fresh immutable identity: 128 random bits as hex. Random rather than
+/// counted, so nodes of a cluster can allocate ids without coordinating,
+/// and never reused, unlike a name or a version number.
+pub fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
 /// An account (tenant).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountRecord {
-    /// Its name.
+    /// Its name, which a later account may take once this one is deleted.
     pub name: AccountName,
+    /// Its identity: what keys, tokens, KV data, logs and environments are
+    /// bound to. Empty only in records written before ids existed, until
+    /// the database is opened and they are given one.
+    #[serde(default)]
+    pub id: String,
     /// Creation time, Unix seconds.
     pub created_at: u64,
 }
@@ -91,6 +103,13 @@ pub enum VersionState {
 /// One immutable version of a function.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionRecord {
+    /// Its identity, never reused: environments, reservations and partitions
+    /// are keyed by it, so a name deployed again never reaches them.
+    #[serde(default)]
+    pub id: String,
+    /// The owner account's id.
+    #[serde(default)]
+    pub account_id: String,
     /// Owner account.
     pub account: AccountName,
     /// Function name.
@@ -216,6 +235,7 @@ mod tests {
     fn records_round_trip_and_reject_unknown_formats() {
         let rec = AccountRecord {
             name: AccountName::parse("acme").unwrap_or_else(|e| panic!("{e}")),
+            id: new_id(),
             created_at: 7,
         };
         let bytes = encode(&rec);

@@ -24,17 +24,30 @@ pub struct ReservationSpec {
     pub target: u32,
 }
 
+/// How much of the pool reservations may keep.
+#[derive(Debug, Clone, Copy)]
+pub struct ReservationBounds {
+    /// The pool's environment slots.
+    pub slots: u32,
+    /// Environments one account's reservations may keep.
+    pub per_account: u32,
+    /// Environments all reservations may keep; below `slots`.
+    pub host: u32,
+}
+
 impl Registry {
-    /// Creates or changes the reservation of `function[:qualifier]`. `slots`
-    /// is the pool's size: all reservations' `min` together must fit in it.
+    /// Creates or changes the reservation of `function[:qualifier]`, within
+    /// `bounds`: each reservation's `target` counts, since it may hold that
+    /// many slots.
     pub async fn put_reservation(
         &self,
         account: &AccountName,
         function: &FunctionName,
         qualifier: &Qualifier,
         spec: ReservationSpec,
-        slots: u32,
+        bounds: ReservationBounds,
     ) -> Result<(ReservationRecord, bool), ApiError> {
+        let slots = bounds.slots;
         let _w = self.writer.lock().await;
         let snapshot = self.snapshot();
         snapshot
@@ -52,15 +65,25 @@ impl Registry {
             )));
         }
         let key = (account.clone(), function.clone(), qualifier.to_string());
-        let others: u64 = snapshot
-            .reservations
-            .iter()
-            .filter(|(k, _)| **k != key)
-            .map(|(_, r)| u64::from(r.min))
+        let others = snapshot.reservations.iter().filter(|(k, _)| **k != key);
+        let own: u64 = others
+            .clone()
+            .filter(|((owner, _, _), _)| owner == account)
+            .map(|(_, r)| u64::from(r.target))
             .sum();
-        if others + u64::from(spec.min) > u64::from(slots) {
+        let all: u64 = others.map(|(_, r)| u64::from(r.target)).sum();
+        let wanted = u64::from(spec.target);
+        if own + wanted > u64::from(bounds.per_account) {
             return Err(ApiError::Conflict(format!(
-                "the host has {slots} environment slots and reservations already keep {others}"
+                "an account may reserve {} environments in all; {account}'s other reservations keep {own}, so this one may have a target of at most {}",
+                bounds.per_account,
+                u64::from(bounds.per_account).saturating_sub(own)
+            )));
+        }
+        if all + wanted > u64::from(bounds.host) {
+            return Err(ApiError::Conflict(format!(
+                "reservations may keep {} of the host's {slots} environment slots, so that calls without one keep room; {all} are reserved already",
+                bounds.host
             )));
         }
         let existing = snapshot.reservations.get(&key);

@@ -131,6 +131,11 @@ impl Snapshot {
         self.functions.values().flat_map(BTreeMap::values)
     }
 
+    /// The id of the account that holds this name now.
+    pub fn account_id(&self, account: &AccountName) -> Option<&str> {
+        self.accounts.get(account).map(|a| a.id.as_str())
+    }
+
     /// Whether key `id` of `account` still exists.
     pub fn has_key(&self, account: &AccountName, id: &str) -> bool {
         self.key_ids.get(account).is_some_and(|ids| ids.contains(id))

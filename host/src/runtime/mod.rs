@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod body;
 pub mod credentials;
 pub mod kv;
+pub mod output;
 pub mod reserve;
 pub mod state;
 pub mod validate;
@@ -21,7 +22,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, oneshot};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -70,12 +70,18 @@ pub struct RuntimeConfig {
 }
 
 /// Where an invocation sits in a chain of nested calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lineage {
     /// 0 for a call from outside; one more for each nested call.
     pub depth: u8,
     /// The invocation's deadline; nested calls end by it too.
     pub deadline: Instant,
+    /// The id of the account the chain acts for (`anonymous` for none):
+    /// a nested call checks it is still that account.
+    pub caller_id: Arc<str>,
+    /// The key (or sub-tenant token issuer) the chain's first call came
+    /// with: a nested call checks it is not revoked.
+    pub key_id: Arc<str>,
 }
 
 /// How many nested calls deep a chain may go.
@@ -302,7 +308,7 @@ impl Runtime {
         let config = &version.config;
         let kv = kv::KvAccess {
             store: self.kv.clone(),
-            namespace: Namespace::new(&version.account, call.caller, call.sub_tenant),
+            namespace: Namespace::new(&version.account_id, call.caller_id, call.sub_tenant),
         };
         let credentials = credentials::CredentialsAccess {
             invocation,
@@ -434,23 +440,24 @@ impl Runtime {
         let config = &version.config;
         let warm = config.reuse == Reuse::Warm;
         let partition = warm::Partition {
-            owner: version.account.clone(),
-            function: version.function.clone(),
-            version: version.number,
-            caller: call.caller.to_string(),
+            version: version.id.clone(),
+            config: warm::fingerprint(config),
+            caller: call.caller_id.to_string(),
             sub_tenant: call.sub_tenant.cloned(),
             alias: call.alias.map(|a| a.to_string()),
             via: call.via.map(str::to_string),
         };
         let started = Instant::now();
         let mut deadline = started + Duration::from_millis(config.timeout_ms);
-        if let Some(parent) = call.parent {
+        if let Some(parent) = &call.parent {
             deadline = deadline.min(parent.deadline);
         }
         let timeout = deadline.saturating_duration_since(started);
         let lineage = Lineage {
-            depth: call.parent.map_or(0, |parent| parent.depth + 1),
+            depth: call.parent.as_ref().map_or(0, |parent| parent.depth + 1),
             deadline,
+            caller_id: call.caller_id.into(),
+            key_id: call.key_id.into(),
         };
         let invocation = credentials::Invocation {
             id: call.invocation_id.to_string(),
@@ -494,7 +501,7 @@ impl Runtime {
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
         let (sender, receiver) = oneshot::channel();
         let this = self.clone();
-        let captured: Arc<std::sync::OnceLock<(MemoryOutputPipe, usize)>> = Arc::default();
+        let captured: Arc<std::sync::OnceLock<output::CallOutput>> = Arc::default();
         let output = captured.clone();
         let output_so_far = captured.clone();
         let task = tokio::spawn(async move {
@@ -511,8 +518,7 @@ impl Runtime {
                 };
                 env.store.data_mut().set_deadline(deadline);
                 env.store.data_mut().credentials.invocation = invocation;
-                let pipe = env.store.data().output.clone();
-                let _ = captured.set((pipe.clone(), pipe.contents().len()));
+                let _ = captured.set(env.store.data().output.clone());
                 let http = |store: &mut Store<HostState>| {
                     let req = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
                     let out = store.data_mut().http().new_response_outparam(sender)?;
@@ -525,26 +531,30 @@ impl Runtime {
                     .await
                     .map_err(Failure::from_trap)?;
                 env.calls += 1;
+                // Taken before the environment can serve anyone else.
+                let printed = env.store.data().output.take();
                 if warm {
                     this.warm.put(partition, env);
                 }
-                Ok(())
+                Ok(printed)
             };
             // The epoch callback stops guest code; this also stops a guest
             // parked in a host call (e.g. waiting on a slow client). Either
             // way a failed environment is dropped, never reused.
-            let result = match tokio::time::timeout_at(tokio_deadline, run).await {
-                Ok(result) => result,
-                Err(_) => Err(Failure::Timeout),
-            };
-            let printed = output
-                .get()
-                .map(|(pipe, start)| {
-                    let printed = pipe.contents();
-                    printed.slice((*start).min(printed.len())..)
-                })
-                .unwrap_or_default();
-            (result, printed)
+            match tokio::time::timeout_at(tokio_deadline, run).await {
+                Ok(Ok(printed)) => (Ok(()), printed),
+                // A failed environment is never reused: what is in its
+                // buffer is this call's (and stays there for the error path
+                // below to read as well).
+                Ok(Err(failure)) => (
+                    Err(failure),
+                    output.get().map(output::CallOutput::contents).unwrap_or_default(),
+                ),
+                Err(_) => (
+                    Err(Failure::Timeout),
+                    output.get().map(output::CallOutput::contents).unwrap_or_default(),
+                ),
+            }
         });
 
         let timeout_ms = timeout.as_millis() as u64;
@@ -556,10 +566,7 @@ impl Runtime {
         let printed_so_far = || {
             output_so_far
                 .get()
-                .map(|(pipe, start)| {
-                    let printed = pipe.contents();
-                    printed.slice((*start).min(printed.len())..)
-                })
+                .map(output::CallOutput::contents)
                 .unwrap_or_default()
         };
         let mut cut_off = self.cut_off.subscribe();
@@ -609,14 +616,9 @@ impl Runtime {
         if call.via.is_some() || !self.reserved.any() {
             return None;
         }
-        let key = reserve::ReservedKey {
-            owner: version.account.clone(),
-            function: version.function.clone(),
-            version: version.number,
-            alias: call.alias.map(|a| a.to_string()),
-        };
+        let key = reserve::ReservedKey::of(version, call.alias.map(|a| a.as_str()));
         let mut env = self.reserved.take(&key, call.sub_tenant)?;
-        env.store.data_mut().kv.namespace = Namespace::new(&version.account, call.caller, call.sub_tenant);
+        env.store.data_mut().kv.namespace = Namespace::new(&version.account_id, call.caller_id, call.sub_tenant);
         Some(env)
     }
 
@@ -666,6 +668,8 @@ impl Runtime {
         let call = CallContext {
             invocation_id: "",
             caller: "",
+            caller_id: "",
+            key_id: "",
             sub_tenant: None,
             parent: None,
             alias: None,
@@ -700,12 +704,20 @@ impl Runtime {
     /// has ended.
     pub fn lineage(&self, id: &str) -> Option<Lineage> {
         let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        live.get(id).copied()
+        live.get(id).cloned()
     }
 
     /// Lets guests reach the host's own origin in-process.
     pub fn set_loopback(&self, loopback: std::sync::Weak<dyn Loopback>) {
         let _ = self.loopback.set(loopback);
+    }
+
+    /// Drops at once the idle and reserved environments of deleted versions
+    /// (by id) and, with `caller`, those a deleted account called in.
+    pub fn retire(&self, versions: &std::collections::HashSet<String>, caller: Option<&str>) {
+        self.warm
+            .retire(|p| versions.contains(&p.version) || caller == Some(p.caller.as_str()));
+        self.reserved.retire(|k| versions.contains(&k.version));
     }
 
     /// Idle warm environments now.
@@ -772,10 +784,15 @@ pub struct CallContext<'a> {
     pub invocation_id: &'a str,
     /// The calling account's name, or `anonymous`.
     pub caller: &'a str,
+    /// The calling account's id, or `anonymous`: partitions and KV
+    /// namespaces are keyed by it.
+    pub caller_id: &'a str,
+    /// The caller's key (or token issuer), for nested calls to check.
+    pub key_id: &'a str,
     /// The sub-tenant, if the credential named one.
     pub sub_tenant: Option<&'a SubTenantId>,
     /// The invocation this one was called from, for a nested call.
-    pub parent: Option<Lineage>,
+    pub parent: Option<&'a Lineage>,
     /// The alias the call came through.
     pub alias: Option<&'a crate::names::AliasName>,
     /// The cross-account alias the call came through (`account/name`): its

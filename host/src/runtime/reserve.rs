@@ -17,20 +17,34 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::warm::Env;
-use crate::names::{AccountName, FunctionName, SubTenantId};
+use crate::names::SubTenantId;
 
 /// Which calls a reservation's environments serve: those resolving to this
-/// version through this alias (its overrides shape the environment).
+/// version (by id, never by number) through this alias, with this effective
+/// configuration (an alias's overrides shape the environment; a change of
+/// them makes new ones).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReservedKey {
-    /// The owner.
-    pub owner: AccountName,
-    /// The function.
-    pub function: FunctionName,
-    /// The version.
-    pub version: u32,
+    /// The version's id.
+    pub version: String,
+    /// The effective configuration's fingerprint.
+    pub config: u64,
     /// The alias, if the reservation is for one.
     pub alias: Option<String>,
+    /// The owner's id, to count reservations per account.
+    pub owner: String,
+}
+
+impl ReservedKey {
+    /// The key of calls to `version` (as seen through `alias`).
+    pub fn of(version: &crate::registry::records::VersionRecord, alias: Option<&str>) -> Self {
+        Self {
+            version: version.id.clone(),
+            config: super::warm::fingerprint(&version.config),
+            alias: alias.map(str::to_string),
+            owner: version.account_id.clone(),
+        }
+    }
 }
 
 /// The sizes a reservation asks for.
@@ -158,6 +172,24 @@ impl Reserved {
         // Dropped outside the lock: tearing down a store takes a while.
         drop(dropped);
         lacking
+    }
+
+    /// Drops the pools `doomed` picks, with their environments (their
+    /// versions were deleted).
+    pub fn retire(&self, doomed: impl Fn(&ReservedKey) -> bool) {
+        let mut dropped = Vec::new();
+        {
+            let mut pools = self.lock();
+            pools.retain(|key, pool| {
+                let doomed = doomed(key);
+                if doomed {
+                    dropped.append(&mut pool.envs);
+                }
+                !doomed
+            });
+            self.recount(&pools);
+        }
+        drop(dropped);
     }
 
     /// Marks `n` environments of `key` as being instantiated.

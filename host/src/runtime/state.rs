@@ -7,11 +7,10 @@ use std::sync::{Arc, Weak};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-/// Bytes of guest stdout/stderr kept per invocation.
+/// Bytes of guest stdout/stderr kept per call.
 pub const OUTPUT_CAPTURE: usize = 64 * 1024;
 
 /// Resources one environment may hold at once (requests, fields, streams…).
@@ -25,8 +24,8 @@ pub struct HostState {
     /// Memory and instance limits of the version (or its alias).
     pub limits: StoreLimits,
     hooks: Outbound,
-    /// The guest's stdout and stderr, bounded.
-    pub output: MemoryOutputPipe,
+    /// The guest's stdout and stderr, bounded per call.
+    pub output: super::output::CallOutput,
     /// The call's KV namespace.
     pub(crate) kv: super::kv::KvAccess,
     /// The current invocation's claims and token minting.
@@ -53,7 +52,7 @@ impl HostState {
         kv: super::kv::KvAccess,
         credentials: super::credentials::CredentialsAccess,
     ) -> Self {
-        let output = MemoryOutputPipe::new(OUTPUT_CAPTURE);
+        let output = super::output::CallOutput::new(OUTPUT_CAPTURE);
         let mut builder = WasiCtx::builder();
         for (key, value) in env {
             builder.env(key, value);

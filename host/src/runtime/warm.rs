@@ -15,19 +15,34 @@ use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 
 use super::HostState;
-use crate::names::{AccountName, FunctionName, SubTenantId};
+use crate::names::SubTenantId;
+use crate::registry::records::VersionConfig;
+
+/// A digest of the configuration an environment was made with (env,
+/// limits, outbound hosts), after alias overrides and cross-account limits.
+/// Only the version's owner chooses that configuration, so the hash needs
+/// no secret key: a collision could only hand an owner its own environment.
+pub fn fingerprint(config: &VersionConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    config.hash(&mut hasher);
+    hasher.finish()
+}
 
 /// Who an environment belongs to, from its first call on: one version of a
 /// function, one caller, one sub-tenant (or none).
+///
+/// Version and caller are immutable ids, never names or numbers, which come
+/// back after a delete: an environment can only ever serve the code, the
+/// configuration and the caller it was made for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Partition {
-    /// The function's owner.
-    pub owner: AccountName,
-    /// The function.
-    pub function: FunctionName,
-    /// The version.
-    pub version: u32,
-    /// The caller's account name, or `anonymous`.
+    /// The version's id.
+    pub version: String,
+    /// The effective configuration (see [`fingerprint`]): an alias whose
+    /// env or limits change gets fresh environments.
+    pub config: u64,
+    /// The caller's account id, or `anonymous`.
     pub caller: String,
     /// The sub-tenant.
     pub sub_tenant: Option<SubTenantId>,
@@ -230,6 +245,25 @@ impl WarmPool {
             self.idle_gauge.set(inner.total as i64);
         }
         drop(expired);
+    }
+
+    /// Drops every idle environment whose partition `doomed` picks: those of
+    /// a deleted version, or of a deleted caller.
+    pub fn retire(&self, doomed: impl Fn(&Partition) -> bool) {
+        let mut retired = Vec::new();
+        {
+            let mut inner = self.lock();
+            let keys: Vec<Partition> = inner.by_partition.keys().filter(|p| doomed(p)).cloned().collect();
+            for key in keys {
+                if let Some(list) = inner.by_partition.remove(&key) {
+                    inner.total -= list.len();
+                    retired.extend(list.into_iter().map(|idle| idle.env));
+                }
+            }
+            // Their entries in `order` go stale and are skipped.
+            self.idle_gauge.set(inner.total as i64);
+        }
+        drop(retired);
     }
 
     /// Idle environments now.

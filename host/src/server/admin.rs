@@ -89,6 +89,11 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             if name.as_str() == tenancy::ANONYMOUS {
                 return Err(ApiError::Conflict("the name `anonymous` is reserved".into()));
             }
+            if !crate::names::fits_host_label(name.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "account names may not contain `--`, which separates function and account in host names ({name})"
+                )));
+            }
             let (account, key) = state.registry.create_account(&name).await?;
             Ok(respond::json(
                 StatusCode::CREATED,
@@ -107,7 +112,18 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         }
         (&Method::DELETE, ["accounts", account]) => {
             principal.operator_only()?;
-            state.registry.delete_account(&AccountName::parse(account)?).await?;
+            let account = AccountName::parse(account)?;
+            let snapshot = state.registry.snapshot();
+            let id = snapshot.account_id(&account).unwrap_or_default().to_string();
+            let versions = snapshot
+                .functions_of(&account)
+                .flat_map(|f| f.versions.values().map(|v| v.id.clone()))
+                .collect();
+            state.registry.delete_account(&account).await?;
+            // What ran for it, as owner or as caller, goes now, not at the
+            // end of an idle TTL that traffic keeps renewing.
+            state.runtime.retire(&versions, Some(&id));
+            state.logs.forget(&id, None);
             Ok(respond::no_content())
         }
         (_, ["accounts", account, rest @ ..]) => {
@@ -220,9 +236,19 @@ async fn account_route(
                 .map(|s| SubTenantId::parse(&s).map(|s| s.to_string()))
                 .transpose()?;
             let filter = super::logs::Filter { since_ms, sub_tenant };
-            Ok(state
-                .logs
-                .response(account, &function, filter, query_flag(query, "follow")))
+            let owner_id = state
+                .registry
+                .snapshot()
+                .account_id(account)
+                .unwrap_or_default()
+                .to_string();
+            state.logs.response(
+                &owner_id,
+                account.as_str(),
+                &function,
+                filter,
+                query_flag(query, "follow"),
+            )
         }
         (&Method::GET, ["reservations"]) => super::aliases::all_reservations(state, account),
         (_, ["functions", function, "reservations", qualifier @ ..]) => {
@@ -237,20 +263,34 @@ async fn account_route(
             deploy(state, req, account, &function, wait).await
         }
         (&Method::DELETE, ["functions", function]) => {
+            let function = FunctionName::parse(function)?;
+            let snapshot = state.registry.snapshot();
+            let versions = snapshot
+                .function(account, &function)
+                .map(|f| f.versions.values().map(|v| v.id.clone()).collect())
+                .unwrap_or_default();
+            state.registry.delete_function(account, &function, force).await?;
+            state.runtime.retire(&versions, None);
             state
-                .registry
-                .delete_function(account, &FunctionName::parse(function)?, force)
-                .await?;
+                .logs
+                .forget(snapshot.account_id(account).unwrap_or_default(), Some(&function));
             Ok(respond::no_content())
         }
         (&Method::DELETE, ["functions", function, "versions", number]) => {
             let number = number
                 .parse::<u32>()
                 .map_err(|_| ApiError::BadRequest(format!("{number:?} is not a version number")))?;
-            state
+            let function = FunctionName::parse(function)?;
+            let versions = state
                 .registry
-                .delete_version(account, &FunctionName::parse(function)?, number)
-                .await?;
+                .snapshot()
+                .function(account, &function)
+                .and_then(|f| f.versions.get(&number))
+                .map(|v| v.id.clone())
+                .into_iter()
+                .collect();
+            state.registry.delete_version(account, &function, number).await?;
+            state.runtime.retire(&versions, None);
             Ok(respond::no_content())
         }
         _ => Err(ApiError::NotFound(format!(
@@ -278,7 +318,16 @@ async fn issue_sub_tenant_token(
         Principal::Operator => tenancy::OPERATOR_ISSUER,
         Principal::Account { key_id, .. } => key_id.as_str(),
     };
-    let (token, expires_at) = state.tokens.issue_sub_tenant(account, &sub_tenant, key_id, ttl).await?;
+    let account_id = state
+        .registry
+        .snapshot()
+        .account_id(account)
+        .unwrap_or_default()
+        .to_string();
+    let (token, expires_at) = state
+        .tokens
+        .issue_sub_tenant(account, &account_id, &sub_tenant, key_id, ttl)
+        .await?;
     Ok(respond::json(
         StatusCode::CREATED,
         &json!({ "token": token, "expires_at": expires_at, "sub_tenant": sub_tenant, "account": account }),
@@ -361,15 +410,32 @@ async fn put_blob(
             "a blob is addressed by the lower-case hex SHA-256 of its bytes".into(),
         ));
     }
+    // Counted from the first byte: an account's uploads in progress, each
+    // up to the component limit in memory, are bounded.
+    let account_id = state
+        .registry
+        .snapshot()
+        .account_id(account)
+        .unwrap_or_default()
+        .to_string();
+    let _upload = state.uploads.enter(&account_id, account.as_str())?;
     let bytes = read_body(req, state.config.limits.component_bytes as usize).await?;
-    let actual = sha256_hex(&bytes);
-    if actual != sha {
-        return Err(ApiError::BadRequest(format!(
-            "the body's SHA-256 is {actual}, not {sha}"
-        )));
-    }
-    // Validate before storing: a refused upload leaves nothing behind.
-    check_component(&bytes)?;
+    // Hashing and validating tens of MiB takes a core for a while: on the
+    // blocking pool, so the async workers keep serving calls.
+    let expected = sha.to_string();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let actual = sha256_hex(&bytes);
+        if actual != expected {
+            return Err(ApiError::BadRequest(format!(
+                "the body's SHA-256 is {actual}, not {expected}"
+            )));
+        }
+        // Validate before storing: a refused upload leaves nothing behind.
+        check_component(&bytes)?;
+        Ok(bytes)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let created = state.registry.put_blob(account, sha, &bytes).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(respond::json(

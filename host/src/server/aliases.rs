@@ -279,6 +279,16 @@ pub fn all_reservations(state: &AppState, account: &AccountName) -> Result<Respo
     Ok(respond::json(StatusCode::OK, &json!({ "reservations": reservations })))
 }
 
+/// How much of the pool reservations may keep, from the settings.
+fn reservation_bounds(config: &crate::config::ServeConfig) -> crate::registry::reservations::ReservationBounds {
+    let slots = config.runtime.pool_slots;
+    crate::registry::reservations::ReservationBounds {
+        slots,
+        per_account: config.accounts.max_reserved,
+        host: config.accounts.reserved_ceiling(slots),
+    }
+}
+
 /// Serves `…/functions/{function}/reservations` + `rest`.
 pub async fn reservations(
     state: &Arc<AppState>,
@@ -309,7 +319,7 @@ pub async fn reservations(
             };
             let (record, created) = state
                 .registry
-                .put_reservation(account, function, &qualifier, spec, state.config.runtime.pool_slots)
+                .put_reservation(account, function, &qualifier, spec, reservation_bounds(&state.config))
                 .await?;
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(respond::json(status, &reservation_json(&record)))

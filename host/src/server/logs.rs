@@ -1,6 +1,10 @@
 //! Function logs: what guests print, one entry per line, tagged with its
 //! invocation, kept per function in a bounded buffer (oldest dropped first,
 //! and counted) and streamed to the owner on `…/functions/{f}/logs`.
+//!
+//! Followers (`?follow=true`) are registered by the function they follow,
+//! each with a bounded channel, and leave when their response body is
+//! dropped; an account may have only so many at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -11,11 +15,14 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::respond::Body;
-use crate::names::{AccountName, FunctionName};
+use crate::error::ApiError;
+use crate::names::FunctionName;
+use crate::tenancy::inflight::{InFlight, Ticket};
 
 /// One line a guest printed.
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +33,10 @@ pub struct LogEntry {
     pub invocation_id: String,
     /// The function's owner.
     pub owner: String,
+    /// The owner's id: logs are kept by it, so an account that takes a
+    /// deleted account's name never reads what the old one's code printed.
+    #[serde(skip)]
+    pub owner_id: String,
     /// The calling account, or `anonymous`.
     pub caller: String,
     /// The function.
@@ -49,10 +60,32 @@ struct FunctionLog {
     dropped: u64,
 }
 
+/// The key of a function's log: its owner's id and its name.
+type LogKey = (String, String);
+
+/// A client following one function's log.
+struct Follower {
+    id: u64,
+    filter: Filter,
+    sender: mpsc::Sender<Bytes>,
+}
+
+type Followers = Arc<Mutex<HashMap<LogKey, Vec<Follower>>>>;
+
+/// Lines a follower may fall behind by before new ones skip it.
+const FOLLOWER_BACKLOG: usize = 256;
+
 /// Every function's recent lines.
 pub struct Logs {
-    functions: Mutex<HashMap<(String, String), FunctionLog>>,
-    live: broadcast::Sender<Arc<LogEntry>>,
+    functions: Mutex<HashMap<LogKey, FunctionLog>>,
+    /// Followers by the function they follow: a line wakes only those that
+    /// follow its function and want it.
+    followers: Followers,
+    next_follower: std::sync::atomic::AtomicU64,
+    /// Clients following now.
+    pub following: Gauge,
+    /// Followers per account, bounded.
+    follow_slots: Arc<InFlight>,
     /// Bytes of lines kept per function.
     limit: usize,
 }
@@ -72,13 +105,20 @@ impl Filter {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Logs {
-    /// Keeps up to `limit` bytes of lines per function.
-    pub fn new(limit: usize) -> Self {
-        let (live, _) = broadcast::channel(1024);
+    /// Keeps up to `limit` bytes of lines per function; each account may
+    /// have `max_followers` clients following at once.
+    pub fn new(limit: usize, max_followers: u32) -> Self {
         Self {
             functions: Mutex::new(HashMap::new()),
-            live,
+            followers: Arc::default(),
+            next_follower: Default::default(),
+            following: Gauge::default(),
+            follow_slots: InFlight::new(max_followers, "log followers", "--max-log-followers-per-account"),
             limit,
         }
     }
@@ -99,32 +139,46 @@ impl Logs {
         if lines.is_empty() {
             return;
         }
-        {
-            let mut functions = self.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let log = functions
-                .entry((template.owner.clone(), template.function.clone()))
-                .or_default();
-            for entry in &lines {
-                log.bytes += entry.line.len();
-                log.entries.push_back(entry.clone());
-            }
-            while log.bytes > self.limit {
-                let Some(oldest) = log.entries.pop_front() else { break };
-                log.bytes -= oldest.line.len();
-                log.dropped += 1;
-            }
+        let key = (template.owner_id.clone(), template.function.clone());
+        let mut functions = lock(&self.functions);
+        let log = functions.entry(key.clone()).or_default();
+        for entry in &lines {
+            log.bytes += entry.line.len();
+            log.entries.push_back(entry.clone());
         }
-        for entry in lines {
-            // Nobody following is fine.
-            let _ = self.live.send(entry);
+        while log.bytes > self.limit {
+            let Some(oldest) = log.entries.pop_front() else { break };
+            log.bytes -= oldest.line.len();
+            log.dropped += 1;
+        }
+        // Under the functions lock, so a follower that registered after
+        // reading the kept lines misses none and sees none twice.
+        let mut followers = lock(&self.followers);
+        if let Some(list) = followers.get_mut(&key) {
+            for follower in list.iter() {
+                for entry in lines.iter().filter(|e| follower.filter.admits(e)) {
+                    // A follower that does not read falls behind and skips
+                    // lines; it never makes the host hold more.
+                    let _ = follower.sender.try_send(ndjson(entry));
+                }
+            }
         }
     }
 
     /// The kept lines of a function that pass `filter`, and how many lines
     /// the bound has dropped so far.
-    pub fn read(&self, owner: &AccountName, function: &FunctionName, filter: &Filter) -> (Vec<Arc<LogEntry>>, u64) {
-        let functions = self.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match functions.get(&(owner.to_string(), function.to_string())) {
+    pub fn read(&self, owner_id: &str, function: &FunctionName, filter: &Filter) -> (Vec<Arc<LogEntry>>, u64) {
+        let functions = lock(&self.functions);
+        Self::kept(&functions, owner_id, function, filter)
+    }
+
+    fn kept(
+        functions: &HashMap<LogKey, FunctionLog>,
+        owner_id: &str,
+        function: &FunctionName,
+        filter: &Filter,
+    ) -> (Vec<Arc<LogEntry>>, u64) {
+        match functions.get(&(owner_id.to_string(), function.to_string())) {
             Some(log) => (
                 log.entries.iter().filter(|e| filter.admits(e)).cloned().collect(),
                 log.dropped,
@@ -133,40 +187,53 @@ impl Logs {
         }
     }
 
+    /// Forgets the lines of an account's functions (`function: None`) or of
+    /// one of them, once deleted.
+    pub fn forget(&self, owner_id: &str, function: Option<&FunctionName>) {
+        let mut functions = lock(&self.functions);
+        functions.retain(|(owner, name), _| owner != owner_id || function.is_some_and(|f| f.as_str() != name));
+    }
+
     /// The kept lines as NDJSON, and with `follow` new ones as they come,
-    /// until the reader goes away.
+    /// until the reader goes away. `account` names the owner in a refusal:
+    /// an account may have only so many followers at once.
     pub fn response(
         &self,
-        owner: &AccountName,
+        owner_id: &str,
+        account: &str,
         function: &FunctionName,
         filter: Filter,
         follow: bool,
-    ) -> Response<Body> {
-        let (entries, dropped) = self.read(owner, function, &filter);
-        let (sender, receiver) = mpsc::channel::<Bytes>(256);
-        let kept: Vec<Bytes> = entries.iter().map(|e| ndjson(e)).collect();
-        let mut live = follow.then(|| self.live.subscribe());
-        let (owner, function) = (owner.to_string(), function.to_string());
-        tokio::spawn(async move {
-            for line in kept {
-                if sender.send(line).await.is_err() {
-                    return;
-                }
-            }
-            let Some(live) = live.as_mut() else { return };
-            loop {
-                match live.recv().await {
-                    Ok(entry) if entry.owner == owner && entry.function == function && filter.admits(&entry) => {
-                        if sender.send(ndjson(&entry)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
+    ) -> Result<Response<Body>, ApiError> {
+        let ticket = follow.then(|| self.follow_slots.enter(owner_id, account)).transpose()?;
+        let functions = lock(&self.functions);
+        let (entries, dropped) = Self::kept(&functions, owner_id, function, &filter);
+        let live = ticket.map(|ticket| {
+            let (sender, receiver) = mpsc::channel(FOLLOWER_BACKLOG);
+            let id = self.next_follower.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let key = (owner_id.to_string(), function.to_string());
+            lock(&self.followers)
+                .entry(key.clone())
+                .or_default()
+                .push(Follower { id, filter, sender });
+            self.following.inc();
+            (
+                receiver,
+                Registration {
+                    followers: self.followers.clone(),
+                    key,
+                    id,
+                    following: self.following.clone(),
+                    _ticket: ticket,
+                },
+            )
         });
-        let mut response = Response::new(Lines(receiver).map_err(|never| match never {}).boxed_unsync());
+        drop(functions);
+        let lines = Lines {
+            kept: entries.iter().map(|e| ndjson(e)).collect(),
+            live,
+        };
+        let mut response = Response::new(lines.map_err(|never| match never {}).boxed_unsync());
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();
         headers.insert(
@@ -174,7 +241,7 @@ impl Logs {
             HeaderValue::from_static("application/x-ndjson"),
         );
         headers.insert("x-stratus-dropped-lines", HeaderValue::from(dropped));
-        response
+        Ok(response)
     }
 }
 
@@ -184,14 +251,49 @@ fn ndjson(entry: &LogEntry) -> Bytes {
     Bytes::from(line)
 }
 
-/// A body fed by a channel: it ends when the sender does.
-struct Lines(mpsc::Receiver<Bytes>);
+/// A follower's place in [`Logs`]: dropped with the response body (the
+/// client went away), it takes the follower out at once.
+struct Registration {
+    followers: Followers,
+    key: LogKey,
+    id: u64,
+    following: Gauge,
+    _ticket: Ticket,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut followers = lock(&self.followers);
+        if let Some(list) = followers.get_mut(&self.key) {
+            list.retain(|f| f.id != self.id);
+            if list.is_empty() {
+                followers.remove(&self.key);
+            }
+        }
+        self.following.dec();
+    }
+}
+
+/// The kept lines, then (when following) the live ones until the client
+/// goes away. No task of its own: when hyper drops the body, it is gone.
+struct Lines {
+    kept: VecDeque<Bytes>,
+    live: Option<(mpsc::Receiver<Bytes>, Registration)>,
+}
 
 impl HttpBody for Lines {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|line| line.map(|line| Ok(Frame::data(line))))
+        if let Some(line) = self.kept.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(line))));
+        }
+        match &mut self.live {
+            Some((receiver, _)) => receiver
+                .poll_recv(cx)
+                .map(|line| line.map(|line| Ok(Frame::data(line)))),
+            None => Poll::Ready(None),
+        }
     }
 }

@@ -64,6 +64,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Adds a gauge kept elsewhere (e.g. by the logs) under `stratus_{name}`.
+    pub fn register_gauge(&mut self, name: &str, help: &str, gauge: prometheus_client::metrics::gauge::Gauge) {
+        self.registry.register(name, help, gauge);
+    }
+
     /// Registers every metric, including the runtime's.
     pub fn new(runtime: &Runtime, quotas: &Quotas) -> Self {
         let mut registry = PromRegistry::with_prefix("stratus");

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod loopback;
 pub mod metrics;
 mod openapi;
+pub mod private;
 pub mod reserve;
 pub mod respond;
 pub mod routes;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub listening: std::sync::OnceLock<SocketAddr>,
     /// What guests printed, per function.
     pub logs: logs::Logs,
+    /// Component uploads in progress, per account.
+    pub uploads: Arc<crate::tenancy::inflight::InFlight>,
 }
 
 impl AppState {
@@ -88,6 +91,14 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
     let registry = Arc::new(Registry::open(&config.data_dir)?);
+    // After opening, so the files sled made are covered too; a shared code
+    // cache given elsewhere is left to its owner's settings.
+    private::restrict_tree(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot make the data directory {} private: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let tokens = Arc::new(crate::credentials::tokens::Tokens::load_or_create(&registry, &config.issuer).await?);
     let runtime = Runtime::new(&config.runtime, registry.kv(), tokens.clone())?;
 
@@ -110,7 +121,15 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
     };
     let quotas = crate::tenancy::quota::Quotas::new(config.quotas.clone());
     let config_log_bytes = config.function_log_bytes;
-    let metrics = metrics::Metrics::new(&runtime, &quotas);
+    let uploads_per_account = config.accounts.max_uploads;
+    let max_followers = config.accounts.max_log_followers;
+    let mut metrics = metrics::Metrics::new(&runtime, &quotas);
+    let logs = logs::Logs::new(config_log_bytes, max_followers);
+    metrics.register_gauge(
+        "log_followers",
+        "Clients following function logs now.",
+        logs.following.clone(),
+    );
     let state = Arc::new(AppState {
         registry,
         runtime,
@@ -120,7 +139,12 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
         quotas,
         metrics,
         listening: std::sync::OnceLock::new(),
-        logs: logs::Logs::new(config_log_bytes),
+        logs,
+        uploads: crate::tenancy::inflight::InFlight::new(
+            uploads_per_account,
+            "uploads in progress",
+            "--max-uploads-per-account",
+        ),
     });
     let loopback: std::sync::Weak<dyn crate::runtime::Loopback> = Arc::downgrade(&state) as _;
     state.runtime.set_loopback(loopback);

@@ -42,12 +42,7 @@ async fn reconcile(state: &AppState) {
         let Some((version, alias)) = snapshot.reserved_version(account, function, &qualifier) else {
             continue;
         };
-        let key = ReservedKey {
-            owner: account.clone(),
-            function: function.clone(),
-            version: version.number,
-            alias: alias.map(|a| a.to_string()),
-        };
+        let key = ReservedKey::of(version, alias.map(|a| a.as_str()));
         wanted.insert(
             key.clone(),
             Sizes {

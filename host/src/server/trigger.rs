@@ -69,6 +69,7 @@ fn parse<B>(state: &AppState, req: &Request<B>) -> Result<Target, ApiError> {
         .map_err(|e| match e {
             AddressError::Shape => ApiError::BadRequest(e.to_string()),
             AddressError::Name(name) => name.into(),
+            AddressError::Ambiguous(_) => ApiError::NotFound(e.to_string()),
         })?;
     Ok(Target {
         guest_uri: with_query(&parsed.guest_path)?,
@@ -285,8 +286,17 @@ async fn admit(
     let function_cap = version
         .config
         .max_concurrency_per_sub_tenant
-        .map(|cap| (format!("{}/{}", version.account, version.function), cap));
-    state.quotas.admit(caller.name(), sub_tenant, function_cap).await
+        .map(|cap| (format!("{}/{}", version.account_id, version.function), cap));
+    // Anonymous callers are counted per owner: one owner's public functions
+    // under a flood cannot take the anonymous capacity of another's.
+    let (bucket, name) = match caller {
+        Caller::Anonymous => (
+            format!("{}@{}", tenancy::ANONYMOUS, version.account_id),
+            format!("anonymous callers of {}", version.account),
+        ),
+        Caller::Account { account, id, .. } => (id.clone(), format!("account {account}")),
+    };
+    state.quotas.admit(&bucket, &name, sub_tenant, function_cap).await
 }
 
 fn authorize(version: &VersionRecord, sub_tenant: Option<&SubTenantId>) -> Result<(), ApiError> {
@@ -359,11 +369,13 @@ where
     let call = CallContext {
         invocation_id,
         caller: caller.name(),
+        caller_id: caller.id(),
+        key_id: caller.key_id(),
         sub_tenant: sub_tenant.as_ref(),
         alias: alias.as_ref(),
         via: via.as_deref(),
         parent: match presented {
-            Presented::Nested { parent, .. } => Some(*parent),
+            Presented::Nested { parent, .. } => Some(parent),
             _ => None,
         },
     };
@@ -436,6 +448,7 @@ fn log_entry(
             .map_or(0, |d| d.as_millis() as u64),
         invocation_id: invocation_id.to_string(),
         owner: version.account.to_string(),
+        owner_id: version.account_id.clone(),
         caller: caller.name().to_string(),
         function: version.function.to_string(),
         version: version.number,

@@ -4,6 +4,7 @@
 //! and, for account keys, the `x-stratus-sub-tenant` header. Everything past
 //! this point works with [`Caller`] and never looks at headers again.
 
+pub mod inflight;
 pub mod quota;
 
 use http::HeaderMap;
@@ -30,12 +31,33 @@ pub enum Caller {
     Account {
         /// The account.
         account: AccountName,
+        /// Its id: partitions and KV namespaces are keyed by it, so an
+        /// account that later takes the name inherits nothing.
+        id: String,
         /// The key used, so revocation and logs can name it.
         key_id: String,
     },
 }
 
 impl Caller {
+    /// The caller's id as partitions and KV namespaces know it: the
+    /// account's id, or `anonymous`.
+    pub fn id(&self) -> &str {
+        match self {
+            Caller::Anonymous => ANONYMOUS,
+            Caller::Account { id, .. } => id,
+        }
+    }
+
+    /// The key (or, for a sub-tenant token, the issuer) the call acts
+    /// through; nested calls check that it still stands.
+    pub fn key_id(&self) -> &str {
+        match self {
+            Caller::Anonymous => "",
+            Caller::Account { key_id, .. } => key_id,
+        }
+    }
+
     /// The caller's account, if any.
     pub fn account(&self) -> Option<&AccountName> {
         match self {
@@ -90,13 +112,20 @@ impl Presented {
 enum Credential<'a> {
     /// No header.
     Absent,
-    /// An account or operator key (`sk_…`, `op_…`).
+    /// Bearer text that may be a key: an account key (`sk_…`) or the
+    /// operator key, which may be any text of 16 or more characters. Only
+    /// its hash tells; on a call, text that is no key of ours belongs to
+    /// the function.
     Key(&'a str),
     /// A JWT whose `typ` is one of ours.
     Token(&'a str),
-    /// Anything else: another scheme, or another issuer's bearer token.
+    /// Another scheme than `Bearer`.
     Foreign,
 }
+
+/// Prefixes only Stratus keys carry: such text that matches no key is a
+/// stale or mistyped key, not the function's business.
+const KEY_PREFIXES: [&str; 2] = ["sk_", "op_"];
 
 /// The text after `Bearer `, if the header has one.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -111,19 +140,35 @@ fn credential(headers: &HeaderMap) -> Credential<'_> {
         return Credential::Absent;
     }
     match bearer(headers) {
-        Some(key) if key.starts_with("sk_") || key.starts_with("op_") => Credential::Key(key),
         Some(token) if Tokens::is_ours(token) => Credential::Token(token),
-        _ => Credential::Foreign,
+        Some(key) => Credential::Key(key),
+        None => Credential::Foreign,
     }
 }
 
 /// The `key_id` of tokens the operator issued.
 pub const OPERATOR_ISSUER: &str = "operator";
 
-/// Whether the account and the key that issued a sub-tenant token still exist.
+/// Whether the account and the key that issued a sub-tenant token still
+/// exist: the same account, not one that took its name since.
 pub fn issuer_live(snapshot: &Snapshot, claims: &SubTenantClaims) -> bool {
-    snapshot.accounts.contains_key(&claims.account)
-        && (claims.key_id == OPERATOR_ISSUER || snapshot.has_key(&claims.account, &claims.key_id))
+    let Some(id) = snapshot.account_id(&claims.account) else {
+        return false;
+    };
+    if claims.account_id.is_empty() {
+        // Issued before tokens carried the account's id: an account key's
+        // id is random and died with its account, but `operator` is not,
+        // so only tokens of a key that still exists are taken.
+        return claims.key_id != OPERATOR_ISSUER && snapshot.has_key(&claims.account, &claims.key_id);
+    }
+    claims.account_id == id && (claims.key_id == OPERATOR_ISSUER || snapshot.has_key(&claims.account, &claims.key_id))
+}
+
+/// Whether the credential a chain of calls started with still stands: the
+/// caller account (the same one, by id) and its key or token issuer.
+fn chain_live(snapshot: &Snapshot, caller: &AccountName, lineage: &Lineage) -> bool {
+    snapshot.account_id(caller) == Some(&*lineage.caller_id)
+        && (&*lineage.key_id == OPERATOR_ISSUER || snapshot.has_key(caller, &lineage.key_id))
 }
 
 /// Checks a sub-tenant token and that what issued it still stands: the
@@ -141,6 +186,7 @@ fn sub_tenant_caller(token: &str, snapshot: &Snapshot, tokens: &Tokens) -> Resul
     Ok(Presented::Stratus {
         caller: Caller::Account {
             account: claims.account,
+            id: claims.account_id,
             key_id: claims.key_id,
         },
         sub_tenant: Some(claims.sub_tenant),
@@ -151,6 +197,7 @@ fn sub_tenant_caller(token: &str, snapshot: &Snapshot, tokens: &Tokens) -> Resul
 /// its invocation still runs, and that one more level of nesting is allowed.
 fn nested_caller(
     token: &str,
+    snapshot: &Snapshot,
     tokens: &Tokens,
     lineage: impl Fn(&str) -> Option<Lineage>,
 ) -> Result<Presented, ApiError> {
@@ -175,9 +222,18 @@ fn nested_caller(
     let caller = if claims.caller == ANONYMOUS {
         Caller::Anonymous
     } else {
+        let account = AccountName::parse(&claims.caller).map_err(|_| unreadable("caller"))?;
+        // The chain acts for its caller only while the caller could still
+        // make the first call: a deleted account or revoked key stops it.
+        if !chain_live(snapshot, &account, &parent) {
+            return Err(ApiError::Unauthorized(
+                "invocation token refused: the caller's key or account is gone".into(),
+            ));
+        }
         Caller::Account {
-            account: AccountName::parse(&claims.caller).map_err(|_| unreadable("caller"))?,
-            key_id: NESTED_KEY_ID.to_string(),
+            account,
+            id: parent.caller_id.to_string(),
+            key_id: parent.key_id.to_string(),
         }
     };
     let sub_tenant = claims
@@ -194,9 +250,6 @@ fn nested_caller(
     })
 }
 
-/// The `key_id` recorded for a caller acting through an invocation token.
-pub const NESTED_KEY_ID: &str = "invocation-token";
-
 /// Authenticates a trigger call. A Stratus credential that fails is a 401;
 /// a foreign one is left for the function. `lineage` tells whether an
 /// invocation still runs, and where in its chain.
@@ -211,7 +264,7 @@ pub fn authenticate(
         Credential::Absent => Ok(Presented::Nothing),
         Credential::Foreign => Ok(Presented::Foreign),
         Credential::Token(token) => match Tokens::kind_of(token) {
-            Some(TokenKind::Invocation) => nested_caller(token, tokens, lineage),
+            Some(TokenKind::Invocation) => nested_caller(token, snapshot, tokens, lineage),
             _ => sub_tenant_caller(token, snapshot, tokens),
         },
         Credential::Key(token) => {
@@ -219,6 +272,7 @@ pub fn authenticate(
             if let Some(key) = snapshot.keys.get(&hash) {
                 let caller = Caller::Account {
                     account: key.account.clone(),
+                    id: snapshot.account_id(&key.account).unwrap_or_default().to_string(),
                     key_id: key.id.clone(),
                 };
                 return Ok(Presented::Stratus {
@@ -231,7 +285,11 @@ pub fn authenticate(
                     "the operator key administers the host; call functions with an account key".into(),
                 ));
             }
-            Err(ApiError::Unauthorized("unknown or revoked key".into()))
+            if KEY_PREFIXES.iter().any(|prefix| token.starts_with(prefix)) {
+                return Err(ApiError::Unauthorized("unknown or revoked key".into()));
+            }
+            // Another issuer's bearer token, for a function with its own auth.
+            Ok(Presented::Foreign)
         }
     }
 }

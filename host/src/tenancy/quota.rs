@@ -168,12 +168,14 @@ impl Quotas {
         }
     }
 
-    /// Admits a call of `caller` (and `sub_tenant`), waiting a bounded time in
-    /// its own queues. A function that sets its own per-sub-tenant cap
-    /// (`function_cap`: the function's id and cap) gets a queue of its own.
+    /// Admits a call of `caller` (an id; `name` says who it is in a
+    /// refusal) and `sub_tenant`, waiting a bounded time in its own queues.
+    /// A function that sets its own per-sub-tenant cap (`function_cap`: the
+    /// function's id and cap) gets a queue of its own.
     pub async fn admit(
         &self,
         caller: &str,
+        name: &str,
         sub_tenant: Option<&SubTenantId>,
         function_cap: Option<(String, u32)>,
     ) -> Result<Admission, ApiError> {
@@ -187,7 +189,7 @@ impl Quotas {
             permits.push(self.take(&bucket, "sub_tenant", || format!("sub-tenant {sub}")).await?);
         }
         let bucket = self.bucket(Key::Account(caller.to_string()), self.limits.per_account.max(1));
-        permits.push(self.take(&bucket, "account", || format!("account {caller}")).await?);
+        permits.push(self.take(&bucket, "account", || name.to_string()).await?);
         Ok(Admission { _permits: permits })
     }
 }

@@ -1,0 +1,506 @@
+//! Identity and shared resources: a name that comes back never reaches what
+//! its previous owner left, and no account can take a resource from another.
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn call(server: &Server, key: &str, path: &str, sub_tenant: Option<&str>) -> Reply {
+    let auth = bearer(key);
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(sub) = sub_tenant {
+        headers.push(("x-stratus-sub-tenant", sub));
+    }
+    server.request("GET", path, &headers, b"")
+}
+
+fn delete_account(server: &Server, name: &str) {
+    let reply = server.admin(OPERATOR_KEY, "DELETE", &format!("/accounts/{name}"), None);
+    assert_eq!(reply.status, 204, "{}", reply.text());
+}
+
+#[test]
+fn a_recreated_account_never_runs_the_old_owners_code_or_sees_its_secrets() {
+    let server = Server::start();
+    let old = server.create_account("initech");
+    let config = json!({ "reuse": "warm", "env": { "DB_PASSWORD": "old-tenant-secret" } });
+    server.deploy(&old, "initech", "api", ECHO_COMPONENT, config);
+    let first = call(&server, &old, "/fn/initech/api/", None);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert!(first.text().contains("old-tenant-secret"));
+    assert!(server.settle("stratus_idle_instances", |n| n >= 1.0) >= 1.0);
+
+    delete_account(&server, "initech");
+    assert_eq!(
+        server.settle("stratus_idle_instances", |n| n == 0.0),
+        0.0,
+        "deleting the account drops its warm environments at once"
+    );
+    let new = server.create_account("initech");
+    server.deploy(&new, "initech", "api", HELLO_COMPONENT, json!({ "reuse": "warm" }));
+    for _ in 0..3 {
+        let reply = call(&server, &new, "/fn/initech/api/", None);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(
+            reply.text(),
+            "hello from stratus",
+            "the new owner ran the old owner's code"
+        );
+    }
+}
+
+#[test]
+fn a_function_deployed_again_under_its_name_starts_fresh_with_a_new_version_number() {
+    let (server, key) = Server::with_function("f", COUNTER_COMPONENT, json!({ "reuse": "warm" }));
+    for n in 1..=2 {
+        assert_eq!(call(&server, &key, "/fn/acme/f/", None).json()["memory"], n);
+    }
+    let reply = server.admin(&key, "DELETE", "/accounts/acme/functions/f?force=true", None);
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert_eq!(server.settle("stratus_idle_instances", |n| n == 0.0), 0.0);
+
+    let deployed = server.deploy(&key, "acme", "f", ECHO_COMPONENT, json!({ "reuse": "warm" }));
+    assert_eq!(deployed["version"], 2, "version numbers are never reused");
+    let reply = call(&server, &key, "/fn/acme/f/", None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-stratus-version"), Some("2"));
+    assert_eq!(
+        reply.json()["method"],
+        "GET",
+        "the old counter answered: {}",
+        reply.text()
+    );
+    assert!(
+        call(&server, &key, "/fn/acme/f:1/", None).status == 404,
+        "the deleted version is gone"
+    );
+}
+
+#[test]
+fn deleting_a_version_drops_its_warm_environments() {
+    let (server, key) = Server::with_function("counter", COUNTER_COMPONENT, json!({ "reuse": "warm" }));
+    server.deploy(&key, "acme", "counter", COUNTER_COMPONENT, json!({ "reuse": "warm" }));
+    assert_eq!(call(&server, &key, "/fn/acme/counter:1/", None).status, 200);
+    assert_eq!(server.settle("stratus_idle_instances", |n| n == 1.0), 1.0);
+    let reply = server.admin(&key, "DELETE", "/accounts/acme/functions/counter/versions/1", None);
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert_eq!(server.settle("stratus_idle_instances", |n| n == 0.0), 0.0);
+}
+
+#[test]
+fn a_recreated_caller_inherits_nothing_of_the_old_one() {
+    let server = Server::start();
+    let acme = server.create_account("acme");
+    let config = json!({ "public": true, "reuse": "warm" });
+    server.deploy(&acme, "acme", "counter", COUNTER_COMPONENT, config);
+    server.deploy(&acme, "acme", "echo", ECHO_COMPONENT, json!({ "public": true }));
+
+    let globex = server.create_account("globex");
+    for n in 1..=2 {
+        let seen = call(&server, &globex, "/fn/acme/counter/", Some("alice")).json();
+        assert_eq!(seen, json!({ "memory": n, "kv": n }));
+    }
+    // A token the operator issued for the old account.
+    let token = server.admin(
+        OPERATOR_KEY,
+        "POST",
+        "/accounts/globex/sub-tenant-tokens",
+        Some(json!({ "sub_tenant": "alice" })),
+    );
+    assert_eq!(token.status, 201, "{}", token.text());
+    let token = token.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(call(&server, &token, "/fn/acme/echo/", None).status, 200);
+
+    delete_account(&server, "globex");
+    let globex = server.create_account("globex");
+    let seen = call(&server, &globex, "/fn/acme/counter/", Some("alice")).json();
+    assert_eq!(
+        seen,
+        json!({ "memory": 1, "kv": 1 }),
+        "the new globex got the old one's environment or KV data"
+    );
+    let reply = call(&server, &token, "/fn/acme/echo/", None);
+    assert_eq!(
+        reply.status,
+        401,
+        "the old account's token still works: {}",
+        reply.text()
+    );
+}
+
+#[test]
+fn a_recreated_account_cannot_read_the_old_ones_logs() {
+    let server = Server::start();
+    let old = server.create_account("initech");
+    server.deploy(&old, "initech", "echo", ECHO_COMPONENT, json!({}));
+    assert_eq!(
+        call(&server, &old, "/fn/initech/echo/old-secret-path", None).status,
+        200
+    );
+    // Lines are recorded once the invocation ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server
+        .admin(&old, "GET", "/accounts/initech/functions/echo/logs", None)
+        .text()
+        .contains("old-secret-path")
+    {
+        assert!(std::time::Instant::now() < deadline, "the call was never logged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    delete_account(&server, "initech");
+    let new = server.create_account("initech");
+    server.deploy(&new, "initech", "echo", ECHO_COMPONENT, json!({}));
+    let logs = server.admin(&new, "GET", "/accounts/initech/functions/echo/logs", None);
+    assert_eq!(logs.status, 200, "{}", logs.text());
+    assert!(!logs.text().contains("old-secret-path"), "{}", logs.text());
+}
+
+#[test]
+fn a_changed_alias_env_reaches_the_next_call_of_a_warm_function() {
+    let (server, key) = Server::with_function("echo", ECHO_COMPONENT, json!({ "reuse": "warm" }));
+    let point = |token: &str| {
+        let body = json!({ "version": 1, "overrides": { "env": { "API_TOKEN": token } } });
+        let reply = server.admin(&key, "PUT", "/accounts/acme/functions/echo/aliases/prod", Some(body));
+        assert!(reply.status == 200 || reply.status == 201, "{}", reply.text());
+    };
+    point("first");
+    for _ in 0..2 {
+        assert_eq!(
+            call(&server, &key, "/fn/acme/echo:prod/", None).json()["env"]["API_TOKEN"],
+            "first"
+        );
+    }
+    point("rotated");
+    let seen = call(&server, &key, "/fn/acme/echo:prod/", None).json();
+    assert_eq!(
+        seen["env"]["API_TOKEN"], "rotated",
+        "a warm environment kept the old env"
+    );
+}
+
+#[test]
+fn output_capture_is_limited_per_call_not_per_environment() {
+    let (server, key) = Server::with_function("echo", ECHO_COMPONENT, json!({ "reuse": "warm" }));
+    let path = format!("/fn/acme/echo/{}", "p".repeat(7 * 1024));
+    for n in 0..16 {
+        let reply = call(&server, &key, &path, None);
+        assert_eq!(reply.status, 200, "call {n}: {}", reply.text());
+    }
+    assert!(
+        server.metric("stratus_warm_hits_total") >= 10.0,
+        "the calls reused one environment"
+    );
+}
+
+#[test]
+fn an_operator_key_of_any_shape_administers_the_host() {
+    for operator in [
+        "my-long-operator-secret",
+        "sk_looks-like-an-account-key",
+        "0123456789abcdef",
+    ] {
+        let server = Server::start_with_operator_key(operator, &[]);
+        let reply = server.admin(operator, "POST", "/accounts", Some(json!({ "name": "acme" })));
+        assert_eq!(reply.status, 201, "{operator}: {}", reply.text());
+        let key = reply.json()["key"].as_str().unwrap().to_string();
+        assert_eq!(server.admin(operator, "GET", "/accounts", None).status, 200);
+        // The harness's own key is not this server's.
+        assert_eq!(server.admin(OPERATOR_KEY, "GET", "/accounts", None).status, 401);
+        server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({ "public": true }));
+        // Calls still take the function's own bearer tokens through.
+        let reply = server.request("GET", "/fn/acme/echo/", &[("authorization", "Bearer not-ours")], b"");
+        assert_eq!(reply.json()["headers"]["authorization"], "Bearer not-ours");
+        // The operator key is for the admin API, not for calls.
+        let reply = call(&server, operator, "/fn/acme/echo/", None);
+        assert_eq!(reply.status, 401, "{}", reply.text());
+    }
+}
+
+fn reserve(server: &Server, key: &str, account: &str, function: &str, body: Value) -> Reply {
+    server.admin(
+        key,
+        "PUT",
+        &format!("/accounts/{account}/functions/{function}/reservations/latest"),
+        Some(body),
+    )
+}
+
+#[test]
+fn one_account_cannot_reserve_the_pool() {
+    let server = Server::start_with(&["--pool-slots", "8", "--max-reserved-per-account", "3"]);
+    let acme = server.create_account("acme");
+    let globex = server.create_account("globex");
+    server.deploy(&acme, "acme", "hello", HELLO_COMPONENT, json!({}));
+    server.deploy(&globex, "globex", "hello", HELLO_COMPONENT, json!({ "public": true }));
+
+    let all = reserve(&server, &acme, "acme", "hello", json!({ "min": 8, "target": 8 }));
+    assert_eq!(all.status, 409, "{}", all.text());
+    assert_eq!(all.code(), "conflict");
+    assert!(all.text().contains("3"), "the message names the cap: {}", all.text());
+    assert_eq!(
+        reserve(&server, &acme, "acme", "hello", json!({ "min": 3, "target": 3 })).status,
+        201
+    );
+
+    // Half the pool (the default ceiling) is all reservations may hold.
+    let over = reserve(&server, &globex, "globex", "hello", json!({ "min": 2, "target": 2 }));
+    assert_eq!(over.status, 409, "{}", over.text());
+    assert!(
+        over.text().contains("4"),
+        "the message names the ceiling: {}",
+        over.text()
+    );
+    assert_eq!(
+        reserve(&server, &globex, "globex", "hello", json!({ "min": 1, "target": 1 })).status,
+        201
+    );
+
+    // Unreserved calls still have the rest of the pool.
+    assert_eq!(server.settle("stratus_reserved_instances", |n| n == 4.0), 4.0);
+    let reply = server.request("GET", "/fn/globex/hello/", &[], b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[test]
+fn a_nested_call_stops_once_its_callers_key_is_revoked() {
+    let target = std::sync::Arc::new(std::sync::OnceLock::<(String, String)>::new());
+    let seen = target.clone();
+    // The upstream holds a token fetch minted for this host, calls back
+    // with it, has the caller's key revoked, and calls back again.
+    let upstream = Upstream::start(move |_origin, _path, auth| {
+        let token = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
+        let (url, key_id) = seen.get().unwrap();
+        let again = || {
+            call_url(
+                "GET",
+                &format!("{url}/fn/acme/whoami/"),
+                &[("authorization", &bearer(token))],
+                b"",
+            )
+        };
+        let before = again().status;
+        let revoked = call_url(
+            "DELETE",
+            &format!("{url}/admin/v1/accounts/acme/keys/{key_id}"),
+            &[("authorization", &bearer(OPERATOR_KEY))],
+            b"",
+        );
+        let after = again();
+        (
+            200,
+            json!({ "before": before, "revoked": revoked.status, "after": after.status, "why": after.text() }),
+        )
+    });
+    let server = Server::start_with(&["--allow-private-outbound", "127.0.0.1"]);
+    let first = server.create_account("acme");
+    server.deploy(&first, "acme", "whoami", WHOAMI_COMPONENT, json!({}));
+    let config = json!({ "allow_outbound": [upstream.authority], "timeout_ms": 20_000 });
+    server.deploy(&first, "acme", "fetch", FETCH_COMPONENT, config);
+    let second = server.admin(&first, "POST", "/accounts/acme/keys", None).json();
+    let key = second["key"].as_str().unwrap().to_string();
+    target
+        .set((server.url.clone(), second["id"].as_str().unwrap().to_string()))
+        .unwrap();
+
+    let path = format!("/fn/acme/fetch/?aud=stratus&url={}/", upstream.origin);
+    let reply = call(&server, &key, &path, None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen: Value = serde_json::from_str(reply.json()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["before"], 200, "the chain works while the key stands: {seen}");
+    assert_eq!(seen["revoked"], 204, "{seen}");
+    assert_eq!(seen["after"], 401, "the chain outlived its key: {seen}");
+}
+
+#[test]
+fn names_with_a_double_hyphen_are_refused_and_never_guessed_from_a_host() {
+    let server = Server::start_with(&["--base-domain", "fn.test"]);
+    let reply = server.admin(OPERATOR_KEY, "POST", "/accounts", Some(json!({ "name": "a--b" })));
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("--"), "{}", reply.text());
+    let key = server.create_account("acme");
+    let reply = server.deploy_reply(&key, "acme", "x--y", HELLO_COMPONENT, json!({}));
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    server.deploy(&key, "acme", "hi", HELLO_COMPONENT, json!({ "public": true }));
+
+    let by_host = |host: &str| server.request("GET", "/", &[("host", host)], b"");
+    assert_eq!(by_host("hi--acme.fn.test").text(), "hello from stratus");
+    for ambiguous in ["hi--x--acme.fn.test", "hi---acme.fn.test"] {
+        let reply = by_host(ambiguous);
+        assert_eq!(reply.status, 404, "{ambiguous}: {}", reply.text());
+        assert_eq!(reply.code(), "not_found");
+    }
+}
+
+#[test]
+fn an_upload_reports_created_for_its_own_account() {
+    let server = Server::start();
+    let acme = server.create_account("acme");
+    let globex = server.create_account("globex");
+    let bytes = std::fs::read(HELLO_COMPONENT).unwrap();
+    let first = server.upload(&acme, "acme", &bytes);
+    assert_eq!((first.status, first.json()["created"].clone()), (201, json!(true)));
+    let other = server.upload(&globex, "globex", &bytes);
+    assert_eq!(
+        (other.status, other.json()["created"].clone()),
+        (201, json!(true)),
+        "another account's upload of the same bytes shows through"
+    );
+    let again = server.upload(&globex, "globex", &bytes);
+    assert_eq!((again.status, again.json()["created"].clone()), (200, json!(false)));
+}
+
+#[test]
+fn uploads_in_progress_are_bounded_per_account() {
+    use std::io::Write;
+    let server = Server::start_with(&["--max-uploads-per-account", "1"]);
+    let acme = server.create_account("acme");
+    let globex = server.create_account("globex");
+    // An upload that has sent its headers and a little of its body.
+    let authority = server.url.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&authority).unwrap();
+    let head = format!(
+        "PUT /admin/v1/accounts/acme/blobs/{} HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {acme}\r\ncontent-length: 100000\r\n\r\n",
+        "0".repeat(64)
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&[0u8; 100]).unwrap();
+    let bytes = std::fs::read(HELLO_COMPONENT).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        let reply = server.upload(&acme, "acme", &bytes);
+        if reply.status == 409 || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert!(
+        refused.text().contains("--max-uploads-per-account"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        server.upload(&globex, "globex", &bytes).status,
+        201,
+        "another account is not held up"
+    );
+    drop(slow);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.upload(&acme, "acme", &bytes).status == 409 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned upload was never given back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[cfg(unix)]
+fn the_data_directory_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::spawn(&data, &[]);
+    server.create_account("acme");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    fn walk(path: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        out.push(path.to_path_buf());
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                walk(&entry.unwrap().path(), out);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(&data, &mut paths);
+    assert!(paths.len() > 3, "{paths:?}");
+    for path in &paths {
+        let wanted = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(path), wanted, "{} is {:o}", path.display(), mode(path));
+    }
+    // A data directory made readable by an older version is mended at start.
+    server.kill();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = data.join("registry").join("db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _server = Server::spawn(&data, &[]);
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&db), 0o600);
+}
+
+/// Rewrites a stopped server's database to the layout of releases before
+/// ids: records without ids, KV namespaces keyed by account names.
+fn downgrade_to_names(data: &std::path::Path) {
+    let db = sled::open(data.join("registry")).unwrap();
+    let rewrite = |tree: &sled::Tree, fields: &[&str]| {
+        for item in tree.iter() {
+            let (key, value) = item.unwrap();
+            let mut record: Value = serde_json::from_slice(&value[1..]).unwrap();
+            for field in fields {
+                record.as_object_mut().unwrap().remove(*field);
+            }
+            let mut bytes = vec![1u8];
+            bytes.extend(serde_json::to_vec(&record).unwrap());
+            tree.insert(key, bytes).unwrap();
+        }
+    };
+    let accounts = db.open_tree("accounts").unwrap();
+    let names: std::collections::HashMap<String, String> = accounts
+        .iter()
+        .map(|item| {
+            let record: Value = serde_json::from_slice(&item.unwrap().1[1..]).unwrap();
+            (
+                record["id"].as_str().unwrap().to_string(),
+                record["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    rewrite(&accounts, &["id"]);
+    rewrite(&db.open_tree("versions").unwrap(), &["id", "account_id"]);
+    for tree in ["kv", "kv_usage"] {
+        let tree = db.open_tree(tree).unwrap();
+        for item in tree.iter() {
+            let (key, value) = item.unwrap();
+            let text = String::from_utf8(key.to_vec()).unwrap();
+            let mut parts = text.splitn(3, '/');
+            let owner = &names[parts.next().unwrap()];
+            let caller = parts.next().unwrap();
+            let caller = names.get(caller).map_or(caller, String::as_str);
+            tree.remove(&key).unwrap();
+            tree.insert(format!("{owner}/{caller}/{}", parts.next().unwrap()), value)
+                .unwrap();
+        }
+    }
+    db.open_tree("meta").unwrap().remove("kv_namespaces_by_id").unwrap();
+    db.drop_tree("version_counters").unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn a_data_directory_from_before_ids_opens_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::spawn(&data, &[]);
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "counter", COUNTER_COMPONENT, json!({}));
+    for n in 1..=2 {
+        assert_eq!(call(&server, &key, "/fn/acme/counter/", Some("alice")).json()["kv"], n);
+    }
+    server.terminate();
+    assert!(server.wait_exit(std::time::Duration::from_secs(30)).is_some());
+    drop(server);
+    downgrade_to_names(&data);
+
+    let server = Server::spawn(&data, &[]);
+    let reply = call(&server, &key, "/fn/acme/counter/", Some("alice"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["kv"], 3, "the KV data moved to the account's id");
+    assert_eq!(reply.header("x-stratus-version"), Some("1"));
+    let deployed = server.deploy(&key, "acme", "counter", COUNTER_COMPONENT, json!({}));
+    assert_eq!(deployed["version"], 2);
+    // Ids are given once: a second start changes nothing.
+    drop(server);
+    let server = Server::spawn(&data, &[]);
+    assert_eq!(call(&server, &key, "/fn/acme/counter/", Some("alice")).json()["kv"], 4);
+}
