@@ -163,3 +163,36 @@ fn a_named_destination_keeps_its_host_header_when_pinned_to_the_checked_address(
     assert!(head.starts_with("get /pinned?x=1 http/1.1\r\n"), "{head}");
     assert!(head.contains(&format!("\r\nhost: localhost:{port}\r\n")), "{head}");
 }
+
+#[test]
+fn addresses_that_embed_or_stand_for_private_ones_are_refused() {
+    let server = Server::start();
+    let key = server.create_account("acme");
+    let hosts = [
+        "[::127.0.0.1]",
+        "[::ffff:0:127.0.0.1]",
+        "[::ffff:0:a00:1]",
+        "[2001::1]",
+        "[fec0::1]",
+        "[100::1]",
+        "[64:ff9b::a00:1]",
+        "[64:ff9b:1::1]",
+    ];
+    server.deploy(
+        &key,
+        "acme",
+        "fetch",
+        FETCH_COMPONENT,
+        json!({ "allow_outbound": hosts }),
+    );
+    for host in hosts {
+        let url = format!("http://{host}/");
+        let reply = fetch(&server, &key, &url);
+        assert_eq!(reply.status, 502, "{url}: {}", reply.text());
+        assert!(
+            reply.text().contains("DestinationIpProhibited"),
+            "{url}: {}",
+            reply.text()
+        );
+    }
+}

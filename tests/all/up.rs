@@ -100,3 +100,82 @@ fn up_watch_redeploys_changed_code_and_keeps_serving_through_a_bad_change() {
     assert_eq!(third.status, 200);
     assert_eq!(third.header("x-stratus-version"), Some("2"));
 }
+
+#[test]
+fn up_watch_builds_only_when_the_source_changes_and_shows_the_compilers_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("watched");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sdk = repo.join("guest-sdk").canonicalize().unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"watched\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nstratus-sdk = {{ path = {:?} }}\n\n[workspace]\n",
+            sdk.display().to_string()
+        ),
+    )
+    .unwrap();
+    // The workspace's lock and target dir: only this crate is compiled.
+    std::fs::copy(repo.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    let source = krate.join("src/lib.rs");
+    std::fs::copy(repo.join("examples/hello/src/lib.rs"), &source).unwrap();
+
+    let mut child = Command::new(stratus_bin())
+        .arg("up")
+        .arg(&krate)
+        .args(["--watch", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("CARGO_TARGET_DIR", WASM_TARGET_DIR)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let _up = Up(child);
+    let mut seen = Vec::new();
+    let hint = wait_for(&lines, "try: curl ", Duration::from_secs(300), &mut seen);
+    let url = hint.trim_start_matches("try: curl ").trim().to_string();
+    wait_for(&lines, "watching", Duration::from_secs(5), &mut seen);
+
+    // Nothing changed: the build's own reads of the crate start no build.
+    std::thread::sleep(Duration::from_secs(3));
+    let quiet: Vec<String> = lines.try_iter().collect();
+    assert!(
+        !quiet.iter().any(|l| l.contains("building")),
+        "rebuilt with nothing changed: {quiet:#?}"
+    );
+
+    // A change that does not compile: the compiler's own error, once.
+    std::fs::write(&source, "this is not rust\n").unwrap();
+    let failed = wait_for(
+        &lines,
+        "still serving the previous version",
+        Duration::from_secs(120),
+        &mut seen,
+    );
+    assert!(!failed.contains("rustup target add"), "{failed}");
+    assert!(
+        seen.iter().any(|l| l.contains("error") && l.contains("expected")),
+        "the compiler's error is not shown: {seen:#?}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let after: Vec<String> = lines.try_iter().collect();
+    assert!(
+        !after.iter().any(|l| l.contains("building")),
+        "a failed build repeated with nothing changed: {after:#?}"
+    );
+    assert_eq!(call_url("GET", &url, &[], b"").text().trim(), "hello from stratus");
+}

@@ -179,10 +179,51 @@ struct Changes {
     batches: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
+/// A digest of what a build reads: every file under `path` (a crate) but
+/// the build's output and version control, or the one `.wasm` file. Cargo
+/// itself touches and reads `Cargo.toml` and `Cargo.lock` while it builds,
+/// which the watcher reports; only a change of content is a reason to build.
+fn fingerprint(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    fn walk(dir: &Path, hasher: &mut Sha256) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let name = entry.file_name();
+            if name == "target" || name == ".git" {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                walk(&path, hasher)?;
+            } else {
+                hasher.update(path.as_os_str().as_encoded_bytes());
+                hasher.update([0]);
+                hasher.update(std::fs::read(&path)?);
+                hasher.update([0]);
+            }
+        }
+        Ok(())
+    }
+    let mut hasher = Sha256::new();
+    if path.is_file() {
+        hasher.update(std::fs::read(path).ok()?);
+    } else {
+        walk(path, &mut hasher).ok()?;
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
 async fn redeploy_on_change(mut changes: Changes, path: PathBuf, client: Client, name: String, public: bool) {
+    let mut built_from = fingerprint(&path);
     while changes.batches.recv().await.is_some() {
         // Changes that came in while the last build ran are one more build.
         while changes.batches.try_recv().is_ok() {}
+        let now = fingerprint(&path);
+        if now == built_from {
+            continue;
+        }
+        built_from = now;
         let source = path.clone();
         let built = tokio::task::spawn_blocking(move || build(&source)).await;
         let component = match built {
@@ -286,11 +327,28 @@ fn build(path: &Path) -> anyhow::Result<PathBuf> {
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run cargo")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "building {} failed (is the target installed? `rustup target add wasm32-wasip2`)",
-        path.display()
-    );
+    if !output.status.success() {
+        // The compiler's diagnostics came as JSON on stdout: show them as
+        // the compiler wrote them.
+        let mut diagnostics = String::new();
+        for line in output.stdout.split(|b| *b == b'\n') {
+            let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Some(rendered) = message["message"]["rendered"].as_str() {
+                diagnostics.push_str(rendered);
+            }
+        }
+        eprint!("{diagnostics}");
+        let missing_target =
+            diagnostics.contains("can't find crate for `core`") || diagnostics.contains("can't find crate for `std`");
+        let hint = if missing_target {
+            " (the target is not installed: `rustup target add wasm32-wasip2`)"
+        } else {
+            ""
+        };
+        anyhow::bail!("building {} failed{hint}", path.display());
+    }
     let mut wasm = None;
     for line in output.stdout.split(|b| *b == b'\n') {
         let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
