@@ -86,12 +86,16 @@ pub struct ServeConfig {
     pub quotas: crate::tenancy::quota::QuotaLimits,
     /// Per-account bounds on shared resources.
     pub accounts: AccountLimits,
+    /// What each account may store.
+    pub storage: crate::registry::StorageLimits,
     /// The `iss` of every token this host signs.
     pub issuer: String,
     /// The operator key, if given rather than generated.
     pub operator_key: Option<String>,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// The slowest a request body (a call's or an upload's) may come in.
+    pub min_body_rate: crate::runtime::body::MinRate,
     /// How long calls in flight may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Bytes of guest output kept per function for `stratus logs`.
@@ -118,6 +122,10 @@ impl ServeConfig {
             },
             private_exempt: Vec::new(),
             instantiation_rate: 10_000.0,
+            compile_timeout: Duration::from_secs(60),
+            own_code_cache: true,
+            max_queued_compiles: 4,
+            compiler: None,
         };
         Self {
             listen,
@@ -128,9 +136,14 @@ impl ServeConfig {
             limits: Limits::default(),
             quotas: Default::default(),
             accounts: AccountLimits::default(),
+            storage: Default::default(),
             issuer: "stratus".to_string(),
             operator_key: None,
             header_read_timeout: Duration::from_secs(10),
+            min_body_rate: crate::runtime::body::MinRate {
+                rate: 1024,
+                grace: Duration::from_secs(10),
+            },
             shutdown_grace: Duration::from_secs(30),
             function_log_bytes: 1024 * 1024,
         }
@@ -159,6 +172,9 @@ impl ServeConfig {
         }
         if !(self.runtime.instantiation_rate >= 0.0 && self.runtime.instantiation_rate.is_finite()) {
             anyhow::bail!("--max-instantiations-per-second must be 0 (no limit) or more");
+        }
+        if self.runtime.compile_timeout.is_zero() {
+            anyhow::bail!("--compile-timeout must be more than 0");
         }
         if self.runtime.pool_slots == 0 {
             anyhow::bail!("--pool-slots must be at least 1");

@@ -44,6 +44,17 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// Something stored would exceed a size limit (env, an account's blobs).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The request body came in slower than the host's minimum rate.
+    #[error("the request body came in slower than {min_rate} bytes/s (after a grace of {grace_ms} ms); send it faster")]
+    RequestTimeout {
+        /// The minimum rate, bytes per second.
+        min_rate: u64,
+        /// The grace before the rate applies, ms.
+        grace_ms: u64,
+    },
     /// A per-account or per-sub-tenant cap is reached.
     #[error("{message}")]
     QuotaExceeded {
@@ -93,7 +104,8 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::GrantRevoked => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::GuestError(_) => StatusCode::BAD_GATEWAY,
@@ -115,7 +127,8 @@ impl ApiError {
             ApiError::GrantRevoked => "grant_revoked",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::PayloadTooLarge { .. } | ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::Internal(_) => "internal",
             ApiError::GuestError(_) => "guest_error",

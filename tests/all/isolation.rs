@@ -463,11 +463,15 @@ fn downgrade_to_names(data: &std::path::Path) {
         for item in tree.iter() {
             let (key, value) = item.unwrap();
             let text = String::from_utf8(key.to_vec()).unwrap();
+            tree.remove(&key).unwrap();
+            // Owner totals (`{owner}/`) did not exist then.
+            if text.matches('/').count() < 3 {
+                continue;
+            }
             let mut parts = text.splitn(3, '/');
             let owner = &names[parts.next().unwrap()];
             let caller = parts.next().unwrap();
             let caller = names.get(caller).map_or(caller, String::as_str);
-            tree.remove(&key).unwrap();
             tree.insert(format!("{owner}/{caller}/{}", parts.next().unwrap()), value)
                 .unwrap();
         }
@@ -503,4 +507,302 @@ fn a_data_directory_from_before_ids_opens_with_its_data() {
     drop(server);
     let server = Server::spawn(&data, &[]);
     assert_eq!(call(&server, &key, "/fn/acme/counter/", Some("alice")).json()["kv"], 4);
+}
+
+/// `component` under a SHA-256 no run has compiled before: the code cache
+/// is shared between test servers and runs.
+fn fresh(component: &str) -> Vec<u8> {
+    let stamp = format!("{:?}{:?}", std::time::SystemTime::now(), std::thread::current().id());
+    crate::deploy::with_custom_section(&std::fs::read(component).unwrap(), stamp.as_bytes())
+}
+
+fn deploy_bytes(server: &Server, key: &str, account: &str, function: &str, bytes: &[u8], wait: bool) -> Reply {
+    let upload = server.upload(key, account, bytes);
+    assert!(upload.status == 201 || upload.status == 200, "{}", upload.text());
+    let query = if wait { "" } else { "?wait=false" };
+    server.admin(
+        key,
+        "POST",
+        &format!("/accounts/{account}/functions/{function}/versions{query}"),
+        Some(json!({ "blob": sha256(bytes) })),
+    )
+}
+
+#[test]
+fn a_compile_past_its_limit_is_stopped_and_the_deploy_refused() {
+    let server = Server::start_with(&["--compile-timeout", "300ms"]);
+    let key = server.create_account("acme");
+    let compiles = server.metric("stratus_compiles_total");
+    let reply = deploy_bytes(&server, &key, "acme", "heavy", &fresh(HEAVY_COMPONENT), true);
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(reply.code(), "invalid_component");
+    assert!(reply.text().contains("--compile-timeout"), "{}", reply.text());
+    assert_eq!(
+        server.metric("stratus_compiles_total"),
+        compiles,
+        "nothing was compiled"
+    );
+    // The compile child is gone: no process of this server is compiling.
+    let children = std::process::Command::new("pgrep")
+        .args(["-P", &server.pid().to_string(), "-f", "compile-component"])
+        .output()
+        .unwrap();
+    assert!(children.stdout.is_empty(), "a compile outlived its limit");
+    let versions = server
+        .admin(&key, "GET", "/accounts/acme/functions/heavy/versions", None)
+        .json();
+    assert_eq!(versions["versions"][0]["state"], "failed", "{versions}");
+}
+
+#[test]
+fn compiles_queue_per_account_and_wait_behind_one_of_another_account() {
+    let server = Server::start_with(&["--max-queued-compiles-per-account", "2"]);
+    let acme = server.create_account("acme");
+    let globex = server.create_account("globex");
+    for _ in 0..2 {
+        let queued = deploy_bytes(&server, &acme, "acme", "heavy", &fresh(HEAVY_COMPONENT), false);
+        assert_eq!(queued.status, 202, "{}", queued.text());
+    }
+    let refused = deploy_bytes(&server, &acme, "acme", "heavy", &fresh(HEAVY_COMPONENT), false);
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert!(
+        refused.text().contains("--max-queued-compiles-per-account"),
+        "{}",
+        refused.text()
+    );
+
+    // globex's compile goes right after acme's first: acme's second is
+    // still waiting or compiling when globex's is done.
+    let small = deploy_bytes(&server, &globex, "globex", "hello", &fresh(HELLO_COMPONENT), true);
+    assert_eq!(small.status, 201, "{}", small.text());
+    let versions = server
+        .admin(&acme, "GET", "/accounts/acme/functions/heavy/versions", None)
+        .json();
+    let states: Vec<&str> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["state"].as_str())
+        .collect();
+    assert!(
+        states.contains(&"compiling"),
+        "globex waited behind both of acme's compiles: {states:?}"
+    );
+}
+
+/// Starts a POST whose body never comes: headers and a few bytes only.
+fn stalled_post(server: &Server, path: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let authority = server.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-length: 100000\r\n\r\nsome"
+    )
+    .unwrap();
+    stream
+}
+
+#[test]
+fn anonymous_callers_of_one_owner_cannot_starve_another_owners_public_functions() {
+    let server = Server::start_with(&[
+        "--max-concurrency-per-account",
+        "2",
+        "--queue-wait",
+        "200ms",
+        "--min-body-rate",
+        "0",
+    ]);
+    let attacker = server.create_account("attacker");
+    let victim = server.create_account("victim");
+    server.deploy(&attacker, "attacker", "echo", ECHO_COMPONENT, json!({ "public": true }));
+    server.deploy(&victim, "victim", "hello", HELLO_COMPONENT, json!({ "public": true }));
+    let stalled: Vec<_> = (0..4).map(|_| stalled_post(&server, "/fn/attacker/echo/")).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The attacker's own anonymous bucket fills up…
+    loop {
+        let reply = server.request("GET", "/fn/attacker/echo/", &[], b"");
+        if reply.status == 429 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled calls never took the bucket"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // …and the victim's anonymous callers are not in it.
+    for _ in 0..5 {
+        let reply = server.request("GET", "/fn/victim/hello/", &[], b"");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    drop(stalled);
+}
+
+#[test]
+fn a_body_that_trickles_in_too_slowly_is_cut_off_with_408() {
+    use std::io::Read;
+    let server = Server::start_with(&["--min-body-rate", "1000", "--header-read-timeout", "1s"]);
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({ "public": true }));
+    let mut stream = stalled_post(&server, "/fn/acme/echo/");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    // An upload trickled the same way is cut off too.
+    let mut upload = {
+        use std::io::Write;
+        let authority = server.url.trim_start_matches("http://").to_string();
+        let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+        write!(
+            stream,
+            "PUT /admin/v1/accounts/acme/blobs/{} HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {key}\r\ncontent-length: 100000\r\n\r\nsome",
+            "0".repeat(64)
+        )
+        .unwrap();
+        stream
+    };
+    upload
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = upload.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // The host goes on serving.
+    assert_eq!(server.request("GET", "/fn/acme/echo/", &[], b"").status, 200);
+}
+
+#[test]
+fn what_an_account_stores_is_bounded() {
+    let server = Server::start_with(&[
+        "--max-keys-per-account",
+        "2",
+        "--max-functions-per-account",
+        "2",
+        "--max-versions-per-account",
+        "3",
+        "--max-aliases-per-account",
+        "1",
+        "--max-env-bytes",
+        "100",
+    ]);
+    let key = server.create_account("acme");
+    assert_eq!(server.admin(&key, "POST", "/accounts/acme/keys", None).status, 201);
+    let keys = server.admin(&key, "POST", "/accounts/acme/keys", None);
+    assert_eq!(keys.status, 409, "{}", keys.text());
+    assert!(keys.text().contains("--max-keys-per-account"), "{}", keys.text());
+
+    let env = json!({ "env": { "BIG": "x".repeat(200) } });
+    let big = server.deploy_reply(&key, "acme", "echo", ECHO_COMPONENT, env);
+    assert_eq!(
+        (big.status, big.code()),
+        (413, "payload_too_large".to_string()),
+        "{}",
+        big.text()
+    );
+    assert!(big.text().contains("--max-env-bytes"), "{}", big.text());
+
+    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({}));
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
+    let third = server.deploy_reply(&key, "acme", "counter", COUNTER_COMPONENT, json!({}));
+    assert_eq!(third.status, 409, "{}", third.text());
+    assert!(third.text().contains("--max-functions-per-account"), "{}", third.text());
+    server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({}));
+    let fourth = server.deploy_reply(&key, "acme", "echo", ECHO_COMPONENT, json!({}));
+    assert_eq!(fourth.status, 409, "{}", fourth.text());
+    assert!(
+        fourth.text().contains("--max-versions-per-account"),
+        "{}",
+        fourth.text()
+    );
+
+    let alias = |name: &str, env: Value| {
+        let body = json!({ "version": 1, "overrides": { "env": env } });
+        server.admin(
+            &key,
+            "PUT",
+            &format!("/accounts/acme/functions/echo/aliases/{name}"),
+            Some(body),
+        )
+    };
+    let big_alias = alias("prod", json!({ "BIG": "x".repeat(200) }));
+    assert_eq!(big_alias.status, 413, "{}", big_alias.text());
+    assert_eq!(alias("prod", json!({})).status, 201);
+    let second = alias("beta", json!({}));
+    assert_eq!(second.status, 409, "{}", second.text());
+    assert!(second.text().contains("--max-aliases-per-account"), "{}", second.text());
+    // Deleting frees room: the bound counts what is there now.
+    let gone = server.admin(&key, "DELETE", "/accounts/acme/functions/hello", None);
+    assert_eq!(gone.status, 204, "{}", gone.text());
+    server.deploy(&key, "acme", "counter", COUNTER_COMPONENT, json!({}));
+}
+
+#[test]
+fn an_accounts_stored_components_are_bounded_and_deleted_code_frees_room() {
+    let echo = std::fs::read(ECHO_COMPONENT).unwrap();
+    let room = (echo.len() + 1000).to_string();
+    let server = Server::start_with(&["--max-blob-bytes-per-account", &room]);
+    let key = server.create_account("acme");
+    let other = server.create_account("globex");
+    server.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
+    let refused = server.upload(&key, "acme", &echo);
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(
+        refused.text().contains("--max-blob-bytes-per-account"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        server.upload(&other, "globex", &echo).status,
+        201,
+        "another account has its own room"
+    );
+    let gone = server.admin(&key, "DELETE", "/accounts/acme/functions/hello", None);
+    assert_eq!(gone.status, 204, "{}", gone.text());
+    assert_eq!(
+        server.upload(&key, "acme", &echo).status,
+        201,
+        "the deleted version's code still counts"
+    );
+}
+
+#[test]
+fn an_owners_kv_data_is_bounded_over_all_its_sub_tenants() {
+    // `count` = 1 takes 6 bytes (key and value) per sub-tenant.
+    let server = Server::start_with(&["--kv-quota-per-account", "20"]);
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "counter", COUNTER_COMPONENT, json!({}));
+    for sub in ["a", "b", "c"] {
+        assert_eq!(call(&server, &key, "/fn/acme/counter/", Some(sub)).status, 200);
+    }
+    let fourth = call(&server, &key, "/fn/acme/counter/", Some("d"));
+    assert_ne!(
+        fourth.status, 200,
+        "a fourth invented sub-tenant went past the account's quota"
+    );
+    assert_eq!(call(&server, &key, "/fn/acme/counter/", Some("a")).json()["kv"], 2);
+}
+
+#[test]
+fn code_no_version_uses_is_unloaded() {
+    let (server, key) = Server::with_function("hello", HELLO_COMPONENT, json!({}));
+    let bytes = fresh(HELLO_COMPONENT);
+    assert_eq!(deploy_bytes(&server, &key, "acme", "other", &bytes, true).status, 201);
+    let hits = server.metric("stratus_code_cache_hits_total");
+    assert_eq!(
+        server
+            .admin(&key, "DELETE", "/accounts/acme/functions/other", None)
+            .status,
+        204
+    );
+    // Deployed again, it is loaded again (from the shared cache here), not
+    // found still in memory.
+    assert_eq!(deploy_bytes(&server, &key, "acme", "other", &bytes, true).status, 201);
+    assert_eq!(server.metric("stratus_code_cache_hits_total"), hits + 1.0);
 }

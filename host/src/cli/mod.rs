@@ -2,6 +2,7 @@
 
 mod account;
 mod alias;
+mod compile;
 mod completions;
 mod function;
 mod grant;
@@ -97,6 +98,10 @@ enum Command {
     /// Issue sub-tenant tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Compile one component for the host (what `serve` runs for each
+    /// compile, in a process of its own).
+    #[command(hide = true)]
+    CompileComponent(compile::CompileComponent),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -152,6 +157,7 @@ async fn execute(cli: Cli, serve_matches: Option<&clap::ArgMatches>) -> anyhow::
         }
         Command::Reserve(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Token(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+        Command::CompileComponent(cmd) => cmd.execute().map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -70,6 +70,37 @@ pub struct Serve {
     /// Clients that may follow one account's function logs at once.
     #[arg(long, env = "STRATUS_MAX_LOG_FOLLOWERS_PER_ACCOUNT", default_value_t = 8)]
     max_log_followers_per_account: u32,
+    /// How long one compile may run before it is stopped and the deploy
+    /// refused, e.g. `60s`.
+    #[arg(long, env = "STRATUS_COMPILE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    compile_timeout: std::time::Duration,
+    /// Compiles one account may have queued or running at once; past it a
+    /// deploy answers 409.
+    #[arg(long, env = "STRATUS_MAX_QUEUED_COMPILES_PER_ACCOUNT", default_value_t = 4)]
+    max_queued_compiles_per_account: u32,
+    /// Account keys one account may have.
+    #[arg(long, env = "STRATUS_MAX_KEYS_PER_ACCOUNT", default_value_t = 20)]
+    max_keys_per_account: usize,
+    /// Functions one account may have.
+    #[arg(long, env = "STRATUS_MAX_FUNCTIONS_PER_ACCOUNT", default_value_t = 200)]
+    max_functions_per_account: usize,
+    /// Versions one account may keep, over all its functions.
+    #[arg(long, env = "STRATUS_MAX_VERSIONS_PER_ACCOUNT", default_value_t = 1000)]
+    max_versions_per_account: usize,
+    /// Aliases and cross-account aliases one account may have.
+    #[arg(long, env = "STRATUS_MAX_ALIASES_PER_ACCOUNT", default_value_t = 500)]
+    max_aliases_per_account: usize,
+    /// Bytes of environment variables (names and values) a version or an
+    /// alias may set.
+    #[arg(long, env = "STRATUS_MAX_ENV_BYTES", default_value_t = 64 * 1024)]
+    max_env_bytes: usize,
+    /// Bytes of components one account may store.
+    #[arg(long, env = "STRATUS_MAX_BLOB_BYTES_PER_ACCOUNT", default_value_t = 2 << 30)]
+    max_blob_bytes_per_account: u64,
+    /// Bytes of KV data all of one account's functions may hold, over all
+    /// callers and sub-tenants (each sub-tenant also has 10 MiB of its own).
+    #[arg(long, env = "STRATUS_KV_QUOTA_PER_ACCOUNT", default_value_t = 1 << 30)]
+    kv_quota_per_account: u64,
     /// How long a call waits at a cap or for a free environment, e.g. `2s`.
     #[arg(long, env = "STRATUS_QUEUE_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
     queue_wait: std::time::Duration,
@@ -94,6 +125,11 @@ pub struct Serve {
     /// How long a client may take to send its request headers, e.g. `10s`.
     #[arg(long, env = "STRATUS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     header_read_timeout: std::time::Duration,
+    /// The slowest a request body may arrive, bytes per second on average
+    /// once the header read timeout has passed (0: no minimum). Slower
+    /// bodies are cut off with 408.
+    #[arg(long, env = "STRATUS_MIN_BODY_RATE", default_value_t = 1024)]
+    min_body_rate: u64,
     /// How long calls in flight may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "STRATUS_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: std::time::Duration,
@@ -224,6 +260,7 @@ impl Serve {
         config.base_domain = self.base_domain.clone();
         if let Some(dir) = &self.code_cache {
             config.runtime.code_cache_dir = dir.clone();
+            config.runtime.own_code_cache = false;
         }
         config.runtime.pool_slots = self.pool_slots;
         config.runtime.epoch_tick = self.epoch_tick;
@@ -234,6 +271,15 @@ impl Serve {
         config.accounts.max_reserved = self.max_reserved_per_account;
         config.accounts.max_reserved_slots = self.max_reserved_slots;
         config.accounts.max_uploads = self.max_uploads_per_account;
+        config.storage.max_keys = self.max_keys_per_account;
+        config.storage.max_functions = self.max_functions_per_account;
+        config.storage.max_versions = self.max_versions_per_account;
+        config.storage.max_aliases = self.max_aliases_per_account;
+        config.storage.max_env_bytes = self.max_env_bytes;
+        config.storage.max_blob_bytes = self.max_blob_bytes_per_account;
+        config.storage.kv.account_quota_bytes = self.kv_quota_per_account;
+        config.runtime.compile_timeout = self.compile_timeout;
+        config.runtime.max_queued_compiles = self.max_queued_compiles_per_account;
         config.accounts.max_log_followers = self.max_log_followers_per_account;
         config.runtime.warm.idle_ttl = self.warm_idle_ttl;
         config.runtime.warm.max_idle_per_partition = self.warm_max_idle_per_partition;
@@ -245,6 +291,10 @@ impl Serve {
         config.runtime.private_exempt = self.allow_private_outbound.clone();
         config.runtime.instantiation_rate = self.max_instantiations_per_second;
         config.header_read_timeout = self.header_read_timeout;
+        config.min_body_rate = crate::runtime::body::MinRate {
+            rate: self.min_body_rate,
+            grace: self.header_read_timeout,
+        };
         config.shutdown_grace = self.shutdown_grace;
         config.function_log_bytes = self.function_log_bytes;
         config.issuer = self.issuer.clone();

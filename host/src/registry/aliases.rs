@@ -119,6 +119,16 @@ impl Registry {
                 "{key:?} is not an environment variable name"
             )));
         }
+        self.limits.check_env(&spec.overrides.env)?;
+        if existing.is_none() {
+            self.limits.count(
+                "aliases",
+                account,
+                snapshot.alias_count(account),
+                self.limits.max_aliases,
+                "--max-aliases-per-account",
+            )?;
+        }
         let time = now();
         let record = AliasRecord {
             account: account.clone(),

@@ -139,6 +139,15 @@ impl Registry {
                 "{name} is one of your functions; functions and cross-account aliases share one namespace"
             )));
         }
+        if existing.is_none() {
+            self.limits.count(
+                "aliases",
+                account,
+                snapshot.alias_count(account),
+                self.limits.max_aliases,
+                "--max-aliases-per-account",
+            )?;
+        }
         if existing.is_none() && !crate::names::fits_host_label(name.as_str()) {
             return Err(ApiError::BadRequest(format!(
                 "names may not contain `--`, which separates function and account in host names ({name})"

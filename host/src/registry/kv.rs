@@ -21,6 +21,10 @@ pub struct KvLimits {
     pub max_value_bytes: usize,
     /// Key plus value bytes one namespace may hold.
     pub quota_bytes: u64,
+    /// Key plus value bytes all of one owner account's namespaces may
+    /// hold together: sub-tenants are the account's to invent, so their
+    /// quotas alone do not bound it.
+    pub account_quota_bytes: u64,
 }
 
 impl Default for KvLimits {
@@ -29,6 +33,7 @@ impl Default for KvLimits {
             max_key_bytes: 512,
             max_value_bytes: 1024 * 1024,
             quota_bytes: 10 * 1024 * 1024,
+            account_quota_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -58,6 +63,13 @@ pub struct Namespace {
 }
 
 impl Namespace {
+    /// The usage key of the owner's total: `{owner}/`, a prefix of its
+    /// namespaces' keys but never one of them (those have three parts).
+    fn owner_total(&self) -> &[u8] {
+        let end = self.prefix.iter().position(|b| *b == b'/').map_or(0, |i| i + 1);
+        &self.prefix[..end]
+    }
+
     /// The namespace of calls by `caller` (an account id or `anonymous`)
     /// for `sub_tenant` to functions of the account with id `owner`.
     pub fn new(owner: &str, caller: &str, sub_tenant: Option<&SubTenantId>) -> Self {
@@ -116,12 +128,36 @@ fn read_usage(usage: &TransactionalTree, prefix: &[u8]) -> TxResult<u64> {
 impl Kv {
     /// Opens the KV trees of `db`.
     pub fn open(db: &sled::Db, limits: KvLimits) -> sled::Result<Self> {
-        Ok(Self {
+        let kv = Self {
             db: db.clone(),
             data: db.open_tree("kv")?,
             usage: db.open_tree("kv_usage")?,
             limits,
-        })
+        };
+        kv.recount_owners()?;
+        Ok(kv)
+    }
+
+    /// Sets each owner's total from its namespaces' usage (data written
+    /// before totals were kept has none yet).
+    fn recount_owners(&self) -> sled::Result<()> {
+        let mut totals: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
+        for item in self.usage.iter() {
+            let (key, value) = item?;
+            let parts = key.split(|b| *b == b'/').count();
+            // `{owner}/{caller}/{sub}/` splits into four parts, `{owner}/` two.
+            if parts < 4 {
+                continue;
+            }
+            let owner_end = key.iter().position(|b| *b == b'/').map_or(0, |i| i + 1);
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&value[..8.min(value.len())]);
+            *totals.entry(key[..owner_end].to_vec()).or_default() += u64::from_be_bytes(bytes);
+        }
+        for (owner, total) in totals {
+            self.usage.insert(owner, &total.to_be_bytes()[..])?;
+        }
+        Ok(())
     }
 
     fn check_key(&self, key: &str) -> Result<(), KvError> {
@@ -152,6 +188,7 @@ impl Kv {
         self.check_key(key)?;
         let full = ns.key(key);
         let quota = self.limits.quota_bytes;
+        let account_quota = self.limits.account_quota_bytes;
         let max_value = self.limits.max_value_bytes;
         (&self.data, &self.usage)
             .transaction(|(data, usage)| {
@@ -171,9 +208,17 @@ impl Kv {
                 let size = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
                 let used = read_usage(usage, &ns.prefix)?;
                 let after = (used + size(&value)).saturating_sub(size(&old));
-                if after > quota && size(&value) > size(&old) {
+                let growing = size(&value) > size(&old);
+                if after > quota && growing {
                     return abort(KvError::QuotaExceeded(format!(
                         "this namespace would hold {after} bytes; its quota is {quota} bytes"
+                    )));
+                }
+                let total = read_usage(usage, ns.owner_total())?;
+                let total_after = (total + size(&value)).saturating_sub(size(&old));
+                if total_after > account_quota && growing {
+                    return abort(KvError::QuotaExceeded(format!(
+                        "the owner's data would hold {total_after} bytes over all its callers and sub-tenants; the account's quota is {account_quota} bytes"
                     )));
                 }
                 match &value {
@@ -181,6 +226,7 @@ impl Kv {
                     None => data.remove(full.as_slice())?,
                 };
                 usage.insert(ns.prefix.as_slice(), &after.to_be_bytes()[..])?;
+                usage.insert(ns.owner_total(), &total_after.to_be_bytes()[..])?;
                 Ok((old, value))
             })
             .map_err(tx_error)
@@ -243,10 +289,21 @@ impl Kv {
         // Every namespace has a usage entry: the caller side is found there
         // without scanning the data.
         let mut prefixes = vec![format!("{account}/").into_bytes()];
-        for key in self.usage.iter().keys() {
-            let key = key.map_err(unavailable)?;
+        for item in self.usage.iter() {
+            let (key, value) = item.map_err(unavailable)?;
             let caller = key.split(|b| *b == b'/').nth(1);
             if caller == Some(account.as_bytes()) {
+                // The namespace leaves its owner's total.
+                let owner_end = key.iter().position(|b| *b == b'/').map_or(0, |i| i + 1);
+                let owner = &key[..owner_end];
+                let read = |v: &[u8]| {
+                    let mut bytes = [0u8; 8];
+                    bytes.copy_from_slice(&v[..8.min(v.len())]);
+                    u64::from_be_bytes(bytes)
+                };
+                let total = self.usage.get(owner).map_err(unavailable)?.map_or(0, |v| read(&v));
+                let left = total.saturating_sub(read(&value));
+                self.usage.insert(owner, &left.to_be_bytes()[..]).map_err(unavailable)?;
                 prefixes.push(key.to_vec());
             }
         }
@@ -301,6 +358,7 @@ mod tests {
             max_key_bytes: 8,
             max_value_bytes: 16,
             quota_bytes: 40,
+            account_quota_bytes: 1000,
         });
         let n = ns("acme", "acme", None);
         assert!(matches!(
@@ -322,5 +380,37 @@ mod tests {
         assert!(matches!(kv.increment(&n, "t", 1).await, Err(KvError::NotAnInteger(_))));
         assert_eq!(kv.increment(&n, "i", 5).await.unwrap_or_else(|e| panic!("{e}")), 5);
         assert_eq!(kv.increment(&n, "i", -7).await.unwrap_or_else(|e| panic!("{e}")), -2);
+    }
+
+    #[tokio::test]
+    async fn an_owners_namespaces_share_one_account_quota() {
+        let (_dir, kv) = store(KvLimits {
+            max_key_bytes: 8,
+            max_value_bytes: 16,
+            quota_bytes: 40,
+            account_quota_bytes: 60,
+        });
+        // Each invented sub-tenant has room of its own, the owner does not.
+        for sub in ["a", "b", "c"] {
+            let n = ns("owner", "caller", Some(sub));
+            kv.set(&n, "k", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let fourth = ns("owner", "caller", Some("d"));
+        assert!(matches!(
+            kv.set(&fourth, "k", vec![0; 16]).await,
+            Err(KvError::QuotaExceeded(m)) if m.contains("account")
+        ));
+        // Another owner is not affected; freeing space makes room again.
+        kv.set(&ns("other", "caller", Some("d")), "k", vec![0; 16])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            kv.delete(&ns("owner", "caller", Some("a")), "k")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        kv.set(&fourth, "k", vec![0; 16])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }

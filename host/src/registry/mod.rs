@@ -51,6 +51,75 @@ pub enum OpenError {
     },
 }
 
+/// What one account may store: counts past these answer 409, sizes 413.
+#[derive(Debug, Clone)]
+pub struct StorageLimits {
+    /// Account keys.
+    pub max_keys: usize,
+    /// Functions.
+    pub max_functions: usize,
+    /// Versions, over all its functions.
+    pub max_versions: usize,
+    /// Aliases and cross-account aliases together.
+    pub max_aliases: usize,
+    /// Bytes of environment variables (names and values) one version or
+    /// alias may set.
+    pub max_env_bytes: usize,
+    /// Bytes of components the account has uploaded, in all.
+    pub max_blob_bytes: u64,
+    /// The functions' key/value store.
+    pub kv: kv::KvLimits,
+}
+
+impl Default for StorageLimits {
+    fn default() -> Self {
+        Self {
+            max_keys: 20,
+            max_functions: 200,
+            max_versions: 1000,
+            max_aliases: 500,
+            max_env_bytes: 64 * 1024,
+            max_blob_bytes: 2 << 30,
+            kv: kv::KvLimits::default(),
+        }
+    }
+}
+
+/// Bytes of names and values in an environment.
+pub fn env_bytes(env: &std::collections::BTreeMap<String, String>) -> usize {
+    env.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+impl StorageLimits {
+    /// Refuses an environment over the size limit.
+    pub fn check_env(&self, env: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+        let bytes = env_bytes(env);
+        if bytes > self.max_env_bytes {
+            return Err(ApiError::TooLarge(format!(
+                "the environment is {bytes} bytes; at most {} are allowed (--max-env-bytes)",
+                self.max_env_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn count(
+        &self,
+        what: &str,
+        account: &AccountName,
+        have: usize,
+        max: usize,
+        flag: &str,
+    ) -> Result<(), ApiError> {
+        if have >= max {
+            return Err(ApiError::Conflict(format!(
+                "account {account} has {have} {what}, its limit ({flag}); delete some first"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The sled trees, one per kind of record.
 #[derive(Clone)]
 struct Trees {
@@ -79,6 +148,8 @@ pub struct Registry {
     /// Serialises writers: sled transactions cannot scan, so deletes scan
     /// first and need nobody else writing in between.
     writer: tokio::sync::Mutex<()>,
+    /// What each account may store.
+    limits: StorageLimits,
 }
 
 fn function_key(account: &AccountName, name: &FunctionName) -> Vec<u8> {
@@ -107,8 +178,14 @@ fn tx_error(err: TransactionError<ApiError>) -> ApiError {
 }
 
 impl Registry {
-    /// Opens (or creates) the database in `dir` and loads the first snapshot.
+    /// Opens (or creates) the database in `dir` with the default limits.
     pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        Self::open_with(dir, StorageLimits::default())
+    }
+
+    /// Opens (or creates) the database in `dir` and loads the first snapshot;
+    /// accounts may store what `limits` allow.
+    pub fn open_with(dir: &Path, limits: StorageLimits) -> Result<Self, OpenError> {
         let path = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir.join("registry"))
@@ -141,12 +218,10 @@ impl Registry {
             path: path.clone(),
             source,
         })?;
-        let kv = Arc::new(
-            kv::Kv::open(&db, kv::KvLimits::default()).map_err(|source| OpenError::Sled {
-                path: path.clone(),
-                source,
-            })?,
-        );
+        let kv = Arc::new(kv::Kv::open(&db, limits.kv.clone()).map_err(|source| OpenError::Sled {
+            path: path.clone(),
+            source,
+        })?);
         let snapshot = build_snapshot(&trees).map_err(|source| OpenError::Corrupt { path, source })?;
         Ok(Self {
             db,
@@ -154,7 +229,13 @@ impl Registry {
             trees,
             snapshot: RwLock::new(Arc::new(snapshot)),
             writer: tokio::sync::Mutex::new(()),
+            limits,
         })
+    }
+
+    /// What each account may store.
+    pub fn limits(&self) -> &StorageLimits {
+        &self.limits
     }
 
     /// The key/value store of functions.
@@ -346,6 +427,9 @@ impl Registry {
     /// Adds a key to an account.
     pub async fn create_key(&self, account: &AccountName) -> Result<(KeyRecord, AccountKey), ApiError> {
         let _w = self.writer.lock().await;
+        let have = self.snapshot().key_ids.get(account).map_or(0, |ids| ids.len());
+        self.limits
+            .count("keys", account, have, self.limits.max_keys, "--max-keys-per-account")?;
         let key = keys::generate(account);
         let record = key.record(account);
         let t = &self.trees;
@@ -396,6 +480,15 @@ impl Registry {
         let _w = self.writer.lock().await;
         let t = &self.trees;
         let owner_key = format!("{sha256}/{account}");
+        if t.blob_owners.get(&owner_key).map_err(ApiError::internal)?.is_none() {
+            let stored = self.blob_bytes_of(account)?;
+            let max = self.limits.max_blob_bytes;
+            if stored + bytes.len() as u64 > max {
+                return Err(ApiError::TooLarge(format!(
+                    "account {account} stores {stored} bytes of components; this one would take it past its limit of {max} (--max-blob-bytes-per-account); delete versions it no longer needs"
+                )));
+            }
+        }
         let created = (&t.blobs, &t.blob_owners)
             .transaction(|(blobs, owners)| {
                 if blobs.get(sha256)?.is_none() {
@@ -408,6 +501,42 @@ impl Registry {
             .map_err(tx_error)?;
         flush(&self.db).await.map_err(ApiError::internal)?;
         Ok(created)
+    }
+
+    /// Bytes of the components `account` has stored.
+    fn blob_bytes_of(&self, account: &AccountName) -> Result<u64, ApiError> {
+        let suffix = format!("/{account}");
+        let mut total = 0;
+        for key in self.trees.blob_owners.iter().keys() {
+            let key = key.map_err(ApiError::internal)?;
+            if let Some(sha) = key.strip_suffix(suffix.as_bytes()) {
+                total += self
+                    .trees
+                    .blobs
+                    .get(sha)
+                    .map_err(ApiError::internal)?
+                    .map_or(0, |b| b.len() as u64);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Gives up `account`'s ownership of the blobs in `shas` that none of
+    /// its versions uses any more, and removes blobs no account owns: a
+    /// deleted version's code does not count against its account.
+    fn release_blobs(&self, account: &AccountName, shas: &[String]) -> Result<(), ApiError> {
+        let snapshot = self.snapshot();
+        let in_use: std::collections::HashSet<&str> = snapshot
+            .functions_of(account)
+            .flat_map(|f| f.versions.values().map(|v| v.sha256.as_str()))
+            .collect();
+        for sha in shas.iter().filter(|sha| !in_use.contains(sha.as_str())) {
+            self.trees
+                .blob_owners
+                .remove(format!("{sha}/{account}"))
+                .map_err(ApiError::internal)?;
+        }
+        self.collect_unowned_blobs()
     }
 
     /// The component bytes of `sha256`, if `account` uploaded them.
@@ -440,7 +569,27 @@ impl Registry {
         config: VersionConfig,
     ) -> Result<VersionRecord, ApiError> {
         let _w = self.writer.lock().await;
-        if self.snapshot().cross_alias(account, function).is_some() {
+        self.limits.check_env(&config.env)?;
+        let snapshot = self.snapshot();
+        let versions: usize = snapshot.functions_of(account).map(|f| f.versions.len()).sum();
+        self.limits.count(
+            "versions",
+            account,
+            versions,
+            self.limits.max_versions,
+            "--max-versions-per-account",
+        )?;
+        if snapshot.function(account, function).is_none() {
+            let functions = snapshot.functions_of(account).count();
+            self.limits.count(
+                "functions",
+                account,
+                functions,
+                self.limits.max_functions,
+                "--max-functions-per-account",
+            )?;
+        }
+        if snapshot.cross_alias(account, function).is_some() {
             return Err(ApiError::Conflict(format!(
                 "{function} is one of your cross-account aliases; functions and cross-account aliases share one namespace"
             )));
@@ -555,12 +704,15 @@ impl Registry {
             .versions
             .remove(version_key(account, function, number))
             .map_err(ApiError::internal)?;
-        if removed.is_none() {
+        let Some(removed) = removed else {
             return Err(ApiError::NotFound(format!(
                 "function {function} has no version {number}"
             )));
-        }
-        self.commit().await
+        };
+        self.commit().await?;
+        let record: VersionRecord = decode(&removed).map_err(ApiError::Internal)?;
+        self.release_blobs(account, &[record.sha256])?;
+        flush(&self.db).await.map_err(ApiError::internal)
     }
 
     /// Deletes a function with all its versions. Aliases referring to it
@@ -635,7 +787,13 @@ impl Registry {
         for k in &reservation_keys {
             t.reservations.remove(k).map_err(ApiError::internal)?;
         }
-        self.commit().await
+        self.commit().await?;
+        let shas: Vec<String> = snapshot
+            .function(account, function)
+            .map(|f| f.versions.values().map(|v| v.sha256.clone()).collect())
+            .unwrap_or_default();
+        self.release_blobs(account, &shas)?;
+        flush(&self.db).await.map_err(ApiError::internal)
     }
 
     /// Flushes everything to disk; used at shutdown.

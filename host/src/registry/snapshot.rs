@@ -131,6 +131,12 @@ impl Snapshot {
         self.functions.values().flat_map(BTreeMap::values)
     }
 
+    /// Aliases and cross-account aliases `account` holds.
+    pub fn alias_count(&self, account: &AccountName) -> usize {
+        self.functions_of(account).map(|f| f.aliases.len()).sum::<usize>()
+            + self.cross_aliases.get(account).map_or(0, |c| c.len())
+    }
+
     /// The id of the account that holds this name now.
     pub fn account_id(&self, account: &AccountName) -> Option<&str> {
         self.accounts.get(account).map(|a| a.id.as_str())

@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod body;
+pub mod compile;
 pub mod credentials;
 pub mod kv;
 pub mod output;
@@ -21,7 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, oneshot};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -32,13 +33,6 @@ use crate::names::SubTenantId;
 use crate::registry::kv::{Kv, Namespace};
 use crate::registry::records::{Reuse, VersionRecord};
 pub use state::HostState;
-
-/// Address space a pool's memories may reserve before they are shrunk to
-/// their real maximum: half of x86-64's 128 TiB user space.
-const LARGE_POOL_RESERVATION: u64 = 64 << 40;
-
-/// Slots decommitted together, one TLB flush for the batch.
-const DECOMMIT_BATCH: usize = 16;
 
 /// Bytes one host call may take from the guest (strings, lists).
 const HOSTCALL_FUEL: usize = 16 << 20;
@@ -67,6 +61,16 @@ pub struct RuntimeConfig {
     /// New environments per second, host-wide (0: no limit). Reservations'
     /// `min` are not held to it.
     pub instantiation_rate: f64,
+    /// How long one compile may run before it is stopped.
+    pub compile_timeout: Duration,
+    /// Whether the code cache is this host's own, so that artifacts no
+    /// version uses may be deleted (a shared cache is left alone).
+    pub own_code_cache: bool,
+    /// Compiles one account may have queued or running.
+    pub max_queued_compiles: u32,
+    /// The program compiles run in (`stratus compile-component`); `None`
+    /// is this process's own binary.
+    pub compiler: Option<PathBuf>,
 }
 
 /// Where an invocation sits in a chain of nested calls.
@@ -121,13 +125,14 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache_dir: PathBuf,
+    own_code_cache: bool,
     /// Hex of the engine's compatibility hash: a cached artifact is only
     /// reused by an engine that would have produced the same code.
     compat: String,
     loaded: RwLock<HashMap<String, ProxyPre<HostState>>>,
-    /// One compile at a time, off the async workers, so deploys never take
-    /// the cores serving calls.
-    compile_slot: Semaphore,
+    /// One compile at a time, in a child process, fairly by account, so
+    /// deploys never take the cores serving calls for long.
+    compiler: compile::Compiler,
     /// Functions' key/value data.
     kv: Arc<Kv>,
     /// One permit per pool slot: the budget of live environments, idle
@@ -170,39 +175,14 @@ pub struct Compiled {
 impl Runtime {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(config: &RuntimeConfig, kv: Arc<Kv>, minter: Arc<dyn credentials::Minter>) -> anyhow::Result<Arc<Self>> {
-        let mut pool = PoolingAllocationConfig::default();
-        let slots = config.pool_slots.max(1);
-        pool.total_component_instances(slots)
-            .total_core_instances(slots * 8)
-            .total_memories(slots * 2)
-            .total_tables(slots * 4)
-            .total_stacks(slots)
-            .max_memory_size(config.max_memory_mb as usize * 1024 * 1024)
-            .max_core_instances_per_component(32)
-            .max_memories_per_component(4)
-            .max_tables_per_component(16)
-            // Resetting a slot with `madvise` makes the kernel flush the TLB
-            // of every core the process runs on (the top of the profile under
-            // load): decommits go in batches, one flush each. Keeping 1 MiB
-            // resident and resetting it with `memset` instead measured slower
-            // for `hello` (bench/RESULTS.md, tuning).
-            .decommit_batch_size(DECOMMIT_BATCH);
-
-        let mut wasm = Config::new();
-        wasm.epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .async_stack_zeroing(config.async_stack_zeroing)
-            .parallel_compilation(false)
-            .wasm_component_model(true);
-        // Each pooled memory reserves 4 GiB of address space by default, so
-        // that compiled code needs no bounds checks. Past ~16,000 memories
-        // that no longer fits in the 128 TiB a process has; a large pool
-        // reserves only the largest memory it allows (and pays for explicit
-        // bounds checks) rather than fail to start.
-        let reservation = u64::from(slots) * 2 * (4 << 30);
-        if reservation > LARGE_POOL_RESERVATION {
-            let max = u64::from(config.max_memory_mb) << 20;
-            wasm.memory_reservation(max).memory_guard_size(64 << 10);
+        let settings = compile::EngineSettings {
+            pool_slots: config.pool_slots.max(1),
+            max_memory_mb: config.max_memory_mb,
+            async_stack_zeroing: config.async_stack_zeroing,
+        };
+        let slots = settings.pool_slots;
+        let wasm = compile::engine_config(&settings);
+        if compile::is_large_pool(&settings) {
             tracing::info!(
                 slots,
                 max_memory_mb = config.max_memory_mb,
@@ -244,9 +224,18 @@ impl Runtime {
             engine,
             linker,
             cache_dir: config.code_cache_dir.clone(),
+            own_code_cache: config.own_code_cache,
             compat,
             loaded: RwLock::new(HashMap::new()),
-            compile_slot: Semaphore::new(1),
+            compiler: compile::Compiler::new(
+                match &config.compiler {
+                    Some(program) => program.clone(),
+                    None => std::env::current_exe()?,
+                },
+                settings,
+                config.compile_timeout,
+                config.max_queued_compiles,
+            ),
             kv,
             slots: Arc::new(Semaphore::new(slots as usize)),
             queue_wait: config.queue_wait,
@@ -354,8 +343,21 @@ impl Runtime {
         map.get(sha256).cloned()
     }
 
-    /// Loads `sha256` from the disk cache, or compiles `bytes` and caches it.
-    pub async fn prepare(self: &Arc<Self>, sha256: &str, bytes: Vec<u8>) -> Result<Compiled, ApiError> {
+    /// Loads `sha256` from the disk cache, or compiles it and caches it.
+    /// The compile is `account`'s (its id): it waits in that account's line
+    /// for the one compile slot, and only then are its bytes read, with
+    /// `bytes`. A deploy passes its place in the account's bound of queued
+    /// compiles ([`Runtime::enqueue_compile`]).
+    pub async fn prepare<B>(
+        self: &Arc<Self>,
+        sha256: &str,
+        account: &str,
+        queued: Option<compile::Ticket>,
+        bytes: impl FnOnce() -> Result<B, ApiError>,
+    ) -> Result<Compiled, ApiError>
+    where
+        B: AsRef<[u8]>,
+    {
         if let Some(pre) = self.loaded(sha256) {
             return Ok(Compiled {
                 pre,
@@ -363,45 +365,59 @@ impl Runtime {
                 cache_hit: true,
             });
         }
-        let _slot = self.compile_slot.acquire().await.map_err(ApiError::internal)?;
-        if let Some(pre) = self.loaded(sha256) {
-            return Ok(Compiled {
-                pre,
-                compile_ms: 0,
-                cache_hit: true,
-            });
-        }
-        let this = self.clone();
-        let sha = sha256.to_string();
-        let compiled = tokio::task::spawn_blocking(move || this.compile_blocking(&sha, &bytes))
-            .await
-            .map_err(ApiError::internal)??;
-        let mut map = match self.loaded.write() {
-            Ok(map) => map,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.insert(sha256.to_string(), compiled.pre.clone());
-        Ok(compiled)
-    }
-
-    fn compile_blocking(&self, sha256: &str, bytes: &[u8]) -> Result<Compiled, ApiError> {
         let started = Instant::now();
         let path = self.cache_path(sha256);
-        let (component, cache_hit) = match load_cached(&self.engine, &path) {
-            Some(component) => {
-                self.stats.cache_hits.inc();
-                (component, true)
-            }
-            None => {
-                let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| ApiError::InvalidComponent(format!("the component does not compile: {e}")))?;
-                self.stats.compiles.inc();
-                if let Err(err) = store_cached(&component, &path) {
-                    tracing::warn!(%err, path = %path.display(), "could not cache a compiled component");
+        let mut bytes = Some(bytes);
+        let mut queued = queued;
+        // A second round only when a cached artifact turned out unusable.
+        for _ in 0..2 {
+            let mut compiled_now = false;
+            if !path.exists() {
+                let _turn = self.compiler.turn(account, queued.take()).await?;
+                // Another compile of the same bytes may have finished meanwhile.
+                if !path.exists() {
+                    let fetch = bytes.take().ok_or_else(|| {
+                        ApiError::internal(anyhow::anyhow!("a fresh artifact of {sha256} is unusable"))
+                    })?;
+                    let bytes = fetch()?;
+                    self.compiler.compile(bytes.as_ref(), &path).await?;
+                    self.stats.compiles.inc();
+                    compiled_now = true;
                 }
-                (component, false)
             }
+            let this = self.clone();
+            let sha = sha256.to_string();
+            let loaded = tokio::task::spawn_blocking(move || this.load_blocking(&sha, started, !compiled_now))
+                .await
+                .map_err(ApiError::internal)??;
+            let Some(compiled) = loaded else {
+                // Unusable (truncated, or from another build): compile again.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            let mut map = match self.loaded.write() {
+                Ok(map) => map,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            map.insert(sha256.to_string(), compiled.pre.clone());
+            return Ok(compiled);
+        }
+        Err(ApiError::internal(anyhow::anyhow!(
+            "the compiled component {} could not be loaded",
+            path.display()
+        )))
+    }
+
+    /// Loads a compiled artifact from the cache and pre-instantiates it.
+    /// `None` when the artifact is unusable.
+    fn load_blocking(&self, sha256: &str, started: Instant, cache_hit: bool) -> Result<Option<Compiled>, ApiError> {
+        let path = self.cache_path(sha256);
+        let Some(component) = load_cached(&self.engine, &path) else {
+            return Ok(None);
         };
+        if cache_hit {
+            self.stats.cache_hits.inc();
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -413,11 +429,11 @@ impl Runtime {
         })?;
         let compile_ms = started.elapsed().as_millis() as u64;
         tracing::info!(sha256, compile_ms, cache_hit, "component ready");
-        Ok(Compiled {
+        Ok(Some(Compiled {
             pre,
             compile_ms,
             cache_hit,
-        })
+        }))
     }
 
     /// Runs one invocation and returns the guest's response; its body keeps
@@ -712,6 +728,36 @@ impl Runtime {
         let _ = self.loopback.set(loopback);
     }
 
+    /// Unloads the compiled code of `shas` that `in_use` says no version
+    /// uses any more, and removes its cached artifact: code of deleted
+    /// versions does not stay in memory or on disk.
+    pub fn evict_code(&self, shas: &[String], in_use: impl Fn(&str) -> bool) {
+        let unused: Vec<&String> = shas.iter().filter(|sha| !in_use(sha)).collect();
+        if unused.is_empty() {
+            return;
+        }
+        {
+            let mut map = match self.loaded.write() {
+                Ok(map) => map,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for sha in &unused {
+                map.remove(sha.as_str());
+            }
+        }
+        if self.own_code_cache {
+            for sha in unused {
+                let _ = std::fs::remove_file(self.cache_path(sha));
+            }
+        }
+    }
+
+    /// A deploy's place in `account`'s bound of queued compiles (id, and
+    /// name for the refusal): 409 when the account is at it.
+    pub fn enqueue_compile(&self, account: &str, name: &str) -> Result<compile::Ticket, ApiError> {
+        self.compiler.enqueue(account, name)
+    }
+
     /// Drops at once the idle and reserved environments of deleted versions
     /// (by id) and, with `caller`, those a deleted account called in.
     pub fn retire(&self, versions: &std::collections::HashSet<String>, caller: Option<&str>) {
@@ -912,9 +958,10 @@ fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
     if !path.exists() {
         return None;
     }
-    // SAFETY: the file was written by `store_cached` into the host's own data
-    // directory, and its name carries this engine's compatibility hash;
-    // wasmtime re-checks the compatibility header on load as well.
+    // SAFETY: the file was written by the host's own compile child
+    // (`stratus compile-component`, `compile::compile_to_file`) into the
+    // host's code cache, and its name carries this engine's compatibility
+    // hash; wasmtime re-checks the compatibility header on load as well.
     match unsafe { Component::deserialize_file(engine, path) } {
         Ok(component) => Some(component),
         Err(err) => {
@@ -922,14 +969,4 @@ fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
             None
         }
     }
-}
-
-fn store_cached(component: &Component, path: &Path) -> anyhow::Result<()> {
-    let bytes = component.serialize()?;
-    // A unique temporary name: hosts sharing a cache may write the same
-    // artifact at once, and the rename makes whichever finishes last win whole.
-    let tmp = path.with_extension(format!("{}.{}.tmp", std::process::id(), rand::random::<u32>()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }

@@ -15,12 +15,16 @@ use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName, SubTenantId};
 use crate::registry::records::{KeyRecord, VersionConfig, VersionRecord, VersionState};
 use crate::registry::{FunctionEntry, sha256_hex};
+use crate::runtime::body::{MinRate, RateBody};
 use crate::runtime::validate::check_component;
 use crate::tenancy::{self, Principal};
 use stratus_wire::admin::{CreateAccount, Deploy, IssueSubTenantToken};
 
 /// Largest JSON body the admin API reads.
 const JSON_LIMIT: usize = 1024 * 1024;
+
+/// How long a JSON body may take to arrive.
+const JSON_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves one admin request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
@@ -119,10 +123,12 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
                 .functions_of(&account)
                 .flat_map(|f| f.versions.values().map(|v| v.id.clone()))
                 .collect();
+            let shas = shas_of(snapshot.functions_of(&account));
             state.registry.delete_account(&account).await?;
             // What ran for it, as owner or as caller, goes now, not at the
             // end of an idle TTL that traffic keeps renewing.
             state.runtime.retire(&versions, Some(&id));
+            evict_unused(state, &shas);
             state.logs.forget(&id, None);
             Ok(respond::no_content())
         }
@@ -271,6 +277,7 @@ async fn account_route(
                 .unwrap_or_default();
             state.registry.delete_function(account, &function, force).await?;
             state.runtime.retire(&versions, None);
+            evict_unused(state, &shas_of(snapshot.function(account, &function).into_iter()));
             state
                 .logs
                 .forget(snapshot.account_id(account).unwrap_or_default(), Some(&function));
@@ -281,16 +288,16 @@ async fn account_route(
                 .parse::<u32>()
                 .map_err(|_| ApiError::BadRequest(format!("{number:?} is not a version number")))?;
             let function = FunctionName::parse(function)?;
-            let versions = state
+            let deleted = state
                 .registry
                 .snapshot()
                 .function(account, &function)
-                .and_then(|f| f.versions.get(&number))
-                .map(|v| v.id.clone())
-                .into_iter()
-                .collect();
+                .and_then(|f| f.versions.get(&number).cloned());
             state.registry.delete_version(account, &function, number).await?;
-            state.runtime.retire(&versions, None);
+            if let Some(deleted) = deleted {
+                state.runtime.retire(&[deleted.id.clone()].into(), None);
+                evict_unused(state, std::slice::from_ref(&deleted.sha256));
+            }
             Ok(respond::no_content())
         }
         _ => Err(ApiError::NotFound(format!(
@@ -332,6 +339,23 @@ async fn issue_sub_tenant_token(
         StatusCode::CREATED,
         &json!({ "token": token, "expires_at": expires_at, "sub_tenant": sub_tenant, "account": account }),
     ))
+}
+
+/// The component hashes of `functions`' versions.
+fn shas_of<'a>(functions: impl Iterator<Item = &'a FunctionEntry>) -> Vec<String> {
+    functions
+        .flat_map(|f| f.versions.values().map(|v| v.sha256.clone()))
+        .collect()
+}
+
+/// Unloads the code of `shas` that no version of any account uses now.
+fn evict_unused(state: &AppState, shas: &[String]) {
+    let snapshot = state.registry.snapshot();
+    let in_use: std::collections::HashSet<&str> = snapshot
+        .all_functions()
+        .flat_map(|f| f.versions.values().map(|v| v.sha256.as_str()))
+        .collect();
+    state.runtime.evict_code(shas, |sha| in_use.contains(sha));
 }
 
 pub(super) fn no_function(function: &FunctionName) -> ApiError {
@@ -384,18 +408,31 @@ fn version_json(v: &VersionRecord) -> serde_json::Value {
     })
 }
 
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), limit).collect().await {
+async fn read_body(req: Request<Incoming>, limit: usize, min_rate: MinRate) -> Result<Bytes, ApiError> {
+    let too_slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = RateBody::new(req.into_body(), min_rate, too_slow.clone());
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(ApiError::PayloadTooLarge { limit: limit as u64 })
         }
+        Err(_) if too_slow.load(std::sync::atomic::Ordering::Acquire) => Err(min_rate.error()),
         Err(err) => Err(ApiError::BadRequest(format!("could not read the request body: {err}"))),
     }
 }
 
 pub(super) async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = read_body(req, JSON_LIMIT).await?;
+    // JSON bodies are small: a rate of 1 byte/s after the grace still cuts
+    // off a client that sends nothing.
+    let bytes = read_body(
+        req,
+        JSON_LIMIT,
+        MinRate {
+            rate: 1,
+            grace: JSON_GRACE,
+        },
+    )
+    .await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
@@ -418,8 +455,23 @@ async fn put_blob(
         .account_id(account)
         .unwrap_or_default()
         .to_string();
-    let _upload = state.uploads.enter(&account_id, account.as_str())?;
-    let bytes = read_body(req, state.config.limits.component_bytes as usize).await?;
+    let _upload = match state.uploads.enter(&account_id, account.as_str()) {
+        Ok(ticket) => ticket,
+        Err(refused) => {
+            // Read and drop the body (never held), so the client, still
+            // sending, gets the answer rather than a reset connection.
+            let body = RateBody::new(req.into_body(), state.config.min_body_rate, Default::default());
+            let mut body = Limited::new(body, state.config.limits.component_bytes as usize);
+            while let Some(Ok(_)) = body.frame().await {}
+            return Err(refused);
+        }
+    };
+    let bytes = read_body(
+        req,
+        state.config.limits.component_bytes as usize,
+        state.config.min_body_rate,
+    )
+    .await?;
     // Hashing and validating tens of MiB takes a core for a while: on the
     // blocking pool, so the async workers keep serving calls.
     let expected = sha.to_string();
@@ -485,7 +537,7 @@ async fn deploy(
             "max_concurrency_per_sub_tenant must be at least 1".into(),
         ));
     }
-    let Some(blob) = state.registry.blob_for(account, &body.blob)? else {
+    let Some(size) = state.registry.blob_for(account, &body.blob)?.map(|blob| blob.len()) else {
         return Err(ApiError::NotFound(format!(
             "account {account} has no blob {}: upload it with PUT /admin/v1/accounts/{account}/blobs/{{sha256}} first",
             body.blob
@@ -501,20 +553,39 @@ async fn deploy(
         allow_outbound: body.allow_outbound,
         max_concurrency_per_sub_tenant: body.max_concurrency_per_sub_tenant,
     };
+    // Counted before the version exists: a deploy past the account's bound
+    // of queued compiles leaves nothing behind.
+    let account_id = state
+        .registry
+        .snapshot()
+        .account_id(account)
+        .unwrap_or_default()
+        .to_string();
+    let queued = state.runtime.enqueue_compile(&account_id, account.as_str())?;
     let version = state
         .registry
-        .create_version(account, function, &body.blob, blob.len() as u64, config)
+        .create_version(account, function, &body.blob, size as u64, config)
         .await?;
     let number = version.number;
     if !wait {
-        tokio::spawn(compile_version(state.clone(), version));
+        tokio::spawn(compile_version(state.clone(), version, Some(queued)));
         return Ok(respond::json(
             StatusCode::ACCEPTED,
             &json!({ "version": number, "sha256": body.blob, "state": "compiling" }),
         ));
     }
     let started = std::time::Instant::now();
-    match state.runtime.prepare(&body.blob, blob.to_vec()).await {
+    let bytes = || {
+        state
+            .registry
+            .blob(&body.blob)?
+            .ok_or_else(|| ApiError::InvalidComponent("the component's blob is gone".into()))
+    };
+    match state
+        .runtime
+        .prepare(&body.blob, &version.account_id, Some(queued), bytes)
+        .await
+    {
         Ok(_) => {
             let compile_ms = started.elapsed().as_millis() as u64;
             state
@@ -538,13 +609,23 @@ async fn deploy(
 }
 
 /// Compiles a version in the background and records the outcome.
-pub async fn compile_version(state: Arc<AppState>, version: VersionRecord) {
+pub async fn compile_version(
+    state: Arc<AppState>,
+    version: VersionRecord,
+    queued: Option<crate::runtime::compile::Ticket>,
+) {
     let started = std::time::Instant::now();
-    let outcome = match state.registry.blob(&version.sha256) {
-        Ok(Some(bytes)) => state.runtime.prepare(&version.sha256, bytes.to_vec()).await.map(|_| ()),
-        Ok(None) => Err(ApiError::InvalidComponent("the component's blob is gone".into())),
-        Err(err) => Err(err),
+    let bytes = || {
+        state
+            .registry
+            .blob(&version.sha256)?
+            .ok_or_else(|| ApiError::InvalidComponent("the component's blob is gone".into()))
     };
+    let outcome = state
+        .runtime
+        .prepare(&version.sha256, &version.account_id, queued, bytes)
+        .await
+        .map(|_| ());
     let (new_state, compile_ms) = match outcome {
         Ok(()) => (VersionState::Ready, Some(started.elapsed().as_millis() as u64)),
         Err(err) => (

@@ -68,10 +68,16 @@ impl AppState {
         if let Some(pre) = self.runtime.loaded(&version.sha256) {
             return Ok(pre);
         }
-        let bytes = self.registry.blob(&version.sha256)?.ok_or_else(|| {
-            ApiError::internal(anyhow::anyhow!("blob {} missing for a ready version", version.sha256))
-        })?;
-        Ok(self.runtime.prepare(&version.sha256, bytes.to_vec()).await?.pre)
+        let bytes = || {
+            self.registry.blob(&version.sha256)?.ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("blob {} missing for a ready version", version.sha256))
+            })
+        };
+        Ok(self
+            .runtime
+            .prepare(&version.sha256, &version.account_id, None, bytes)
+            .await?
+            .pre)
     }
 }
 
@@ -90,7 +96,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
-    let registry = Arc::new(Registry::open(&config.data_dir)?);
+    let registry = Arc::new(Registry::open_with(&config.data_dir, config.storage.clone())?);
     // After opening, so the files sled made are covered too; a shared code
     // cache given elsewhere is left to its owner's settings.
     private::restrict_tree(&config.data_dir).map_err(|e| {
@@ -166,7 +172,9 @@ pub fn warm_up(state: &Arc<AppState>) {
                             tracing::warn!(error = %err, function = %version.function, "could not load a version");
                         }
                     }
-                    VersionState::Compiling => admin::compile_version(state.clone(), version.as_ref().clone()).await,
+                    VersionState::Compiling => {
+                        admin::compile_version(state.clone(), version.as_ref().clone(), None).await
+                    }
                     VersionState::Failed { .. } => {}
                 }
             }

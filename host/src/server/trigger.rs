@@ -20,7 +20,7 @@ use crate::names::{AccountName, AliasName, FunctionName, Qualifier, SubTenantId}
 use crate::registry::records::{LowerLimits, Tenancy, VersionRecord};
 use crate::registry::{CrossError, ResolveError, Snapshot};
 use crate::runtime::CallContext;
-use crate::runtime::body::LimitedBody;
+use crate::runtime::body::{LimitedBody, RateBody};
 use crate::tenancy::quota::Admission;
 use crate::tenancy::{self, Caller, Presented};
 
@@ -363,6 +363,9 @@ where
     }
     parts.uri = target.guest_uri;
     let exceeded = Arc::new(AtomicBool::new(false));
+    let too_slow = Arc::new(AtomicBool::new(false));
+    let min_rate = state.config.min_body_rate;
+    let body = RateBody::new(body, min_rate, too_slow.clone());
     let request = Request::from_parts(parts, LimitedBody::new(body, limit, exceeded.clone()));
 
     let started = Instant::now();
@@ -385,6 +388,8 @@ where
         Err(failed) => {
             let err = if exceeded.load(Ordering::Acquire) {
                 ApiError::PayloadTooLarge { limit }
+            } else if too_slow.load(Ordering::Acquire) {
+                min_rate.error()
             } else {
                 failed.error
             };
@@ -408,6 +413,9 @@ where
     let (mut response, finished) = invoked.split();
     if exceeded.load(Ordering::Acquire) {
         return Err(ApiError::PayloadTooLarge { limit });
+    }
+    if too_slow.load(Ordering::Acquire) {
+        return Err(min_rate.error());
     }
     let status = response.status().as_u16();
     let headers = response.headers_mut();
