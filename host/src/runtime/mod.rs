@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod body;
 pub mod compile;
 pub mod credentials;
+pub mod egress;
 pub mod kv;
 pub mod output;
 pub mod reserve;
@@ -149,8 +150,9 @@ pub struct Runtime {
     /// Serves guest requests addressed to the host itself; set once the
     /// server exists (weak: the server owns the runtime).
     loopback: std::sync::OnceLock<std::sync::Weak<dyn Loopback>>,
-    /// Private addresses guests may still reach (operator setting).
-    private_exempt: Arc<[std::net::IpAddr]>,
+    /// How guests' requests leave: the private-address guard, pinned
+    /// connections, TLS roots.
+    egress: Arc<egress::Egress>,
     /// Unbound environments kept for reservations.
     pub reserved: reserve::Reserved,
     /// The host-wide instantiation rate.
@@ -243,7 +245,7 @@ impl Runtime {
             minter,
             live: Default::default(),
             loopback: std::sync::OnceLock::new(),
-            private_exempt: config.private_exempt.clone().into(),
+            egress: Arc::new(egress::Egress::new(config.private_exempt.clone().into())),
             reserved: reserve::Reserved::new(),
             rate: reserve::InstantiationRate::new(config.instantiation_rate),
             stats,
@@ -306,7 +308,7 @@ impl Runtime {
         };
         let outbound = state::Outbound {
             allow: config.allow_outbound.clone(),
-            private_exempt: self.private_exempt.clone(),
+            egress: self.egress.clone(),
             loopback: self.loopback.get().cloned(),
             deadline: Instant::now(),
         };

@@ -118,8 +118,8 @@ impl WasiHttpView for HostState {
 pub(crate) struct Outbound {
     /// `HOST` or `HOST:PORT` entries.
     pub allow: Vec<String>,
-    /// Private addresses the operator lets guests reach.
-    pub private_exempt: Arc<[IpAddr]>,
+    /// The guard and connector requests past the allow-list go through.
+    pub egress: Arc<super::egress::Egress>,
     /// The host itself, for nested calls.
     pub loopback: Option<Weak<dyn super::Loopback>>,
     /// The current call's deadline: no outgoing request waits past it.
@@ -134,7 +134,7 @@ impl Outbound {
     }
 }
 
-fn port_of(uri: &http::Uri) -> u16 {
+pub(crate) fn port_of(uri: &http::Uri) -> u16 {
     uri.port_u16()
         .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 })
 }
@@ -193,47 +193,7 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// Resolves the request's host and refuses it if any address it names is
-/// private and not exempted; otherwise returns the address to connect to.
-async fn check_destination(uri: &http::Uri, exempt: &[IpAddr]) -> Result<IpAddr, wasmtime_wasi_http::Error> {
-    let host = uri.host().ok_or(wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addresses: Vec<IpAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((bare, port_of(uri)))
-            .await
-            .map_err(|_| wasmtime_wasi_http::Error::DnsError {
-                rcode: None,
-                info_code: None,
-            })?
-            .map(|addr| addr.ip())
-            .collect(),
-    };
-    if addresses.is_empty() {
-        return Err(wasmtime_wasi_http::Error::DestinationNotFound);
-    }
-    if addresses.iter().any(|ip| is_private(*ip) && !exempt.contains(ip)) {
-        return Err(wasmtime_wasi_http::Error::DestinationIpProhibited);
-    }
-    Ok(addresses[0])
-}
-
-/// `uri` addressed to `ip` instead of its host name, for plain HTTP: the
-/// connection then goes to the address that was checked, not to whatever
-/// the name resolves to a moment later (DNS rebinding). The `Host` header,
-/// already set from the name, is left alone. HTTPS keeps the name, which
-/// TLS needs; there a rebound name fails the certificate check instead.
-fn pinned(uri: &http::Uri, ip: IpAddr) -> Option<http::Uri> {
-    if uri.scheme_str() != Some("http") {
-        return None;
-    }
-    let authority = std::net::SocketAddr::new(ip, port_of(uri)).to_string();
-    let mut parts = uri.clone().into_parts();
-    parts.authority = Some(authority.parse().ok()?);
-    http::Uri::from_parts(parts).ok()
-}
-
-type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+use super::egress::IoFuture;
 
 impl WasiHttpHooks for Outbound {
     fn send_request(
@@ -258,7 +218,7 @@ impl WasiHttpHooks for Outbound {
             });
         }
         let allowed = self.allows(request.uri());
-        let exempt = self.private_exempt.clone();
+        let egress = self.egress.clone();
         // The guest's timeouts, or the defaults (600 s), never outlast the call.
         let left = self.deadline.saturating_duration_since(std::time::Instant::now());
         let mut options = options.unwrap_or_default();
@@ -271,40 +231,17 @@ impl WasiHttpHooks for Outbound {
         }
         let options = Some(options);
         Box::new(async move {
-            use http_body_util::BodyExt;
             if !allowed {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            let mut request = request;
-            let ip = check_destination(request.uri(), &exempt).await?;
-            if let Some(uri) = pinned(request.uri(), ip) {
-                *request.uri_mut() = uri;
-            }
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
+            egress.send(request, options).await
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{is_private, pinned};
-
-    #[test]
-    fn plain_http_is_pinned_to_the_checked_address() {
-        let uri: http::Uri = "http://api.example/v1?x=1".parse().unwrap_or_else(|e| panic!("{e}"));
-        let to = |ip: &str| pinned(&uri, ip.parse().unwrap_or_else(|e| panic!("{e}"))).map(|u| u.to_string());
-        assert_eq!(to("93.184.216.34").as_deref(), Some("http://93.184.216.34:80/v1?x=1"));
-        assert_eq!(
-            to("2606:4700::1111").as_deref(),
-            Some("http://[2606:4700::1111]:80/v1?x=1")
-        );
-        let tls: http::Uri = "https://api.example:8443/".parse().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            pinned(&tls, "93.184.216.34".parse().unwrap_or_else(|e| panic!("{e}"))),
-            None
-        );
-    }
+    use super::is_private;
 
     #[test]
     fn private_ranges_are_recognised() {
