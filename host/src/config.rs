@@ -151,10 +151,20 @@ impl ServeConfig {
 
     /// Checks the settings; the message names the bad one.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if let Some(key) = &self.operator_key
-            && key.len() < 16
-        {
-            anyhow::bail!("STRATUS_OPERATOR_KEY must be at least 16 characters");
+        if let Some(key) = &self.operator_key {
+            if key.len() < 16 {
+                anyhow::bail!("STRATUS_OPERATOR_KEY must be at least 16 characters");
+            }
+            // Bearer text is read trimmed: such a key could never be sent.
+            if key.trim() != key || key.chars().any(char::is_whitespace) {
+                anyhow::bail!("STRATUS_OPERATOR_KEY must not contain spaces or other white space");
+            }
+        }
+        if self.accounts.max_uploads == 0 {
+            anyhow::bail!("--max-uploads-per-account must be at least 1");
+        }
+        if self.runtime.max_queued_compiles == 0 {
+            anyhow::bail!("--max-queued-compiles-per-account must be at least 1");
         }
         if let Some(base) = &self.base_domain
             && (base.is_empty() || base.starts_with('.') || base.contains('/'))

@@ -317,9 +317,18 @@ fn names_with_a_double_hyphen_are_refused_and_never_guessed_from_a_host() {
     let reply = server.admin(OPERATOR_KEY, "POST", "/accounts", Some(json!({ "name": "a--b" })));
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert!(reply.text().contains("--"), "{}", reply.text());
+    let reply = server.admin(OPERATOR_KEY, "POST", "/accounts", Some(json!({ "name": "a-" })));
+    assert_eq!(
+        reply.status,
+        400,
+        "a trailing hyphen makes host names ambiguous: {}",
+        reply.text()
+    );
     let key = server.create_account("acme");
-    let reply = server.deploy_reply(&key, "acme", "x--y", HELLO_COMPONENT, json!({}));
-    assert_eq!(reply.status, 400, "{}", reply.text());
+    for name in ["x--y", "x-"] {
+        let reply = server.deploy_reply(&key, "acme", name, HELLO_COMPONENT, json!({}));
+        assert_eq!(reply.status, 400, "{name}: {}", reply.text());
+    }
     server.deploy(&key, "acme", "hi", HELLO_COMPONENT, json!({ "public": true }));
 
     let by_host = |host: &str| server.request("GET", "/", &[("host", host)], b"");
@@ -424,9 +433,39 @@ fn the_data_directory_is_readable_by_its_owner_only() {
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let db = data.join("registry").join("db");
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let _server = Server::spawn(&data, &[]);
+    let server = Server::spawn(&data, &[]);
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&db), 0o600);
+    // Also when the data directory is reached through a symlink.
+    server.kill();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    let _server = Server::spawn(&link, &[]);
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&db), 0o600);
+}
+
+#[test]
+#[cfg(unix)]
+fn a_code_cache_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(stratus_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--code-cache")
+        .arg(&cache)
+        .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("writable by other users"), "{said}");
 }
 
 /// Rewrites a stopped server's database to the layout of releases before
@@ -654,6 +693,23 @@ fn a_body_that_trickles_in_too_slowly_is_cut_off_with_408() {
     let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
+    // So is an introspection form that never comes.
+    let mut form = {
+        use std::io::Write;
+        let authority = server.url.trim_start_matches("http://").to_string();
+        let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+        write!(
+            stream,
+            "POST /v1/introspect HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {key}\r\ncontent-length: 1000\r\n\r\n"
+        )
+        .unwrap();
+        stream
+    };
+    form.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = form.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     // An upload trickled the same way is cut off too.
     let mut upload = {
         use std::io::Write;
@@ -805,4 +861,75 @@ fn code_no_version_uses_is_unloaded() {
     // found still in memory.
     assert_eq!(deploy_bytes(&server, &key, "acme", "other", &bytes, true).status, 201);
     assert_eq!(server.metric("stratus_code_cache_hits_total"), hits + 1.0);
+}
+
+#[test]
+fn an_invocation_token_dies_with_its_functions_account() {
+    let target = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let seen = target.clone();
+    // The upstream holds a token an anonymous call to initech's public
+    // `fetch` minted; meanwhile initech is deleted and its name taken by a
+    // new account with a private function. The token must not reach it.
+    let upstream = Upstream::start(move |_origin, _path, auth| {
+        let token = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
+        let url = seen.get().unwrap();
+        let operator = bearer(OPERATOR_KEY);
+        let admin = |method: &str, path: &str, body: Value| {
+            call_url(
+                method,
+                &format!("{url}/admin/v1{path}"),
+                &[("authorization", &operator), ("content-type", "application/json")],
+                body.to_string().as_bytes(),
+            )
+        };
+        let deleted = admin("DELETE", "/accounts/initech", Value::Null).status;
+        let created = admin("POST", "/accounts", json!({ "name": "initech" }));
+        let key = created.json()["key"].as_str().unwrap_or_default().to_string();
+        let bytes = std::fs::read(ECHO_COMPONENT).unwrap();
+        let sha = sha256(&bytes);
+        call_url(
+            "PUT",
+            &format!("{url}/admin/v1/accounts/initech/blobs/{sha}"),
+            &[("authorization", &bearer(&key))],
+            &bytes,
+        );
+        let deploy = json!({ "blob": sha, "env": { "SECRET": "new-owner-private" } });
+        let deployed = call_url(
+            "POST",
+            &format!("{url}/admin/v1/accounts/initech/functions/secret/versions"),
+            &[("authorization", &bearer(&key)), ("content-type", "application/json")],
+            deploy.to_string().as_bytes(),
+        )
+        .status;
+        let replay = call_url(
+            "GET",
+            &format!("{url}/fn/initech/secret/"),
+            &[("authorization", &bearer(token))],
+            b"",
+        );
+        (
+            200,
+            json!({ "deleted": deleted, "deployed": deployed, "replay": replay.status, "body": replay.text() }),
+        )
+    });
+    let server = Server::start_with(&["--allow-private-outbound", "127.0.0.1"]);
+    let key = server.create_account("initech");
+    let config = json!({ "public": true, "allow_outbound": [upstream.authority], "timeout_ms": 20_000 });
+    server.deploy(&key, "initech", "fetch", FETCH_COMPONENT, config);
+    target.set(server.url.clone()).unwrap();
+
+    let path = format!("/fn/initech/fetch/?aud=stratus&url={}/", upstream.origin);
+    let reply = server.request("GET", &path, &[], b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen: Value = serde_json::from_str(reply.json()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (seen["deleted"].clone(), seen["deployed"].clone()),
+        (json!(204), json!(201)),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["replay"], 401,
+        "the token reached the new owner's function: {seen}"
+    );
+    assert!(!seen["body"].as_str().unwrap().contains("new-owner-private"), "{seen}");
 }

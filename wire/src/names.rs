@@ -141,11 +141,13 @@ impl fmt::Display for Qualifier {
 }
 
 /// Whether a new account or function may take `name`: besides the naming
-/// rule, no `--`, which separates function from account in a function's
+/// rule, no `--` and no trailing `-`, which separates function from account in a function's
 /// host name (`{name}--{account}.{base}`). Names that hold it from before
 /// the rule keep working by path.
 pub fn fits_host_label(name: &str) -> bool {
-    !name.contains("--")
+    // A trailing `-` would make `{name}--` a third hyphen, and a DNS label
+    // may not end in one either.
+    !name.contains("--") && !name.ends_with('-')
 }
 
 #[cfg(test)]

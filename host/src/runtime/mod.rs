@@ -87,6 +87,10 @@ pub struct Lineage {
     /// The key (or sub-tenant token issuer) the chain's first call came
     /// with: a nested call checks it is not revoked.
     pub key_id: Arc<str>,
+    /// The id of the account whose code holds the token: a nested call
+    /// reaches that account's functions only while it is still that
+    /// account, never one that took its name after a delete.
+    pub owner_id: Arc<str>,
 }
 
 /// How many nested calls deep a chain may go.
@@ -476,6 +480,7 @@ impl Runtime {
             deadline,
             caller_id: call.caller_id.into(),
             key_id: call.key_id.into(),
+            owner_id: version.account_id.as_str().into(),
         };
         let invocation = credentials::Invocation {
             id: call.invocation_id.to_string(),

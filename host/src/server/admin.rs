@@ -23,9 +23,6 @@ use stratus_wire::admin::{CreateAccount, Deploy, IssueSubTenantToken};
 /// Largest JSON body the admin API reads.
 const JSON_LIMIT: usize = 1024 * 1024;
 
-/// How long a JSON body may take to arrive.
-const JSON_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Serves one admin request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let sent_body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
@@ -88,7 +85,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         }
         (&Method::POST, ["accounts"]) => {
             principal.operator_only()?;
-            let body: CreateAccount = read_json(req).await?;
+            let body: CreateAccount = read_json(&state.config, req).await?;
             let name = AccountName::parse(&body.name)?;
             if name.as_str() == tenancy::ANONYMOUS {
                 return Err(ApiError::Conflict("the name `anonymous` is reserved".into()));
@@ -313,7 +310,7 @@ async fn issue_sub_tenant_token(
     principal: &Principal,
     account: &AccountName,
 ) -> Result<Response<Body>, ApiError> {
-    let body: IssueSubTenantToken = read_json(req).await?;
+    let body: IssueSubTenantToken = read_json(&state.config, req).await?;
     let sub_tenant = SubTenantId::parse(&body.sub_tenant).map_err(|e| ApiError::InvalidSubTenant(e.to_string()))?;
     let ttl = body.ttl_s.unwrap_or(3600);
     if ttl == 0 || ttl > MAX_SUB_TENANT_TTL_S {
@@ -421,18 +418,11 @@ async fn read_body(req: Request<Incoming>, limit: usize, min_rate: MinRate) -> R
     }
 }
 
-pub(super) async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    // JSON bodies are small: a rate of 1 byte/s after the grace still cuts
-    // off a client that sends nothing.
-    let bytes = read_body(
-        req,
-        JSON_LIMIT,
-        MinRate {
-            rate: 1,
-            grace: JSON_GRACE,
-        },
-    )
-    .await?;
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
+    config: &crate::config::ServeConfig,
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let bytes = read_body(req, JSON_LIMIT, config.min_body_rate).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
@@ -503,7 +493,7 @@ async fn deploy(
     function: &FunctionName,
     wait: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let body: Deploy = read_json(req).await?;
+    let body: Deploy = read_json(&state.config, req).await?;
     let limits = &state.config.limits;
     let timeout_ms = body.timeout_ms.unwrap_or(limits.timeout_ms);
     if timeout_ms == 0 || timeout_ms > limits.max_timeout_ms {

@@ -102,7 +102,7 @@ pub async fn route(
         (&Method::PUT, [alias]) => {
             let alias = AliasName::parse(alias)?;
             let mode = put_mode(&req);
-            let body: PutAlias = read_json(req).await?;
+            let body: PutAlias = read_json(&state.config, req).await?;
             let spec = AliasSpec {
                 version: body.version,
                 weight: body.weight,
@@ -163,7 +163,7 @@ pub async fn grants(
         }
         (&Method::PUT, [grantee]) => {
             let grantee = AccountName::parse(grantee)?;
-            let body: PutGrant = read_json(req).await?;
+            let body: PutGrant = read_json(&state.config, req).await?;
             let (record, created) = state
                 .registry
                 .put_grant(account, function, &grantee, body.alias)
@@ -215,7 +215,7 @@ pub async fn cross_aliases(
         (&Method::PUT, [name]) => {
             let name = FunctionName::parse(name)?;
             let mode = put_mode(&req);
-            let body: serde_json::Map<String, serde_json::Value> = read_json(req).await?;
+            let body: serde_json::Map<String, serde_json::Value> = read_json(&state.config, req).await?;
             // Named refusals rather than a generic unknown-field error: this
             // is the line between the caller's settings and the owner's code.
             if let Some(field) = body.keys().find(|k| *k != "target" && *k != "limits") {
@@ -311,7 +311,7 @@ pub async fn reservations(
         }
         (&Method::PUT, [qualifier]) => {
             let qualifier = crate::names::Qualifier::parse(qualifier)?;
-            let body: PutReservation = read_json(req).await?;
+            let body: PutReservation = read_json(&state.config, req).await?;
             let spec = crate::registry::ReservationSpec {
                 sub_tenant: body.sub_tenant,
                 min: body.min,

@@ -11,13 +11,14 @@ use super::AppState;
 use super::respond::{self, Body};
 use crate::credentials::tokens::{InvocationClaims, TokenKind, Tokens};
 use crate::error::ApiError;
+use crate::runtime::body::RateBody;
 use crate::tenancy::{self, Principal};
 
 /// Answers an introspection request.
 pub async fn handle<B>(state: &AppState, req: Request<B>) -> Response<Body>
 where
-    B: http_body::Body<Data = bytes::Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<wasmtime_wasi_http::Error>,
 {
     match introspect(state, req).await {
         Ok(body) => respond::json(StatusCode::OK, &body),
@@ -27,8 +28,8 @@ where
 
 async fn introspect<B>(state: &AppState, req: Request<B>) -> Result<serde_json::Value, ApiError>
 where
-    B: http_body::Body<Data = bytes::Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<wasmtime_wasi_http::Error>,
 {
     if req.method() != http::Method::POST {
         return Err(ApiError::BadRequest(
@@ -37,11 +38,15 @@ where
     }
     let snapshot = state.registry.snapshot();
     let principal = tenancy::authenticate_admin(req.headers(), &snapshot, &state.operator)?;
-    let body = Limited::new(req.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("could not read the form: {e}")))?
-        .to_bytes();
+    // Held to the same minimum rate as every other body.
+    let too_slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let min_rate = state.config.min_body_rate;
+    let body = RateBody::new(req.into_body(), min_rate, too_slow.clone());
+    let body = match Limited::new(body, 64 * 1024).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) if too_slow.load(std::sync::atomic::Ordering::Acquire) => return Err(min_rate.error()),
+        Err(e) => return Err(ApiError::BadRequest(format!("could not read the form: {e}"))),
+    };
     let token = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())

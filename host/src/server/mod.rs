@@ -99,12 +99,18 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
     let registry = Arc::new(Registry::open_with(&config.data_dir, config.storage.clone())?);
     // After opening, so the files sled made are covered too; a shared code
     // cache given elsewhere is left to its owner's settings.
-    private::restrict_tree(&config.data_dir).map_err(|e| {
+    // Through a symlink too: what the link points at is what holds the data.
+    let real = config
+        .data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| config.data_dir.clone());
+    private::restrict_tree(&real).map_err(|e| {
         anyhow::anyhow!(
             "cannot make the data directory {} private: {e}",
             config.data_dir.display()
         )
     })?;
+    private::check_code_cache(&config.runtime.code_cache_dir)?;
     let tokens = Arc::new(crate::credentials::tokens::Tokens::load_or_create(&registry, &config.issuer).await?);
     let runtime = Runtime::new(&config.runtime, registry.kv(), tokens.clone())?;
 

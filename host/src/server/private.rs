@@ -33,3 +33,37 @@ pub fn restrict_tree(dir: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Creates the code cache (0700) if needed, and refuses one that others
+/// may write: its artifacts are loaded as native code, so whoever can
+/// write there could run code in the host.
+pub fn check_code_cache(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create the code cache {}: {e}", dir.display()))?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| anyhow::anyhow!("cannot read the code cache {}: {e}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            anyhow::bail!(
+                "the code cache {} is writable by other users (mode {:o}); its files are loaded as native code, so make it writable by this user only (chmod go-w)",
+                dir.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(())
+}

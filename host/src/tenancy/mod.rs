@@ -242,10 +242,18 @@ fn nested_caller(
         .map(SubTenantId::parse)
         .transpose()
         .map_err(|_| unreadable("sub-tenant"))?;
+    let owner = AccountName::parse(&claims.owner).map_err(|_| unreadable("owner"))?;
+    // The token's code belongs to an account by id: once that account is
+    // deleted, a new account under its name is not the token's to reach.
+    if snapshot.account_id(&owner) != Some(&*parent.owner_id) {
+        return Err(ApiError::Unauthorized(
+            "invocation token refused: the function's account is gone".into(),
+        ));
+    }
     Ok(Presented::Nested {
         caller,
         sub_tenant,
-        owner: AccountName::parse(&claims.owner).map_err(|_| unreadable("owner"))?,
+        owner,
         parent,
     })
 }
