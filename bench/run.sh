@@ -24,7 +24,7 @@ as_root() {
 }
 
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(deploy fairness tokens registry throughput)
+[ ${#benches[@]} -gt 0 ] || benches=(deploy fairness isolation tokens registry throughput)
 
 for bench in "${benches[@]}"; do
     if [ "$bench" = throughput ]; then

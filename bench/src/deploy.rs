@@ -118,7 +118,7 @@ impl Figures {
 /// `component` with a custom section named `stratus-bench` carrying
 /// `payload` appended: the same code under another SHA-256 (a custom section
 /// is valid at the end of a component as of a core module).
-fn with_custom_section(component: &[u8], payload: &[u8]) -> Vec<u8> {
+pub fn with_custom_section(component: &[u8], payload: &[u8]) -> Vec<u8> {
     use wasm_encoder::Section as _;
     let mut out = component.to_vec();
     wasm_encoder::CustomSection {

@@ -4,6 +4,7 @@
 
 mod deploy;
 mod fairness;
+mod isolation;
 mod raw;
 mod registry;
 mod server;
@@ -34,6 +35,9 @@ enum Bench {
     Deploy(deploy::Deploy),
     /// Latency of a quiet sub-tenant while another floods past its cap.
     Fairness(fairness::Fairness),
+    /// What one account's uploads, compiles, queued deploys and log
+    /// followers cost another account.
+    Isolation(isolation::Isolation),
     /// What signing and verifying invocation tokens cost, in process and end to end.
     Tokens(tokens::Tokens),
     /// What authenticating a key and resolving a version cost per call, by registry size.
@@ -57,6 +61,7 @@ fn main() -> anyhow::Result<()> {
     let report = match &cli.bench {
         Bench::Deploy(bench) => bench.run(&cli.stratus, &component("heavy"))?,
         Bench::Fairness(bench) => bench.run(&cli.stratus, &component("busy"))?,
+        Bench::Isolation(bench) => bench.run(&cli.stratus, &component("hello"), &component("heavy"))?,
         Bench::Tokens(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
         Bench::Registry(bench) => bench.run()?,
         Bench::Throughput(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
