@@ -45,6 +45,9 @@ pub struct AccountLimits {
     pub max_reserved_slots: Option<u32>,
     /// Component uploads one account may have in progress at once.
     pub max_uploads: u32,
+    /// Component uploads whose bodies the host receives at once, over all
+    /// accounts (the others wait their turn, then 503).
+    pub max_uploads_total: u32,
     /// Clients following one account's function logs at once.
     pub max_log_followers: u32,
 }
@@ -55,6 +58,7 @@ impl Default for AccountLimits {
             max_reserved: 32,
             max_reserved_slots: None,
             max_uploads: 2,
+            max_uploads_total: 8,
             max_log_followers: 8,
         }
     }
@@ -160,8 +164,8 @@ impl ServeConfig {
                 anyhow::bail!("STRATUS_OPERATOR_KEY must not contain spaces or other white space");
             }
         }
-        if self.accounts.max_uploads == 0 {
-            anyhow::bail!("--max-uploads-per-account must be at least 1");
+        if self.accounts.max_uploads == 0 || self.accounts.max_uploads_total == 0 {
+            anyhow::bail!("--max-uploads-per-account and --max-uploads must be at least 1");
         }
         if self.runtime.max_queued_compiles == 0 {
             anyhow::bail!("--max-queued-compiles-per-account must be at least 1");

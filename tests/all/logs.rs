@@ -99,18 +99,8 @@ fn printed_lines_are_tagged_filtered_and_shown_to_the_owner_only() {
 #[test]
 fn following_streams_new_lines_as_they_come() {
     let (server, key) = Server::with_function("echo", ECHO_COMPONENT, json!({}));
-    let authority = server.url.trim_start_matches("http://").to_string();
-    let mut stream = std::net::TcpStream::connect(&authority).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        stream,
-        "GET /admin/v1/accounts/acme/functions/echo/logs?follow=true HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {key}\r\n\r\n"
-    )
-    .unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut head = String::new();
-    reader.read_line(&mut head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (status, mut reader) = follow(&server, &key, "echo");
+    assert_eq!(status, 200);
     let auth = bearer(&key);
     assert_eq!(server.get("/fn/acme/echo/followed", &auth).status, 200);
     let mut seen = String::new();

@@ -18,6 +18,35 @@ impl Drop for Up {
     }
 }
 
+/// `stratus up PATH --watch` on `data`, with `env` set; its output lines
+/// (stdout and stderr) as they come.
+fn up_watch(path: &std::path::Path, data: &std::path::Path, env: &[(&str, &str)]) -> (Up, mpsc::Receiver<String>) {
+    let mut child = Command::new(stratus_bin())
+        .arg("up")
+        .arg(path)
+        .args(["--watch", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    (Up(child), lines)
+}
+
 /// The next line (from stdout or stderr) containing `needle`, within `within`.
 fn wait_for(lines: &mpsc::Receiver<String>, needle: &str, within: Duration, seen: &mut Vec<String>) -> String {
     let deadline = Instant::now() + within;
@@ -40,29 +69,7 @@ fn up_watch_redeploys_changed_code_and_keeps_serving_through_a_bad_change() {
     let dir = tempfile::tempdir().unwrap();
     let component = dir.path().join("app.wasm");
     std::fs::copy(HELLO_COMPONENT, &component).unwrap();
-    let mut child = Command::new(stratus_bin())
-        .arg("up")
-        .arg(&component)
-        .args(["--watch", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let _up = Up(child);
+    let (_up, lines) = up_watch(&component, &dir.path().join("data"), &[]);
     let mut seen = Vec::new();
 
     let hint = wait_for(&lines, "try: curl ", Duration::from_secs(60), &mut seen);
@@ -121,30 +128,8 @@ fn up_watch_builds_only_when_the_source_changes_and_shows_the_compilers_error() 
     let source = krate.join("src/lib.rs");
     std::fs::copy(repo.join("examples/hello/src/lib.rs"), &source).unwrap();
 
-    let mut child = Command::new(stratus_bin())
-        .arg("up")
-        .arg(&krate)
-        .args(["--watch", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
-        .env("CARGO_TARGET_DIR", WASM_TARGET_DIR)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let _up = Up(child);
+    let data = dir.path().join("data");
+    let (_up, lines) = up_watch(&krate, &data, &[("CARGO_TARGET_DIR", WASM_TARGET_DIR)]);
     let mut seen = Vec::new();
     let hint = wait_for(&lines, "try: curl ", Duration::from_secs(300), &mut seen);
     let url = hint.trim_start_matches("try: curl ").trim().to_string();

@@ -67,6 +67,10 @@ pub struct Serve {
     /// is held in memory while it is checked).
     #[arg(long, env = "STRATUS_MAX_UPLOADS_PER_ACCOUNT", default_value_t = 2)]
     max_uploads_per_account: u32,
+    /// Component uploads received at once over all accounts; the others
+    /// wait their turn (up to 30 s, then 503).
+    #[arg(long, env = "STRATUS_MAX_UPLOADS", default_value_t = 8)]
+    max_uploads: u32,
     /// Clients that may follow one account's function logs at once.
     #[arg(long, env = "STRATUS_MAX_LOG_FOLLOWERS_PER_ACCOUNT", default_value_t = 8)]
     max_log_followers_per_account: u32,
@@ -271,6 +275,7 @@ impl Serve {
         config.accounts.max_reserved = self.max_reserved_per_account;
         config.accounts.max_reserved_slots = self.max_reserved_slots;
         config.accounts.max_uploads = self.max_uploads_per_account;
+        config.accounts.max_uploads_total = self.max_uploads;
         config.storage.max_keys = self.max_keys_per_account;
         config.storage.max_functions = self.max_functions_per_account;
         config.storage.max_versions = self.max_versions_per_account;

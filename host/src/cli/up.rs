@@ -46,7 +46,13 @@ impl Up {
     /// Runs until Ctrl-C.
     pub async fn execute(self, global: &Global) -> anyhow::Result<()> {
         super::serve::init_tracing("text");
+        // Watching starts before anything is built or said, so no change
+        // made once `watching` is printed can be missed.
+        let changes = if self.watch { Some(watch(&self.path)?) } else { None };
         let component = build(&self.path)?;
+        // What the first build made, as it stands after it (cargo may have
+        // written `Cargo.lock`): the watcher builds again when this changes.
+        let built_from = fingerprint(&self.path);
         let name = match &self.name {
             Some(name) => name.clone(),
             None => component
@@ -95,10 +101,10 @@ impl Up {
             }
             println!("press Ctrl-C to stop");
         }
-        if self.watch {
-            let changes = watch(&self.path)?;
+        if let Some(changes) = changes {
             tokio::spawn(redeploy_on_change(
                 changes,
+                built_from,
                 self.path.clone(),
                 client,
                 name,
@@ -214,8 +220,14 @@ fn fingerprint(path: &Path) -> Option<String> {
     Some(hex::encode(hasher.finalize()))
 }
 
-async fn redeploy_on_change(mut changes: Changes, path: PathBuf, client: Client, name: String, public: bool) {
-    let mut built_from = fingerprint(&path);
+async fn redeploy_on_change(
+    mut changes: Changes,
+    mut built_from: Option<String>,
+    path: PathBuf,
+    client: Client,
+    name: String,
+    public: bool,
+) {
     while changes.batches.recv().await.is_some() {
         // Changes that came in while the last build ran are one more build.
         while changes.batches.try_recv().is_ok() {}

@@ -121,13 +121,7 @@ impl Registry {
         }
         self.limits.check_env(&spec.overrides.env)?;
         if existing.is_none() {
-            self.limits.count(
-                "aliases",
-                account,
-                snapshot.alias_count(account),
-                self.limits.max_aliases,
-                "--max-aliases-per-account",
-            )?;
+            self.limits.check_new_alias(&snapshot, account)?;
         }
         let time = now();
         let record = AliasRecord {

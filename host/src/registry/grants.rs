@@ -140,13 +140,7 @@ impl Registry {
             )));
         }
         if existing.is_none() {
-            self.limits.count(
-                "aliases",
-                account,
-                snapshot.alias_count(account),
-                self.limits.max_aliases,
-                "--max-aliases-per-account",
-            )?;
+            self.limits.check_new_alias(&snapshot, account)?;
         }
         if existing.is_none() && !crate::names::fits_host_label(name.as_str()) {
             return Err(ApiError::BadRequest(format!(

@@ -103,6 +103,18 @@ impl StorageLimits {
         Ok(())
     }
 
+    /// Refuses a new alias or cross-account alias past the account's bound.
+    pub(crate) fn check_new_alias(&self, snapshot: &Snapshot, account: &AccountName) -> Result<(), ApiError> {
+        self.count(
+            "aliases",
+            account,
+            snapshot.alias_count(account),
+            self.max_aliases,
+            "--max-aliases-per-account",
+        )
+    }
+
+    /// Refuses when `have` has reached `max`, naming `flag`.
     pub(crate) fn count(
         &self,
         what: &str,

@@ -239,12 +239,7 @@ async fn account_route(
                 .map(|s| SubTenantId::parse(&s).map(|s| s.to_string()))
                 .transpose()?;
             let filter = super::logs::Filter { since_ms, sub_tenant };
-            let owner_id = state
-                .registry
-                .snapshot()
-                .account_id(account)
-                .unwrap_or_default()
-                .to_string();
+            let owner_id = state.account_id(account);
             state.logs.response(
                 &owner_id,
                 account.as_str(),
@@ -322,12 +317,7 @@ async fn issue_sub_tenant_token(
         Principal::Operator => tenancy::OPERATOR_ISSUER,
         Principal::Account { key_id, .. } => key_id.as_str(),
     };
-    let account_id = state
-        .registry
-        .snapshot()
-        .account_id(account)
-        .unwrap_or_default()
-        .to_string();
+    let account_id = state.account_id(account);
     let (token, expires_at) = state
         .tokens
         .issue_sub_tenant(account, &account_id, &sub_tenant, key_id, ttl)
@@ -439,12 +429,7 @@ async fn put_blob(
     }
     // Counted from the first byte: an account's uploads in progress, each
     // up to the component limit in memory, are bounded.
-    let account_id = state
-        .registry
-        .snapshot()
-        .account_id(account)
-        .unwrap_or_default()
-        .to_string();
+    let account_id = state.account_id(account);
     let _upload = match state.uploads.enter(&account_id, account.as_str()) {
         Ok(ticket) => ticket,
         Err(refused) => {
@@ -454,6 +439,21 @@ async fn put_blob(
             let mut body = Limited::new(body, state.config.limits.component_bytes as usize);
             while let Some(Ok(_)) = body.frame().await {}
             return Err(refused);
+        }
+    };
+    // Host-wide, uploads wait their turn before their bodies are read, so
+    // many accounts uploading at once hold a bounded amount of memory.
+    let wait = state.config.header_read_timeout.max(std::time::Duration::from_secs(30));
+    let _slot = match tokio::time::timeout(wait, state.upload_slots.acquire()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return Err(ApiError::Unavailable {
+                message: format!(
+                    "the host is receiving {} uploads already (--max-uploads); retry",
+                    state.config.accounts.max_uploads_total
+                ),
+                retry_after: 5,
+            });
         }
     };
     let bytes = read_body(
@@ -545,12 +545,7 @@ async fn deploy(
     };
     // Counted before the version exists: a deploy past the account's bound
     // of queued compiles leaves nothing behind.
-    let account_id = state
-        .registry
-        .snapshot()
-        .account_id(account)
-        .unwrap_or_default()
-        .to_string();
+    let account_id = state.account_id(account);
     let queued = state.runtime.enqueue_compile(&account_id, account.as_str())?;
     let version = state
         .registry
@@ -565,15 +560,11 @@ async fn deploy(
         ));
     }
     let started = std::time::Instant::now();
-    let bytes = || {
-        state
-            .registry
-            .blob(&body.blob)?
-            .ok_or_else(|| ApiError::InvalidComponent("the component's blob is gone".into()))
-    };
     match state
         .runtime
-        .prepare(&body.blob, &version.account_id, Some(queued), bytes)
+        .prepare(&body.blob, &version.account_id, Some(queued), || {
+            state.component(&body.blob)
+        })
         .await
     {
         Ok(_) => {
@@ -605,15 +596,11 @@ pub async fn compile_version(
     queued: Option<crate::runtime::compile::Ticket>,
 ) {
     let started = std::time::Instant::now();
-    let bytes = || {
-        state
-            .registry
-            .blob(&version.sha256)?
-            .ok_or_else(|| ApiError::InvalidComponent("the component's blob is gone".into()))
-    };
     let outcome = state
         .runtime
-        .prepare(&version.sha256, &version.account_id, queued, bytes)
+        .prepare(&version.sha256, &version.account_id, queued, || {
+            state.component(&version.sha256)
+        })
         .await
         .map(|_| ());
     let (new_state, compile_ms) = match outcome {

@@ -59,6 +59,8 @@ pub struct AppState {
     pub logs: logs::Logs,
     /// Component uploads in progress, per account.
     pub uploads: Arc<crate::tenancy::inflight::InFlight>,
+    /// Uploads whose bodies are being received, host-wide.
+    pub upload_slots: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -68,16 +70,29 @@ impl AppState {
         if let Some(pre) = self.runtime.loaded(&version.sha256) {
             return Ok(pre);
         }
-        let bytes = || {
-            self.registry.blob(&version.sha256)?.ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("blob {} missing for a ready version", version.sha256))
-            })
-        };
         Ok(self
             .runtime
-            .prepare(&version.sha256, &version.account_id, None, bytes)
+            .prepare(&version.sha256, &version.account_id, None, || {
+                self.component(&version.sha256)
+            })
             .await?
             .pre)
+    }
+
+    /// The stored bytes of component `sha256`, read when a compile needs them.
+    pub fn component(&self, sha256: &str) -> Result<sled::IVec, ApiError> {
+        self.registry
+            .blob(sha256)?
+            .ok_or_else(|| ApiError::InvalidComponent(format!("the component {sha256} is no longer stored")))
+    }
+
+    /// The id of the account that holds `account` now (empty if none does).
+    pub fn account_id(&self, account: &crate::names::AccountName) -> String {
+        self.registry
+            .snapshot()
+            .account_id(account)
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -134,6 +149,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
     let quotas = crate::tenancy::quota::Quotas::new(config.quotas.clone());
     let config_log_bytes = config.function_log_bytes;
     let uploads_per_account = config.accounts.max_uploads;
+    let uploads_total = config.accounts.max_uploads_total as usize;
     let max_followers = config.accounts.max_log_followers;
     let mut metrics = metrics::Metrics::new(&runtime, &quotas);
     let logs = logs::Logs::new(config_log_bytes, max_followers);
@@ -152,6 +168,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
         metrics,
         listening: std::sync::OnceLock::new(),
         logs,
+        upload_slots: tokio::sync::Semaphore::new(uploads_total),
         uploads: crate::tenancy::inflight::InFlight::new(
             uploads_per_account,
             "uploads in progress",
