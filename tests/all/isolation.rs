@@ -951,3 +951,45 @@ fn an_invocation_token_dies_with_its_functions_account() {
     );
     assert!(!seen["body"].as_str().unwrap().contains("new-owner-private"), "{seen}");
 }
+
+#[test]
+fn uploads_received_at_once_are_bounded_host_wide() {
+    use std::io::Write;
+    let server = Server::start_with(&[
+        "--max-uploads",
+        "1",
+        "--header-read-timeout",
+        "1s",
+        "--min-body-rate",
+        "0",
+    ]);
+    let acme = server.create_account("acme");
+    let globex = server.create_account("globex");
+    let authority = server.url.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&authority).unwrap();
+    let head = format!(
+        "PUT /admin/v1/accounts/acme/blobs/{} HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {acme}\r\ncontent-length: 100000\r\n\r\n",
+        "0".repeat(64)
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&[0u8; 100]).unwrap();
+    let bytes = std::fs::read(HELLO_COMPONENT).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let waited = loop {
+        let reply = server.upload(&globex, "globex", &bytes);
+        if reply.status == 503 || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(waited.status, 503, "{}", waited.text());
+    assert!(waited.text().contains("--max-uploads"), "{}", waited.text());
+    drop(slow);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.upload(&globex, "globex", &bytes).status == 503 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned upload kept its turn"
+        );
+    }
+}

@@ -68,7 +68,7 @@ pub struct Serve {
     #[arg(long, env = "STRATUS_MAX_UPLOADS_PER_ACCOUNT", default_value_t = 2)]
     max_uploads_per_account: u32,
     /// Component uploads received at once over all accounts; the others
-    /// wait their turn (up to 30 s, then 503).
+    /// wait their turn (up to --header-read-timeout, then 503).
     #[arg(long, env = "STRATUS_MAX_UPLOADS", default_value_t = 8)]
     max_uploads: u32,
     /// Clients that may follow one account's function logs at once.

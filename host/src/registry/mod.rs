@@ -30,6 +30,9 @@ use records::{
 pub use reservations::ReservationSpec;
 pub use snapshot::{CrossError, FunctionEntry, ResolveError, Resolved, Snapshot};
 
+/// Bytes of sled's page cache.
+const SLED_CACHE_BYTES: u64 = 64 << 20;
+
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -201,6 +204,10 @@ impl Registry {
         let path = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir.join("registry"))
+            // The hot path reads the in-memory snapshot, not sled; a small
+            // page cache keeps stored components from filling memory (sled's
+            // default is 1 GiB).
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .map_err(|source| OpenError::Sled {
                 path: path.clone(),
@@ -507,7 +514,11 @@ impl Registry {
                     blobs.insert(sha256, bytes)?;
                 }
                 let created = owners.get(owner_key.as_bytes())?.is_none();
-                owners.insert(owner_key.as_bytes(), &now().to_be_bytes()[..])?;
+                // When, and how large: the account's stored bytes are then
+                // summed without reading any component.
+                let mut owned = now().to_be_bytes().to_vec();
+                owned.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+                owners.insert(owner_key.as_bytes(), owned)?;
                 Ok(created)
             })
             .map_err(tx_error)?;
@@ -519,16 +530,21 @@ impl Registry {
     fn blob_bytes_of(&self, account: &AccountName) -> Result<u64, ApiError> {
         let suffix = format!("/{account}");
         let mut total = 0;
-        for key in self.trees.blob_owners.iter().keys() {
-            let key = key.map_err(ApiError::internal)?;
-            if let Some(sha) = key.strip_suffix(suffix.as_bytes()) {
-                total += self
+        for item in self.trees.blob_owners.iter() {
+            let (key, owned) = item.map_err(ApiError::internal)?;
+            let Some(sha) = key.strip_suffix(suffix.as_bytes()) else {
+                continue;
+            };
+            total += match owned.get(8..16) {
+                Some(size) => u64::from_be_bytes(size.try_into().unwrap_or_default()),
+                // Recorded before sizes were: read the component's length.
+                None => self
                     .trees
                     .blobs
                     .get(sha)
                     .map_err(ApiError::internal)?
-                    .map_or(0, |b| b.len() as u64);
-            }
+                    .map_or(0, |b| b.len() as u64),
+            };
         }
         Ok(total)
     }

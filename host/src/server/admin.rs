@@ -443,7 +443,7 @@ async fn put_blob(
     };
     // Host-wide, uploads wait their turn before their bodies are read, so
     // many accounts uploading at once hold a bounded amount of memory.
-    let wait = state.config.header_read_timeout.max(std::time::Duration::from_secs(30));
+    let wait = state.config.header_read_timeout;
     let _slot = match tokio::time::timeout(wait, state.upload_slots.acquire()).await {
         Ok(Ok(slot)) => slot,
         _ => {
@@ -465,6 +465,8 @@ async fn put_blob(
     // Hashing and validating tens of MiB takes a core for a while: on the
     // blocking pool, so the async workers keep serving calls.
     let expected = sha.to_string();
+    // One check at a time: on a small host the other cores keep serving.
+    let _checking = state.upload_checks.acquire().await.map_err(ApiError::internal)?;
     let bytes = tokio::task::spawn_blocking(move || {
         let actual = sha256_hex(&bytes);
         if actual != expected {

@@ -61,6 +61,9 @@ pub struct AppState {
     pub uploads: Arc<crate::tenancy::inflight::InFlight>,
     /// Uploads whose bodies are being received, host-wide.
     pub upload_slots: tokio::sync::Semaphore,
+    /// Uploads being hashed and validated: one at a time, so that checking
+    /// tens of MiB never takes more than one core from serving.
+    pub upload_checks: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -169,6 +172,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
         listening: std::sync::OnceLock::new(),
         logs,
         upload_slots: tokio::sync::Semaphore::new(uploads_total),
+        upload_checks: tokio::sync::Semaphore::new(1),
         uploads: crate::tenancy::inflight::InFlight::new(
             uploads_per_account,
             "uploads in progress",
