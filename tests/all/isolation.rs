@@ -358,21 +358,26 @@ fn an_upload_reports_created_for_its_own_account() {
     assert_eq!((again.status, again.json()["created"].clone()), (200, json!(false)));
 }
 
+/// An upload that has sent its headers and a little of its body, and no more.
+fn stalled_upload(server: &Server, key: &str, account: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let authority = server.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+    write!(
+        stream,
+        "PUT /admin/v1/accounts/{account}/blobs/{} HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {key}\r\ncontent-length: 100000\r\n\r\nsome",
+        "0".repeat(64)
+    )
+    .unwrap();
+    stream
+}
+
 #[test]
 fn uploads_in_progress_are_bounded_per_account() {
-    use std::io::Write;
     let server = Server::start_with(&["--max-uploads-per-account", "1"]);
     let acme = server.create_account("acme");
     let globex = server.create_account("globex");
-    // An upload that has sent its headers and a little of its body.
-    let authority = server.url.trim_start_matches("http://").to_string();
-    let mut slow = std::net::TcpStream::connect(&authority).unwrap();
-    let head = format!(
-        "PUT /admin/v1/accounts/acme/blobs/{} HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {acme}\r\ncontent-length: 100000\r\n\r\n",
-        "0".repeat(64)
-    );
-    slow.write_all(head.as_bytes()).unwrap();
-    slow.write_all(&[0u8; 100]).unwrap();
+    let slow = stalled_upload(&server, &acme, "acme");
     let bytes = std::fs::read(HELLO_COMPONENT).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let refused = loop {
@@ -729,18 +734,7 @@ fn a_body_that_trickles_in_too_slowly_is_cut_off_with_408() {
     let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     // An upload trickled the same way is cut off too.
-    let mut upload = {
-        use std::io::Write;
-        let authority = server.url.trim_start_matches("http://").to_string();
-        let mut stream = std::net::TcpStream::connect(&authority).unwrap();
-        write!(
-            stream,
-            "PUT /admin/v1/accounts/acme/blobs/{} HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {key}\r\ncontent-length: 100000\r\n\r\nsome",
-            "0".repeat(64)
-        )
-        .unwrap();
-        stream
-    };
+    let mut upload = stalled_upload(&server, &key, "acme");
     upload
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
@@ -954,7 +948,6 @@ fn an_invocation_token_dies_with_its_functions_account() {
 
 #[test]
 fn uploads_received_at_once_are_bounded_host_wide() {
-    use std::io::Write;
     let server = Server::start_with(&[
         "--max-uploads",
         "1",
@@ -965,14 +958,7 @@ fn uploads_received_at_once_are_bounded_host_wide() {
     ]);
     let acme = server.create_account("acme");
     let globex = server.create_account("globex");
-    let authority = server.url.trim_start_matches("http://").to_string();
-    let mut slow = std::net::TcpStream::connect(&authority).unwrap();
-    let head = format!(
-        "PUT /admin/v1/accounts/acme/blobs/{} HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {acme}\r\ncontent-length: 100000\r\n\r\n",
-        "0".repeat(64)
-    );
-    slow.write_all(head.as_bytes()).unwrap();
-    slow.write_all(&[0u8; 100]).unwrap();
+    let slow = stalled_upload(&server, &acme, "acme");
     let bytes = std::fs::read(HELLO_COMPONENT).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let waited = loop {
