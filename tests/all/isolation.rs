@@ -452,19 +452,14 @@ fn the_data_directory_is_readable_by_its_owner_only() {
     assert_eq!(mode(&db), 0o600);
 }
 
-#[test]
+/// Starts `serve` on `cache` and expects it to refuse, saying `why`.
 #[cfg(unix)]
-fn a_code_cache_others_may_write_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    std::fs::create_dir(&cache).unwrap();
-    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+fn refused_code_cache(dir: &std::path::Path, cache: &std::path::Path, why: &str) {
     let mut child = std::process::Command::new(stratus_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .arg("--code-cache")
-        .arg(&cache)
+        .arg(cache)
         .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -484,11 +479,45 @@ fn a_code_cache_others_may_write_is_refused() {
     };
     assert!(
         status.is_some_and(|s| !s.success()),
-        "the server started on a code cache anyone may write"
+        "the server started on the code cache {}",
+        cache.display()
     );
     let mut said = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
-    assert!(said.contains("writable by other users"), "{said}");
+    assert!(said.contains(why), "{said}");
+}
+
+#[test]
+#[cfg(unix)]
+fn a_code_cache_of_another_user_or_under_a_writable_parent_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("open");
+    std::fs::create_dir(&parent).unwrap();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cache = parent.join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    refused_code_cache(dir.path(), &cache, "writable by other users");
+    // Owned by someone else (this needs the right to give files away,
+    // which CI, running as root, has).
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    match std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)) {
+        Ok(()) => refused_code_cache(dir.path(), &theirs, "belongs to another user"),
+        Err(err) => eprintln!("not checked: cannot give a directory away here ({err})"),
+    }
+}
+
+#[test]
+#[cfg(unix)]
+fn a_code_cache_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused_code_cache(dir.path(), &cache, "writable by other users");
 }
 
 /// Rewrites a stopped server's database to the layout of releases before
@@ -876,12 +905,14 @@ fn code_no_version_uses_is_unloaded() {
 }
 
 #[test]
-fn an_invocation_token_dies_with_its_functions_account() {
+fn an_invocation_token_and_its_call_die_with_the_functions_account() {
     let target = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
     let seen = target.clone();
+    let (report, reports) = std::sync::mpsc::channel::<Value>();
     // The upstream holds a token an anonymous call to initech's public
     // `fetch` minted; meanwhile initech is deleted and its name taken by a
-    // new account with a private function. The token must not reach it.
+    // new account with a private function. The token must not reach it,
+    // introspection must call it dead, and the call itself must stop.
     let upstream = Upstream::start(move |_origin, _path, auth| {
         let token = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
         let url = seen.get().unwrap();
@@ -919,10 +950,23 @@ fn an_invocation_token_dies_with_its_functions_account() {
             &[("authorization", &bearer(token))],
             b"",
         );
-        (
-            200,
-            json!({ "deleted": deleted, "deployed": deployed, "replay": replay.status, "body": replay.text() }),
-        )
+        let introspected = call_url(
+            "POST",
+            &format!("{url}/v1/introspect"),
+            &[
+                ("authorization", &bearer(&key)),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            format!("token={token}").as_bytes(),
+        );
+        let _ = report.send(json!({
+            "deleted": deleted,
+            "deployed": deployed,
+            "replay": replay.status,
+            "body": replay.text(),
+            "introspected": introspected.json(),
+        }));
+        (200, json!({}))
     });
     let server = Server::start_with(&["--allow-private-outbound", "127.0.0.1"]);
     let key = server.create_account("initech");
@@ -932,8 +976,7 @@ fn an_invocation_token_dies_with_its_functions_account() {
 
     let path = format!("/fn/initech/fetch/?aud=stratus&url={}/", upstream.origin);
     let reply = server.request("GET", &path, &[], b"");
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let seen: Value = serde_json::from_str(reply.json()["body"].as_str().unwrap()).unwrap();
+    let seen = reports.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
     assert_eq!(
         (seen["deleted"].clone(), seen["deployed"].clone()),
         (json!(204), json!(201)),
@@ -944,6 +987,13 @@ fn an_invocation_token_dies_with_its_functions_account() {
         "the token reached the new owner's function: {seen}"
     );
     assert!(!seen["body"].as_str().unwrap().contains("new-owner-private"), "{seen}");
+    assert_eq!(seen["introspected"], json!({ "active": false }), "{seen}");
+    assert_eq!(
+        reply.status,
+        404,
+        "the deleted account's call went on: {}",
+        reply.text()
+    );
 }
 
 #[test]

@@ -233,3 +233,24 @@ impl Compiler {
         }
     }
 }
+
+/// Whether a cached artifact may be loaded: written by this user and
+/// writable by no one else. Anything else may have been planted.
+pub fn artifact_is_ours(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(path) {
+            Ok(metadata) => {
+                metadata.file_type().is_file()
+                    && metadata.uid() == rustix::process::geteuid().as_raw()
+                    && metadata.mode() & 0o022 == 0
+            }
+            Err(_) => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        path.exists()
+    }
+}

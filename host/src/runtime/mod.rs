@@ -150,7 +150,7 @@ pub struct Runtime {
     minter: Arc<dyn credentials::Minter>,
     /// Invocations running now, by id: a token is only alive while its
     /// invocation is in here.
-    live: std::sync::Mutex<HashMap<String, Lineage>>,
+    live: std::sync::Mutex<HashMap<String, Running>>,
     /// Serves guest requests addressed to the host itself; set once the
     /// server exists (weak: the server owns the runtime).
     loopback: std::sync::OnceLock<std::sync::Weak<dyn Loopback>>,
@@ -584,6 +584,7 @@ impl Runtime {
         // Until the guest answers, the call is this future: if it is dropped
         // (the client went away), the invocation stops at its next yield and
         // its environment is freed, rather than running to its deadline.
+        self.attach(call.invocation_id, task.abort_handle());
         let cancel = AbortOnDrop(Some(task.abort_handle()));
         // What a failed call printed up to its failure, for its logs.
         let printed_so_far = || {
@@ -616,6 +617,9 @@ impl Runtime {
                     message: "the host has no free environment".into(),
                     retry_after: 1,
                 },
+                Err(join) if join.is_cancelled() => {
+                    ApiError::NotFound("the function's account was deleted while this call ran".into())
+                }
                 Err(join) => ApiError::internal(join),
             },
             Err(_) => ApiError::Timeout { timeout_ms },
@@ -718,6 +722,29 @@ impl Runtime {
         Ok(warm::Env::new(store, proxy, permit, self.stats.live_instances.clone()))
     }
 
+    /// Records the task of the running invocation `id`.
+    fn attach(&self, id: &str, task: tokio::task::AbortHandle) {
+        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(running) = live.get_mut(id) {
+            running.task = Some(task);
+        }
+    }
+
+    /// Stops every running invocation of the account with id `account`, as
+    /// the function's owner or as its caller: a deleted account's code
+    /// does not go on acting, nor anything for it.
+    pub fn stop_account(&self, account: &str) {
+        let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for running in live.values() {
+            let lineage = &running.lineage;
+            if (&*lineage.owner_id == account || &*lineage.caller_id == account)
+                && let Some(task) = &running.task
+            {
+                task.abort();
+            }
+        }
+    }
+
     /// Whether the invocation `id` is still running.
     pub fn is_live(&self, id: &str) -> bool {
         self.lineage(id).is_some()
@@ -727,7 +754,7 @@ impl Runtime {
     /// has ended.
     pub fn lineage(&self, id: &str) -> Option<Lineage> {
         let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        live.get(id).cloned()
+        live.get(id).map(|running| running.lineage.clone())
     }
 
     /// Lets guests reach the host's own origin in-process.
@@ -796,6 +823,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A running invocation: where it sits in its chain, and its task, so that
+/// deleting its account can stop it.
+struct Running {
+    lineage: Lineage,
+    task: Option<tokio::task::AbortHandle>,
+}
+
 /// Marks an invocation live until dropped.
 struct LiveGuard {
     runtime: Arc<Runtime>,
@@ -805,7 +839,7 @@ struct LiveGuard {
 impl LiveGuard {
     fn enter(runtime: Arc<Runtime>, id: String, lineage: Lineage) -> Self {
         let mut live = runtime.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        live.insert(id.clone(), lineage);
+        live.insert(id.clone(), Running { lineage, task: None });
         drop(live);
         Self { runtime, id }
     }
@@ -963,6 +997,10 @@ fn warn_if_mappings_short(slots: u32) {
 #[allow(unsafe_code)]
 fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
     if !path.exists() {
+        return None;
+    }
+    if !compile::artifact_is_ours(path) {
+        tracing::warn!(path = %path.display(), "ignoring a cached component another user could have written");
         return None;
     }
     // SAFETY: the file was written by the host's own compile child

@@ -124,6 +124,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
             state.registry.delete_account(&account).await?;
             // What ran for it, as owner or as caller, goes now, not at the
             // end of an idle TTL that traffic keeps renewing.
+            state.runtime.stop_account(&id);
             state.runtime.retire(&versions, Some(&id));
             evict_unused(state, &shas);
             state.logs.forget(&id, None);

@@ -65,7 +65,11 @@ where
             else {
                 return Ok(inactive);
             };
-            if !may_see(&[&claims.owner, &claims.caller]) || !state.runtime.is_live(&claims.registered.jti) {
+            let stands = state
+                .runtime
+                .lineage(&claims.registered.jti)
+                .is_some_and(|lineage| tenancy::invocation_stands(&snapshot, &claims.owner, &claims.caller, &lineage));
+            if !may_see(&[&claims.owner, &claims.caller]) || !stands {
                 return Ok(inactive);
             }
             let mut answer = serde_json::to_value(&claims).map_err(ApiError::internal)?;

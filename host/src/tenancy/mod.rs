@@ -171,6 +171,20 @@ fn chain_live(snapshot: &Snapshot, caller: &AccountName, lineage: &Lineage) -> b
         && (&*lineage.key_id == OPERATOR_ISSUER || snapshot.has_key(caller, &lineage.key_id))
 }
 
+/// Whether a running invocation's token still speaks for anyone: its
+/// function's account is the same account (by id) as when it started, and
+/// its caller's credential stands. Introspection answers `active` only then.
+pub fn invocation_stands(snapshot: &Snapshot, owner: &str, caller: &str, lineage: &Lineage) -> bool {
+    let owner_stands = AccountName::parse(owner)
+        .ok()
+        .is_some_and(|owner| snapshot.account_id(&owner) == Some(&*lineage.owner_id));
+    let caller_stands = caller == ANONYMOUS
+        || AccountName::parse(caller)
+            .ok()
+            .is_some_and(|caller| chain_live(snapshot, &caller, lineage));
+    owner_stands && caller_stands
+}
+
 /// Checks a sub-tenant token and that what issued it still stands: the
 /// account, and the key it was issued with (revocation is immediate).
 fn sub_tenant_caller(token: &str, snapshot: &Snapshot, tokens: &Tokens) -> Result<Presented, ApiError> {
