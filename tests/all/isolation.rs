@@ -358,6 +358,19 @@ fn an_upload_reports_created_for_its_own_account() {
     assert_eq!((again.status, again.json()["created"].clone()), (200, json!(false)));
 }
 
+/// `send` again every 20 ms until it answers `status`, for up to 10 s; the
+/// last answer.
+fn until_status(status: u16, mut send: impl FnMut() -> Reply) -> Reply {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reply = send();
+        if reply.status == status || std::time::Instant::now() > deadline {
+            return reply;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// An upload that has sent its headers and a little of its body, and no more.
 fn stalled_upload(server: &Server, key: &str, account: &str) -> std::net::TcpStream {
     use std::io::Write;
@@ -379,14 +392,7 @@ fn uploads_in_progress_are_bounded_per_account() {
     let globex = server.create_account("globex");
     let slow = stalled_upload(&server, &acme, "acme");
     let bytes = std::fs::read(HELLO_COMPONENT).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let refused = loop {
-        let reply = server.upload(&acme, "acme", &bytes);
-        if reply.status == 409 || std::time::Instant::now() > deadline {
-            break reply;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let refused = until_status(409, || server.upload(&acme, "acme", &bytes));
     assert_eq!(refused.status, 409, "{}", refused.text());
     assert!(
         refused.text().contains("--max-uploads-per-account"),
@@ -709,19 +715,9 @@ fn anonymous_callers_of_one_owner_cannot_starve_another_owners_public_functions(
     server.deploy(&attacker, "attacker", "echo", ECHO_COMPONENT, json!({ "public": true }));
     server.deploy(&victim, "victim", "hello", HELLO_COMPONENT, json!({ "public": true }));
     let stalled: Vec<_> = (0..4).map(|_| stalled_post(&server, "/fn/attacker/echo/")).collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     // The attacker's own anonymous bucket fills up…
-    loop {
-        let reply = server.request("GET", "/fn/attacker/echo/", &[], b"");
-        if reply.status == 429 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stalled calls never took the bucket"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let full = until_status(429, || server.request("GET", "/fn/attacker/echo/", &[], b""));
+    assert_eq!(full.status, 429, "the stalled calls never took the bucket");
     // …and the victim's anonymous callers are not in it.
     for _ in 0..5 {
         let reply = server.request("GET", "/fn/victim/hello/", &[], b"");
@@ -1010,14 +1006,7 @@ fn uploads_received_at_once_are_bounded_host_wide() {
     let globex = server.create_account("globex");
     let slow = stalled_upload(&server, &acme, "acme");
     let bytes = std::fs::read(HELLO_COMPONENT).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let waited = loop {
-        let reply = server.upload(&globex, "globex", &bytes);
-        if reply.status == 503 || std::time::Instant::now() > deadline {
-            break reply;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let waited = until_status(503, || server.upload(&globex, "globex", &bytes));
     assert_eq!(waited.status, 503, "{}", waited.text());
     assert!(waited.text().contains("--max-uploads"), "{}", waited.text());
     drop(slow);

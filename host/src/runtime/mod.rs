@@ -745,11 +745,6 @@ impl Runtime {
         }
     }
 
-    /// Whether the invocation `id` is still running.
-    pub fn is_live(&self, id: &str) -> bool {
-        self.lineage(id).is_some()
-    }
-
     /// Where the running invocation `id` sits in its chain; `None` once it
     /// has ended.
     pub fn lineage(&self, id: &str) -> Option<Lineage> {

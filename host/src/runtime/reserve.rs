@@ -31,8 +31,6 @@ pub struct ReservedKey {
     pub config: u64,
     /// The alias, if the reservation is for one.
     pub alias: Option<String>,
-    /// The owner's id, to count reservations per account.
-    pub owner: String,
 }
 
 impl ReservedKey {
@@ -42,7 +40,6 @@ impl ReservedKey {
             version: version.id.clone(),
             config: super::warm::fingerprint(&version.config),
             alias: alias.map(str::to_string),
-            owner: version.account_id.clone(),
         }
     }
 }
