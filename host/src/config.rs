@@ -160,8 +160,8 @@ impl ServeConfig {
                 anyhow::bail!("STRATUS_OPERATOR_KEY must be at least 16 characters");
             }
             // Bearer text is read trimmed: such a key could never be sent.
-            if key.trim() != key || key.chars().any(char::is_whitespace) {
-                anyhow::bail!("STRATUS_OPERATOR_KEY must not contain spaces or other white space");
+            if key.trim() != key {
+                anyhow::bail!("STRATUS_OPERATOR_KEY must not begin or end with white space");
             }
         }
         if self.accounts.max_uploads == 0 || self.accounts.max_uploads_total == 0 {

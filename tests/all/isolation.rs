@@ -198,6 +198,7 @@ fn an_operator_key_of_any_shape_administers_the_host() {
         "my-long-operator-secret",
         "sk_looks-like-an-account-key",
         "0123456789abcdef",
+        "correct horse battery staple",
     ] {
         let server = Server::start_with_operator_key(operator, &[]);
         let reply = server.admin(operator, "POST", "/accounts", Some(json!({ "name": "acme" })));
