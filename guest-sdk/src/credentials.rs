@@ -12,7 +12,7 @@
 //! Tokens are signed only when asked for, expire at the invocation's deadline,
 //! and die when the invocation ends, even before they expire.
 
-use crate::bindings::stratus::function::credentials as wit;
+use crate::host;
 
 /// Who and what this invocation is, as the host established it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -39,26 +39,15 @@ pub struct Claims {
 
 /// The invocation's claims; signs nothing.
 pub fn claims() -> Claims {
-    let c = wit::claims();
-    Claims {
-        invocation_id: c.invocation_id,
-        owner: c.owner,
-        caller: c.caller,
-        sub_tenant: c.sub_tenant,
-        function: c.function,
-        version: c.version,
-        alias: c.alias,
-        scopes: c.scopes,
-        expires_at: c.expires_at,
-    }
+    host::claims()
 }
 
 /// A JWT for Stratus endpoints (`aud` = this host).
 pub fn token() -> String {
-    wit::token()
+    host::token()
 }
 
 /// A JWT for the upstream `audience` (`aud` = `audience`).
 pub fn token_for(audience: &str) -> String {
-    wit::token_for(audience)
+    host::token_for(audience)
 }

@@ -1,26 +1,35 @@
 //! Write Stratus functions as plain Rust functions.
 //!
-//! ```no_run
+//! ```
 //! use stratus_sdk::{Request, Response};
 //!
 //! #[stratus_sdk::handler]
 //! fn handle(req: Request) -> Response {
 //!     Response::text(format!("you asked for {}", req.path()))
 //! }
-//! # fn main() {}
 //! ```
 //!
 //! `cargo build --target wasm32-wasip2 --release` turns the crate (a `cdylib`)
-//! into a component that `stratus function deploy` accepts.
+//! into a component that `stratus function deploy` accepts. On any other
+//! target the handler is an ordinary function, which unit tests call through
+//! [`testing::TestHost`].
+//!
+//! The guide, with complete `Cargo.toml`s, is the crate's `README.md`.
 #![deny(missing_docs)]
 
 pub mod credentials;
+mod error;
+mod host;
 pub mod kv;
 pub mod outbound;
 mod request;
 mod response;
+mod router;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 /// Bindings of the Stratus interfaces, generated from `wit/stratus.wit`.
+#[cfg(target_arch = "wasm32")]
 #[allow(missing_docs)]
 mod bindings {
     wit_bindgen::generate!({
@@ -29,24 +38,37 @@ mod bindings {
     });
 }
 
+/// The `http` crate the SDK's types come from, for `outbound` requests.
+pub use http;
 pub use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+pub use error::Error;
 pub use request::Request;
-pub use response::Response;
+pub use response::{IntoResponse, Json, Response};
+pub use router::Router;
 pub use stratus_sdk_macro::handler;
+
+/// The guide's code, compiled and run as tests of the crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// Glue used by the code `#[handler]` generates; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    #[cfg(target_arch = "wasm32")]
     pub use wasip2;
 
-    use crate::{Request, Response};
-    use wasip2::http::types::{IncomingRequest, ResponseOutparam};
-
     /// Serves one `wasi:http` request with the author's handler.
-    pub fn serve(request: IncomingRequest, out: ResponseOutparam, handler: fn(Request) -> Response) {
-        let response = match Request::from_incoming(request) {
+    #[cfg(target_arch = "wasm32")]
+    pub fn serve(
+        request: wasip2::http::types::IncomingRequest,
+        out: wasip2::http::types::ResponseOutparam,
+        handler: fn(crate::Request) -> crate::Response,
+    ) {
+        let response = match crate::Request::from_incoming(request) {
             Ok(req) => handler(req),
-            Err(message) => Response::text(message).with_status(400),
+            Err(message) => crate::Response::text(message).with_status(400),
         };
         response.send(out);
     }

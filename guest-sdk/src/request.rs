@@ -1,11 +1,22 @@
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+#[cfg(target_arch = "wasm32")]
 use wasip2::http::types::{IncomingBody, IncomingRequest, Method as WasiMethod};
+#[cfg(target_arch = "wasm32")]
 use wasip2::io::streams::StreamError;
 
 /// An incoming HTTP request, with its body already read.
 ///
 /// The path is the part after the function's address: a call to
 /// `/fn/acme/hello/greet?x=1` arrives here as path `/greet`, query `x=1`.
+///
+/// In a unit test, build one with [`Request::get`], [`Request::post`] and
+/// friends:
+///
+/// ```
+/// use stratus_sdk::Request;
+/// let req = Request::post("/todos?draft=1", r#"{"title":"milk"}"#).with_header("x-trace", "1");
+/// assert_eq!((req.path(), req.query_param("draft").as_deref()), ("/todos", Some("1")));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Request {
     method: Method,
@@ -13,6 +24,7 @@ pub struct Request {
     authority: Option<String>,
     headers: HeaderMap,
     body: Vec<u8>,
+    params: Vec<(String, String)>,
 }
 
 impl Request {
@@ -24,7 +36,73 @@ impl Request {
             authority: None,
             headers,
             body,
+            params: Vec::new(),
         }
+    }
+
+    /// A request with `method` for `path_and_query`, e.g. `/todos/7?full=1`.
+    ///
+    /// # Panics
+    ///
+    /// If `path_and_query` is not a valid URI path: this is for tests.
+    pub fn builder(method: Method, path_and_query: &str, body: impl Into<Vec<u8>>) -> Self {
+        let uri = path_and_query
+            .parse::<Uri>()
+            .unwrap_or_else(|e| panic!("{path_and_query:?} is not a valid request path: {e}"));
+        Self::new(method, uri, HeaderMap::new(), body.into())
+    }
+
+    /// A `GET` of `path_and_query` (see [`Request::builder`]).
+    pub fn get(path_and_query: &str) -> Self {
+        Self::builder(Method::GET, path_and_query, Vec::new())
+    }
+
+    /// A `POST` of `body` to `path_and_query` (see [`Request::builder`]).
+    pub fn post(path_and_query: &str, body: impl Into<Vec<u8>>) -> Self {
+        Self::builder(Method::POST, path_and_query, body)
+    }
+
+    /// A `PUT` of `body` to `path_and_query` (see [`Request::builder`]).
+    pub fn put(path_and_query: &str, body: impl Into<Vec<u8>>) -> Self {
+        Self::builder(Method::PUT, path_and_query, body)
+    }
+
+    /// A `DELETE` of `path_and_query` (see [`Request::builder`]).
+    pub fn delete(path_and_query: &str) -> Self {
+        Self::builder(Method::DELETE, path_and_query, Vec::new())
+    }
+
+    /// Adds header `name: value`. Invalid names or values are ignored.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            self.headers.append(name, value);
+        }
+        self
+    }
+
+    /// Replaces the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Replaces the body with `value` as JSON and sets `content-type`.
+    pub fn with_json<T: serde::Serialize + ?Sized>(self, value: &T) -> Self {
+        let body = serde_json::to_vec(value).unwrap_or_else(|e| panic!("cannot encode JSON: {e}"));
+        self.with_header("content-type", "application/json").with_body(body)
+    }
+
+    /// The value of path parameter `name` (`{name}` in a [`crate::Router`]
+    /// pattern), percent-decoded.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub(crate) fn set_params(&mut self, params: Vec<(String, String)>) {
+        self.params = params;
     }
 
     /// Sets the authority, for unit tests of a handler.
@@ -92,6 +170,7 @@ impl Request {
         serde_json::from_slice(&self.body)
     }
 
+    #[cfg(target_arch = "wasm32")]
     pub(crate) fn from_incoming(request: IncomingRequest) -> Result<Self, String> {
         let method = match request.method() {
             WasiMethod::Get => Method::GET,
@@ -125,10 +204,12 @@ impl Request {
             authority: request.authority(),
             headers,
             body,
+            params: Vec::new(),
         })
     }
 }
 
+#[cfg(target_arch = "wasm32")]
 fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, String> {
     let incoming = request
         .consume()

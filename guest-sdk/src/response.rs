@@ -1,7 +1,4 @@
-use std::io::Write as _;
-
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use wasip2::http::types::{Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
 /// An HTTP response under construction.
 ///
@@ -91,7 +88,26 @@ impl Response {
         &self.body
     }
 
-    pub(crate) fn send(self, out: ResponseOutparam) {
+    /// The first value of header `name` if it is valid text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// The body as text (invalid UTF-8 replaced), for tests and logs.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON.
+    pub fn body_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn send(self, out: wasip2::http::types::ResponseOutparam) {
+        use std::io::Write as _;
+        use wasip2::http::types::{Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
         let mut entries: Vec<(String, Vec<u8>)> = self
             .headers
             .iter()
@@ -122,5 +138,84 @@ impl Response {
             let _ = stream.flush();
         }
         let _ = OutgoingBody::finish(body, None);
+    }
+}
+
+/// What a handler may return: a [`Response`], or anything that becomes one.
+///
+/// | value | response |
+/// |---|---|
+/// | [`Response`] | itself |
+/// | `String`, `&'static str` | `200`, `text/plain` |
+/// | [`Json`]`(value)` | `200`, `application/json` |
+/// | `()` | `204` |
+/// | [`StatusCode`] | that status, empty |
+/// | `(StatusCode, T)` | `T`'s response with that status |
+/// | `Result<T, E>` | `T`'s response, or `E`'s |
+/// | [`crate::Error`] | its status, and a JSON body `{"error":{"code","message"}}` |
+/// | [`crate::kv::KvError`], [`crate::outbound::OutboundError`] | as [`crate::Error`] maps them |
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a Stratus response",
+    label = "a handler must return this",
+    note = "return `stratus_sdk::Response`, a `String`, `Json(value)`, or `Result<T, E>` where `T` and `E` \
+            are such (e.g. `Result<Response, stratus_sdk::Error>`)"
+)]
+pub trait IntoResponse {
+    /// The response.
+    fn into_response(self) -> Response;
+}
+
+impl IntoResponse for Response {
+    fn into_response(self) -> Response {
+        self
+    }
+}
+
+impl IntoResponse for String {
+    fn into_response(self) -> Response {
+        Response::text(self)
+    }
+}
+
+impl IntoResponse for &'static str {
+    fn into_response(self) -> Response {
+        Response::text(self)
+    }
+}
+
+impl IntoResponse for () {
+    fn into_response(self) -> Response {
+        Response::new(204)
+    }
+}
+
+impl IntoResponse for StatusCode {
+    fn into_response(self) -> Response {
+        Response::new(self.as_u16())
+    }
+}
+
+impl<T: IntoResponse> IntoResponse for (StatusCode, T) {
+    fn into_response(self) -> Response {
+        self.1.into_response().with_status(self.0.as_u16())
+    }
+}
+
+impl<T: IntoResponse, E: IntoResponse> IntoResponse for Result<T, E> {
+    fn into_response(self) -> Response {
+        match self {
+            Ok(value) => value.into_response(),
+            Err(err) => err.into_response(),
+        }
+    }
+}
+
+/// A value answered as JSON: `Ok(Json(todos))`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        Response::json(&self.0)
     }
 }

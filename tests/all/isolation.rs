@@ -609,7 +609,7 @@ fn a_data_directory_from_before_ids_opens_with_its_data() {
 
 /// `component` under a SHA-256 no run has compiled before: the code cache
 /// is shared between test servers and runs.
-fn fresh(component: &str) -> Vec<u8> {
+pub fn fresh(component: &str) -> Vec<u8> {
     let stamp = format!("{:?}{:?}", std::time::SystemTime::now(), std::thread::current().id());
     crate::deploy::with_custom_section(&std::fs::read(component).unwrap(), stamp.as_bytes())
 }

@@ -7,6 +7,7 @@ mod harness;
 
 mod admin;
 mod aliases;
+mod authoring;
 mod cli;
 mod clients;
 mod config;
@@ -21,6 +22,7 @@ mod logs;
 mod openapi;
 mod outbound;
 mod quotas;
+mod readme;
 mod reservations;
 mod restart;
 mod shutdown;

@@ -96,12 +96,10 @@ fn up_watch_redeploys_changed_code_and_keeps_serving_through_a_bad_change() {
 
     // A file that is not a component: the deploy is refused, version 2 stays.
     std::fs::write(&component, b"not a component").unwrap();
-    wait_for(&lines, "deploy failed", Duration::from_secs(30), &mut seen);
-    wait_for(
-        &lines,
-        "still serving the previous version",
-        Duration::from_secs(5),
-        &mut seen,
+    let failed = wait_for(&lines, "deploy failed", Duration::from_secs(30), &mut seen);
+    assert!(
+        failed.contains("not a WebAssembly component") && failed.contains("still serving the previous version"),
+        "{failed}"
     );
     let third = call_url("GET", &url, &[], b"");
     assert_eq!(third.status, 200);

@@ -3,6 +3,9 @@
 //! A single-use environment always answers `memory: 1`; a warm one counts up
 //! within its partition. The KV count is shared by every call of the same
 //! caller and sub-tenant.
+//!
+//! `/claim` sets the KV key `owner` to the request body only if it is still
+//! absent (compare-and-set), and answers who holds it.
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use stratus_sdk::{Request, Response};
@@ -10,7 +13,20 @@ use stratus_sdk::{Request, Response};
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 #[stratus_sdk::handler]
-fn handle(_req: Request) -> Response {
+fn handle(req: Request) -> Response {
+    if req.path() == "/claim" {
+        return match stratus_sdk::kv::compare_and_set("owner", None, Some(req.body())) {
+            Ok(won) => {
+                let holder = stratus_sdk::kv::get("owner").ok().flatten().unwrap_or_default();
+                Response::text(format!(
+                    "{} {}",
+                    if won { "won" } else { "lost" },
+                    String::from_utf8_lossy(&holder)
+                ))
+            }
+            Err(err) => Response::text(format!("kv failed: {err}")).with_status(500),
+        };
+    }
     let memory = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
     match stratus_sdk::kv::increment("count", 1) {
         Ok(kv) => Response::text(format!("{{\"memory\":{memory},\"kv\":{kv}}}"))

@@ -2,6 +2,7 @@
 //! this call and stays well:
 //!
 //! - `unreachable`, `overflow` (unbounded recursion), `panic`: trap;
+//! - `exit&code=N`: `std::process::exit(N)` before answering;
 //! - `fill`: one `memory.fill` over as much memory as it can get;
 //! - `headers&n=N`: answers with N headers;
 //! - `resources`: creates header maps until the host refuses more;
@@ -55,6 +56,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 answer(out, Fields::new(), &n.to_string());
             }
             Some("panic") => panic!("asked to panic"),
+            Some("exit") => std::process::exit(param(query, "code").and_then(|c| c.parse().ok()).unwrap_or(1)),
             Some("fill") => {
                 // Take all the memory there is, then touch it in one go.
                 let mut size = 1usize << 30;

@@ -6,15 +6,17 @@
 #![deny(missing_docs)]
 
 use proc_macro::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, ReturnType, parse_macro_input};
 
 /// Marks the function that serves every request of this component.
 ///
-/// The function must be `fn(stratus_sdk::Request) -> stratus_sdk::Response`:
-/// synchronous, not generic, one argument. Anything else is a compile error
-/// pointing at the offending part of the signature.
+/// The function takes one `stratus_sdk::Request` and returns anything that
+/// is `stratus_sdk::IntoResponse`: a `Response`, or `Result<T, E>` with both
+/// sides such (so `?` works). It is synchronous and not generic; anything
+/// else is a compile error pointing at the offending part of the signature.
+/// A crate has one handler: route inside it with `stratus_sdk::Router`.
 #[proc_macro_attribute]
 pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
@@ -62,40 +64,56 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     if let ReturnType::Default = sig.output {
         return Err(syn::Error::new(
             sig.ident.span(),
-            "a Stratus handler returns `stratus_sdk::Response`",
+            "a Stratus handler returns `stratus_sdk::Response` (or `Result<T, E>` of responses)",
         ));
     }
 
     let name = &sig.ident;
-    let module = format_ident!("__stratus_handler_{}", name);
-    // The coercion below makes rustc check argument and return types, and
-    // reports a mismatch at the signature the author wrote.
-    let checked = format_ident!("__STRATUS_HANDLER_{}", name);
-    let check = quote_spanned! {sig.span()=>
+    // The call below makes rustc check the argument and return types, and
+    // report a mismatch at the signature the author wrote.
+    let entry = quote_spanned! {sig.span()=>
+        fn __stratus_entry(req: ::stratus_sdk::Request) -> ::stratus_sdk::Response {
+            ::stratus_sdk::IntoResponse::into_response(#name(req))
+        }
+    };
+    // A component has one `wasi:http/incoming-handler` export. A second
+    // handler in the crate defines this exported name again, which rustc
+    // reports at both handlers' names before anything else.
+    let marker = quote_spanned! {name.span()=>
         #[doc(hidden)]
-        #[allow(non_upper_case_globals)]
-        const #checked: fn(::stratus_sdk::Request) -> ::stratus_sdk::Response = #name;
+        #[macro_export]
+        macro_rules! only_one_stratus_handler_per_crate { () => {} }
     };
     Ok(quote! {
         #func
-        #check
+        #marker
 
         #[doc(hidden)]
-        mod #module {
+        const _: () = {
+            #entry
+
+            // Only a component built for wasm32 exports the handler; built
+            // natively (unit tests) the crate is plain Rust.
+            #[cfg(target_arch = "wasm32")]
             struct Export;
 
+            #[cfg(target_arch = "wasm32")]
             impl ::stratus_sdk::__private::wasip2::exports::http::incoming_handler::Guest for Export {
                 fn handle(
                     request: ::stratus_sdk::__private::wasip2::http::types::IncomingRequest,
                     response_out: ::stratus_sdk::__private::wasip2::http::types::ResponseOutparam,
                 ) {
-                    ::stratus_sdk::__private::serve(request, response_out, super::#checked)
+                    ::stratus_sdk::__private::serve(request, response_out, __stratus_entry)
                 }
             }
 
+            #[cfg(target_arch = "wasm32")]
             ::stratus_sdk::__private::wasip2::http::proxy::export!(
                 Export with_types_in ::stratus_sdk::__private::wasip2
             );
-        }
+
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = __stratus_entry;
+        };
     })
 }

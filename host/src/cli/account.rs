@@ -13,6 +13,9 @@ pub enum AccountCommand {
     Create {
         /// `[a-z][a-z0-9-]{0,62}`.
         name: String,
+        /// Print only the key, e.g. for `export STRATUS_KEY=$(stratus account create acme -q)`.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// List accounts.
     List,
@@ -28,10 +31,14 @@ impl AccountCommand {
     pub async fn execute(self, global: &Global) -> anyhow::Result<()> {
         let client = global.client();
         match self {
-            AccountCommand::Create { name } => {
+            AccountCommand::Create { name, quiet } => {
                 let value = client
                     .admin(Method::POST, "/accounts", Some(json!({ "name": name })))
                     .await?;
+                if quiet && !global.json {
+                    println!("{}", cell(&value["key"]));
+                    return Ok(());
+                }
                 done(global.json, &value, || {
                     format!("created account {name}\nkey (shown once): {}", cell(&value["key"]))
                 });

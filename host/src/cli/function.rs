@@ -20,18 +20,18 @@ pub enum FunctionCommand {
     List,
     /// Show a function and its versions.
     Show {
-        /// The function.
+        /// The function: `FN`, or `ACCOUNT/FN`.
         name: String,
     },
     /// List a function's versions.
     Versions {
-        /// The function.
+        /// The function: `FN`, or `ACCOUNT/FN`.
         name: String,
     },
     /// Delete a function, or one version of it.
     #[command(disable_version_flag = true)]
     Delete {
-        /// The function.
+        /// The function: `FN`, or `ACCOUNT/FN`.
         name: String,
         /// Delete only this version.
         #[arg(long)]
@@ -45,34 +45,70 @@ pub enum FunctionCommand {
 /// `stratus function deploy NAME FILE.wasm [flags]`.
 #[derive(Debug, clap::Args)]
 pub struct Deploy {
-    /// The function name.
-    name: String,
+    /// The function: `FN`, or `ACCOUNT/FN`.
+    pub name: String,
     /// The component (`cargo build --target wasm32-wasip2 --release`).
-    file: PathBuf,
+    pub file: PathBuf,
     /// Callable without credentials.
     #[arg(long)]
     public: bool,
-    /// `multi` refuses calls without a sub-tenant.
-    #[arg(long, value_parser = ["single", "multi"], default_value = "single")]
-    tenancy: String,
-    /// `warm` lets an environment serve further calls of its partition.
-    #[arg(long, value_parser = ["single-use", "warm"], default_value = "single-use")]
-    reuse: String,
-    /// Invocation deadline in ms (host default 10 000).
-    #[arg(long)]
-    timeout_ms: Option<u64>,
-    /// Memory limit in MiB (host default 128).
-    #[arg(long)]
-    memory_mb: Option<u32>,
-    /// Environment variable the guest sees, `K=V` (repeatable).
-    #[arg(long = "env", value_parser = parse_env)]
-    env: Vec<(String, String)>,
-    /// Outbound HTTP destination `HOST[:PORT]` (repeatable, exact match).
-    #[arg(long = "allow-outbound")]
-    allow_outbound: Vec<String>,
+    #[command(flatten)]
+    options: DeployOptions,
     /// Return once the version is recorded, before it compiles.
     #[arg(long)]
     no_wait: bool,
+}
+
+/// A version's settings, as `function deploy` and `up` take them; what is
+/// not given is the host's default.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DeployOptions {
+    /// `multi` refuses calls without a sub-tenant (default `single`).
+    #[arg(long, value_parser = ["single", "multi"])]
+    pub tenancy: Option<String>,
+    /// `warm` lets an environment serve further calls of its partition
+    /// (default `single-use`).
+    #[arg(long, value_parser = ["single-use", "warm"])]
+    pub reuse: Option<String>,
+    /// Invocation deadline in ms (host default 10 000).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Memory limit in MiB (host default 128).
+    #[arg(long)]
+    pub memory_mb: Option<u32>,
+    /// Environment variable the guest sees, `K=V` (repeatable).
+    #[arg(long = "env", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Outbound HTTP destination `HOST[:PORT]` (repeatable, exact match).
+    #[arg(long = "allow-outbound")]
+    pub allow_outbound: Vec<String>,
+}
+
+impl DeployOptions {
+    /// The deploy body for blob `sha`.
+    pub fn body(&self, sha: &str, public: bool) -> serde_json::Value {
+        let env: serde_json::Map<String, serde_json::Value> =
+            self.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let mut body = json!({
+            "blob": sha,
+            "public": public,
+            "env": env,
+            "allow_outbound": self.allow_outbound,
+        });
+        if let Some(tenancy) = &self.tenancy {
+            body["tenancy"] = json!(tenancy);
+        }
+        if let Some(reuse) = &self.reuse {
+            body["reuse"] = json!(reuse);
+        }
+        if let Some(timeout) = self.timeout_ms {
+            body["timeout_ms"] = json!(timeout);
+        }
+        if let Some(memory) = self.memory_mb {
+            body["memory_mb"] = json!(memory);
+        }
+        body
+    }
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -91,22 +127,7 @@ impl Deploy {
         client
             .upload(&format!("/accounts/{account}/blobs/{sha}"), bytes)
             .await?;
-        let env: serde_json::Map<String, serde_json::Value> =
-            self.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        let mut body = json!({
-            "blob": sha,
-            "public": self.public,
-            "tenancy": self.tenancy,
-            "reuse": self.reuse,
-            "env": env,
-            "allow_outbound": self.allow_outbound,
-        });
-        if let Some(timeout) = self.timeout_ms {
-            body["timeout_ms"] = json!(timeout);
-        }
-        if let Some(memory) = self.memory_mb {
-            body["memory_mb"] = json!(memory);
-        }
+        let body = self.options.body(&sha, self.public);
         let query = if self.no_wait { "?wait=false" } else { "" };
         let mut value = client
             .admin(
@@ -124,10 +145,21 @@ impl FunctionCommand {
     /// Runs the command.
     pub async fn execute(self, global: &Global) -> anyhow::Result<()> {
         let client = global.client();
-        let account = global.account(&client).await?;
+        let address = match &self {
+            FunctionCommand::Deploy(deploy) => Some(&deploy.name),
+            FunctionCommand::Show { name }
+            | FunctionCommand::Versions { name }
+            | FunctionCommand::Delete { name, .. } => Some(name),
+            FunctionCommand::List => None,
+        };
+        let (account, name) = match address {
+            Some(address) => global.function_address(&client, address).await?,
+            None => (global.account(&client).await?, String::new()),
+        };
         let base = format!("/accounts/{account}/functions");
         match self {
-            FunctionCommand::Deploy(deploy) => {
+            FunctionCommand::Deploy(mut deploy) => {
+                deploy.name = name;
                 let value = deploy.run(&client, &account).await?;
                 done(global.json, &value, || {
                     format!(
@@ -161,7 +193,7 @@ impl FunctionCommand {
                     .unwrap_or_default();
                 print(global.json, &value, &["name", "latest", "versions", "public"], rows);
             }
-            FunctionCommand::Show { name } | FunctionCommand::Versions { name } => {
+            FunctionCommand::Show { .. } | FunctionCommand::Versions { .. } => {
                 let value = client.admin(Method::GET, &format!("{base}/{name}"), None).await?;
                 let rows = value["versions"]
                     .as_array()
@@ -198,8 +230,16 @@ impl FunctionCommand {
                     ],
                     rows,
                 );
+                if !global.json {
+                    // A failed deploy's reason, which no column can hold.
+                    for v in value["versions"].as_array().into_iter().flatten() {
+                        if let Some(error) = v["error"].as_str() {
+                            println!("version {} failed: {error}", cell(&v["version"]));
+                        }
+                    }
+                }
             }
-            FunctionCommand::Delete { name, version, force } => {
+            FunctionCommand::Delete { version, force, .. } => {
                 let force = if force { "?force=true" } else { "" };
                 let path = match version {
                     Some(n) => format!("{base}/{name}/versions/{n}{force}"),

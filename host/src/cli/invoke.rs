@@ -1,4 +1,4 @@
-//! `stratus invoke ACCOUNT/NAME[:QUALIFIER]`.
+//! `stratus invoke [ACCOUNT/]NAME[:QUALIFIER]`.
 
 use std::io::{Read as _, Write as _};
 use std::process::ExitCode;
@@ -12,8 +12,11 @@ use super::Global;
 /// Calls a function through the HTTP trigger and prints its body.
 #[derive(Debug, clap::Args)]
 pub struct Invoke {
-    /// `ACCOUNT/NAME[:QUALIFIER]`.
+    /// `ACCOUNT/NAME[:QUALIFIER]`, or `NAME[:QUALIFIER]` of your own account.
     target: String,
+    /// A request header, `NAME: VALUE` (repeatable).
+    #[arg(long = "header", short = 'H', value_parser = parse_header)]
+    headers: Vec<(String, String)>,
     /// The sub-tenant to act for (with an account key).
     #[arg(long)]
     sub_tenant: Option<String>,
@@ -28,14 +31,20 @@ pub struct Invoke {
     path: String,
 }
 
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((name, value)) if http::HeaderName::from_bytes(name.trim().as_bytes()).is_ok() => {
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!("{text:?} is not a header `NAME: VALUE`")),
+    }
+}
+
 impl Invoke {
     /// Runs the call; exit code 1 when the answer is an error status.
     pub async fn execute(self, global: &Global) -> anyhow::Result<ExitCode> {
         let client = global.client();
-        let (account, name) = self
-            .target
-            .split_once('/')
-            .context("name the function as ACCOUNT/NAME[:QUALIFIER]")?;
+        let (account, name) = global.function_address(&client, &self.target).await?;
         let body = match self.data.as_deref() {
             None => Bytes::new(),
             Some("-") => {
@@ -54,7 +63,7 @@ impl Invoke {
             None => Method::GET,
         };
         let path = self.path.trim_start_matches('/');
-        let mut headers = Vec::new();
+        let mut headers: Vec<(&str, String)> = self.headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         if let Some(sub) = self.sub_tenant {
             headers.push(("x-stratus-sub-tenant", sub));
         }

@@ -1,5 +1,6 @@
-//! `stratus logs FN [--sub-tenant ID] [--since 10m] [--follow]`: what a
-//! function printed, one line per output line, tagged with its invocation.
+//! `stratus logs [ACCOUNT/]FN [--sub-tenant ID] [--invocation ID] [--since 10m]
+//! [--follow]`: what a function printed, one line per output line, tagged
+//! with its invocation and stream, and the host's line on why a call failed.
 
 use http_body_util::BodyExt as _;
 use std::io::Write as _;
@@ -14,6 +15,10 @@ pub struct Logs {
     /// Only this sub-tenant's invocations.
     #[arg(long)]
     sub_tenant: Option<String>,
+    /// Only this invocation's lines: its id, or the 8-character start of
+    /// it that these lines show (the id is in a failed call's error).
+    #[arg(long)]
+    invocation: Option<String>,
     /// Only invocations that ended this long ago or later, e.g. `10m`.
     #[arg(long)]
     since: Option<String>,
@@ -22,7 +27,7 @@ pub struct Logs {
     follow: bool,
 }
 
-/// `time invocation [sub-tenant] status line`, for people.
+/// `time invocation [sub-tenant] version status stream| line`, for people.
 fn human(entry: &serde_json::Value) -> String {
     let millis = entry["time_ms"].as_u64().unwrap_or(0);
     let time = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis));
@@ -32,8 +37,14 @@ fn human(entry: &serde_json::Value) -> String {
         .as_str()
         .map(|s| format!(" [{s}]"))
         .unwrap_or_default();
+    // The guest's stdout is the plain case; the others are marked.
+    let stream = match entry["stream"].as_str() {
+        Some("stderr") => "err| ",
+        Some("stratus") => "stratus| ",
+        _ => "",
+    };
     format!(
-        "{time} {short}{sub} v{} {} {}",
+        "{time} {short}{sub} v{} {} {stream}{}",
         entry["version"],
         entry["status"],
         entry["line"].as_str().unwrap_or("")
@@ -44,13 +55,13 @@ impl Logs {
     /// Runs the command.
     pub async fn execute(self, global: &Global) -> anyhow::Result<()> {
         let client = global.client();
-        let (account, function) = match self.function.split_once('/') {
-            Some((account, function)) => (account.to_string(), function.to_string()),
-            None => (global.account(&client).await?, self.function.clone()),
-        };
+        let (account, function) = global.function_address(&client, &self.function).await?;
         let mut query = form_urlencoded::Serializer::new(String::new());
         if let Some(sub) = &self.sub_tenant {
             query.append_pair("sub_tenant", sub);
+        }
+        if let Some(invocation) = &self.invocation {
+            query.append_pair("invocation", invocation);
         }
         if let Some(since) = &self.since {
             query.append_pair("since", since);
@@ -77,12 +88,19 @@ impl Logs {
             pending.extend_from_slice(&data);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
-                if global.json {
-                    stdout.write_all(&line)?;
+                let written = if global.json {
+                    stdout.write_all(&line)
                 } else if let Ok(entry) = serde_json::from_slice::<serde_json::Value>(&line) {
-                    writeln!(stdout, "{}", human(&entry))?;
+                    writeln!(stdout, "{}", human(&entry))
+                } else {
+                    Ok(())
+                };
+                match written.and_then(|()| stdout.flush()) {
+                    Ok(()) => {}
+                    // The reader (`head`, a closed pager) has what it wanted.
+                    Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(err) => return Err(err.into()),
                 }
-                stdout.flush()?;
             }
         }
         Ok(())

@@ -9,6 +9,7 @@ mod grant;
 mod invoke;
 mod key;
 mod logs;
+mod new;
 mod output;
 mod reserve;
 mod serve;
@@ -64,12 +65,26 @@ impl Global {
             None => anyhow::bail!("the operator key acts on any account: name one with --account"),
         }
     }
+
+    /// A function's address as every command takes it: `ACCOUNT/FN` (with
+    /// an optional `:QUALIFIER`), or `FN` of the account acted on.
+    async fn function_address(&self, client: &Client, address: &str) -> anyhow::Result<(String, String)> {
+        match address.split_once('/') {
+            Some((account, function)) if !account.is_empty() && !function.is_empty() && !function.contains('/') => {
+                Ok((account.to_string(), function.to_string()))
+            }
+            Some(_) => anyhow::bail!("{address:?} is not a function address: write ACCOUNT/FN or FN"),
+            None => Ok((self.account(client).await?, address.to_string())),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the host.
     Serve(Box<serve::Serve>),
+    /// Create a function crate from a template.
+    New(new::New),
     /// Develop one function: serve locally, build it, deploy it, print its URL.
     Up(up::Up),
     /// Create, list and delete accounts (operator).
@@ -143,6 +158,7 @@ async fn execute(cli: Cli, serve_matches: Option<&clap::ArgMatches>) -> anyhow::
     let global = cli.global;
     match cli.command {
         Command::Serve(cmd) => cmd.execute(serve_matches).await.map(|()| ExitCode::SUCCESS),
+        Command::New(cmd) => cmd.execute().map(|()| ExitCode::SUCCESS),
         Command::Up(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Account(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Key(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),

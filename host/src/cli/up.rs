@@ -9,6 +9,7 @@ use http::Method;
 use serde_json::json;
 
 use super::Global;
+use super::function::DeployOptions;
 use crate::client::{Client, ClientError};
 use crate::config::ServeConfig;
 use crate::credentials::keys;
@@ -19,6 +20,11 @@ const DEV_ACCOUNT: &str = "dev";
 
 /// Serve on a local data dir, build the function at PATH, deploy it under
 /// account `dev`, and print its URL.
+///
+/// Settings come from the flags, then from a `[package.metadata.stratus]`
+/// table in the crate's `Cargo.toml` (keys as the flags, e.g. `tenancy =
+/// "multi"`, `env = { K = "V" }`, `allow-outbound = ["api.example.com"]`,
+/// `allow-private-outbound = ["127.0.0.1"]`, `private = true`, `name`).
 #[derive(Debug, clap::Args)]
 pub struct Up {
     /// A function crate (built with `cargo build --target wasm32-wasip2 --release`)
@@ -40,6 +46,96 @@ pub struct Up {
     /// a failed build or deploy keeps the running version.
     #[arg(long)]
     watch: bool,
+    #[command(flatten)]
+    options: DeployOptions,
+    /// Let the function reach this loopback or private address (an
+    /// operator setting of `stratus serve`; repeatable), e.g. a local
+    /// upstream on 127.0.0.1. It must also be in `--allow-outbound`.
+    #[arg(long)]
+    allow_private_outbound: Vec<std::net::IpAddr>,
+}
+
+/// The crate's `[package.metadata.stratus]`: the same settings as the flags.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct Metadata {
+    name: Option<String>,
+    private: Option<bool>,
+    tenancy: Option<String>,
+    reuse: Option<String>,
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u32>,
+    env: std::collections::BTreeMap<String, String>,
+    allow_outbound: Vec<String>,
+    allow_private_outbound: Vec<std::net::IpAddr>,
+}
+
+/// The settings to deploy with: flags over the crate's metadata.
+#[derive(Debug, Clone)]
+struct Settings {
+    name: Option<String>,
+    public: bool,
+    options: DeployOptions,
+    private_outbound: Vec<std::net::IpAddr>,
+}
+
+/// Reads `[package.metadata.stratus]` of the crate at `path` (none for a
+/// `.wasm` file or a crate without the table).
+fn metadata(path: &Path) -> anyhow::Result<Metadata> {
+    let manifest = path.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Ok(Metadata::default());
+    }
+    let text = std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+    let value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", manifest.display()))?;
+    let Some(table) = value
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("stratus"))
+    else {
+        return Ok(Metadata::default());
+    };
+    table
+        .clone()
+        .try_into()
+        .with_context(|| format!("[package.metadata.stratus] in {}", manifest.display()))
+}
+
+impl Up {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let meta = metadata(&self.path)?;
+        let flags = &self.options;
+        let mut env: Vec<(String, String)> = meta.env.into_iter().collect();
+        for (key, value) in &flags.env {
+            env.retain(|(k, _)| k != key);
+            env.push((key.clone(), value.clone()));
+        }
+        let mut allow_outbound = meta.allow_outbound;
+        allow_outbound.extend(flags.allow_outbound.iter().cloned());
+        allow_outbound.dedup();
+        let mut private_outbound = meta.allow_private_outbound;
+        private_outbound.extend(self.allow_private_outbound.iter().copied());
+        for tenancy in [&meta.tenancy, &meta.reuse].into_iter().flatten() {
+            anyhow::ensure!(
+                ["single", "multi", "single-use", "warm"].contains(&tenancy.as_str()),
+                "[package.metadata.stratus]: {tenancy:?} is not a tenancy (single, multi) or reuse (single-use, warm)"
+            );
+        }
+        Ok(Settings {
+            name: self.name.clone().or(meta.name),
+            public: !(self.private || meta.private.unwrap_or(false)),
+            options: DeployOptions {
+                tenancy: flags.tenancy.clone().or(meta.tenancy),
+                reuse: flags.reuse.clone().or(meta.reuse),
+                timeout_ms: flags.timeout_ms.or(meta.timeout_ms),
+                memory_mb: flags.memory_mb.or(meta.memory_mb),
+                env,
+                allow_outbound,
+            },
+            private_outbound,
+        })
+    }
 }
 
 impl Up {
@@ -49,11 +145,12 @@ impl Up {
         // Watching starts before anything is built or said, so no change
         // made once `watching` is printed can be missed.
         let changes = if self.watch { Some(watch(&self.path)?) } else { None };
+        let settings = self.settings()?;
         let component = build(&self.path)?;
         // What the first build made, as it stands after it (cargo may have
         // written `Cargo.lock`): the watcher builds again when this changes.
         let built_from = fingerprint(&self.path);
-        let name = match &self.name {
+        let name = match &settings.name {
             Some(name) => name.clone(),
             None => component
                 .file_stem()
@@ -67,6 +164,7 @@ impl Up {
         let operator = operator_key(&self.data)?;
         let mut config = ServeConfig::new(self.listen, self.data.clone());
         config.operator_key = Some(operator.clone());
+        config.runtime.private_exempt = settings.private_outbound.clone();
         let (state, listener, admin) = super::serve::start(config).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let server = tokio::spawn(crate::server::run(
@@ -78,7 +176,7 @@ impl Up {
 
         let client = Client::new(&url, Some(operator));
         let key = dev_key(&client).await?;
-        let deployed = deploy(&client, &name, &component, !self.private).await?;
+        let deployed = deploy(&client, &name, &component, &settings).await?;
         let fn_url = format!("{url}/fn/{DEV_ACCOUNT}/{name}/");
         if global.json {
             println!(
@@ -91,25 +189,23 @@ impl Up {
                 deployed["version"], deployed["compile_ms"]
             );
             println!("account key for {DEV_ACCOUNT}: {key}");
-            if self.private {
+            let multi = settings.options.tenancy.as_deref() == Some("multi");
+            if multi {
+                // Every call names a sub-tenant, which takes a credential.
+                println!("try: curl -H 'Authorization: Bearer {key}' -H 'x-stratus-sub-tenant: alice' {fn_url}");
+            } else if !settings.public {
                 println!("try: curl -H 'Authorization: Bearer {key}' {fn_url}");
             } else {
                 println!("try: curl {fn_url}");
             }
+            println!("logs: stratus logs {DEV_ACCOUNT}/{name} --follow --url {url} --key {key}");
             if self.watch {
                 println!("watching {} for changes", self.path.display());
             }
             println!("press Ctrl-C to stop");
         }
         if let Some(changes) = changes {
-            tokio::spawn(redeploy_on_change(
-                changes,
-                built_from,
-                self.path.clone(),
-                client,
-                name,
-                !self.private,
-            ));
+            tokio::spawn(redeploy_on_change(changes, built_from, self, client, name));
         }
         server.await.context("the server task failed")?
     }
@@ -117,10 +213,16 @@ impl Up {
 
 /// Uploads `component` and deploys it as the next version of `name`, unless
 /// the latest version already runs this code with these settings.
-async fn deploy(client: &Client, name: &str, component: &Path, public: bool) -> anyhow::Result<serde_json::Value> {
+async fn deploy(
+    client: &Client,
+    name: &str,
+    component: &Path,
+    settings: &Settings,
+) -> anyhow::Result<serde_json::Value> {
     let bytes = std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
     let sha = sha256_hex(&bytes);
-    if let Some(version) = current_version(client, name, &sha, public).await {
+    let body = settings.options.body(&sha, settings.public);
+    if let Some(version) = current_version(client, name, &body).await {
         return Ok(json!({ "version": version, "compile_ms": 0, "unchanged": true }));
     }
     client
@@ -130,7 +232,7 @@ async fn deploy(client: &Client, name: &str, component: &Path, public: bool) -> 
         .admin(
             Method::POST,
             &format!("/accounts/{DEV_ACCOUNT}/functions/{name}/versions"),
-            Some(json!({ "blob": sha, "public": public })),
+            Some(body),
         )
         .await?)
 }
@@ -223,11 +325,11 @@ fn fingerprint(path: &Path) -> Option<String> {
 async fn redeploy_on_change(
     mut changes: Changes,
     mut built_from: Option<String>,
-    path: PathBuf,
+    up: Up,
     client: Client,
     name: String,
-    public: bool,
 ) {
+    let path = up.path.clone();
     while changes.batches.recv().await.is_some() {
         // Changes that came in while the last build ran are one more build.
         while changes.batches.try_recv().is_ok() {}
@@ -249,7 +351,15 @@ async fn redeploy_on_change(
                 continue;
             }
         };
-        match deploy(&client, &name, &component, public).await {
+        // The crate's metadata may have changed with its code.
+        let settings = match up.settings() {
+            Ok(settings) => settings,
+            Err(err) => {
+                eprintln!("{err:#}; still serving the previous version");
+                continue;
+            }
+        };
+        match deploy(&client, &name, &component, &settings).await {
             Ok(deployed) if deployed["unchanged"] == true => {}
             Ok(deployed) => println!(
                 "redeployed {DEV_ACCOUNT}/{name} version {} (compiled in {} ms)",
@@ -283,8 +393,9 @@ fn operator_key(data: &Path) -> anyhow::Result<String> {
     Ok(key)
 }
 
-/// The latest version of `name` if it already runs this code with these settings.
-async fn current_version(client: &Client, name: &str, sha: &str, public: bool) -> Option<u64> {
+/// The latest version of `name` if it already runs the code of deploy `body`
+/// with its settings.
+async fn current_version(client: &Client, name: &str, body: &serde_json::Value) -> Option<u64> {
     let function = client
         .admin(Method::GET, &format!("/accounts/{DEV_ACCOUNT}/functions/{name}"), None)
         .await
@@ -294,7 +405,30 @@ async fn current_version(client: &Client, name: &str, sha: &str, public: bool) -
         .as_array()?
         .iter()
         .find(|v| v["version"] == latest)?;
-    (version["sha256"] == sha && version["config"]["public"] == public).then_some(latest)
+    let config = &version["config"];
+    let same = body.as_object()?.iter().all(|(key, wanted)| match key.as_str() {
+        "blob" => version["sha256"] == *wanted,
+        // Empty lists and maps are left out of the stored config.
+        _ => {
+            config.get(key).unwrap_or(&serde_json::Value::Null) == wanted
+                || (config.get(key).is_none() && (wanted == &json!([]) || wanted == &json!({})))
+        }
+    });
+    // A setting left to the host's default may come back spelled out.
+    let defaults = ["tenancy", "reuse", "timeout_ms", "memory_mb"]
+        .iter()
+        .all(|key| body.get(*key).is_some() || config.get(*key).is_none_or(|v| is_default(key, v)));
+    (same && defaults).then_some(latest)
+}
+
+/// Whether a stored setting is what the host uses when a deploy leaves it out.
+fn is_default(key: &str, value: &serde_json::Value) -> bool {
+    match key {
+        "tenancy" => value == "single",
+        "reuse" => value == "single-use",
+        // Limits left out are the host's own: never a reason to deploy again.
+        _ => true,
+    }
 }
 
 /// Creates account `dev` (or a new key for it) and returns the key.

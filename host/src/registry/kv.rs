@@ -96,6 +96,9 @@ pub struct Kv {
     limits: KvLimits,
 }
 
+/// Keys and values of one `list`, and the cursor of the next page.
+pub type Page = (Vec<(String, Vec<u8>)>, Option<String>);
+
 /// The value before and after a write.
 type Change = (Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -280,6 +283,64 @@ impl Kv {
         Ok(keys)
     }
 
+    /// Keys starting with `prefix` and their values, in key order, from
+    /// just after `cursor`: at most `limit` (1..=1000), and the cursor of
+    /// the next page if there is more.
+    pub fn list(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, KvError> {
+        self.check_key(prefix)?;
+        let limit = limit.clamp(1, 1000) as usize;
+        let start = match cursor {
+            Some(cursor) => {
+                self.check_key(cursor)?;
+                // Just past the cursor: the smallest key greater than it.
+                let mut after = ns.key(cursor);
+                after.push(0);
+                after
+            }
+            None => ns.key(prefix),
+        };
+        let full_prefix = ns.key(prefix);
+        let mut entries = Vec::new();
+        for item in self.data.range(start..) {
+            let (key, value) = item.map_err(unavailable)?;
+            if !key.starts_with(&full_prefix) {
+                break;
+            }
+            if entries.len() == limit {
+                let next = entries.last().map(|(k, _): &(String, Vec<u8>)| k.clone());
+                return Ok((entries, next));
+            }
+            entries.push((
+                String::from_utf8_lossy(&key[ns.prefix.len()..]).into_owned(),
+                value.to_vec(),
+            ));
+        }
+        Ok((entries, None))
+    }
+
+    /// Sets `key` to `value` (removes it for `None`) if its value is
+    /// `expected` (`None`: absent), atomically and durably; true if it did.
+    pub async fn compare_and_set(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> Result<bool, KvError> {
+        let (old, _) = self.write(ns, key, |old| {
+            Ok(if old == expected.as_deref() {
+                value.clone()
+            } else {
+                old.map(<[u8]>::to_vec)
+            })
+        })?;
+        let swapped = old == expected;
+        if swapped {
+            self.flush().await?;
+        }
+        Ok(swapped)
+    }
+
     /// Removes every namespace the account with id `account` owns or
     /// called in (account deletion).
     pub fn drop_account(&self, account: &str) -> Result<(), KvError> {
@@ -350,6 +411,55 @@ mod tests {
             assert!(kv.list_keys(other, "").unwrap_or_else(|e| panic!("{e}")).is_empty());
         }
         assert_eq!(kv.list_keys(&a, "").unwrap_or_else(|e| panic!("{e}")), ["k"]);
+    }
+
+    #[tokio::test]
+    async fn list_pages_with_values_and_compare_and_set_swaps_only_on_a_match() {
+        let (_dir, kv) = store(KvLimits::default());
+        let n = ns("acme", "acme", None);
+        for i in 0..5 {
+            kv.set(&n, &format!("t/{i}"), vec![i])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        kv.set(&n, "u", vec![9]).await.unwrap_or_else(|e| panic!("{e}"));
+        kv.set(&ns("acme", "acme", Some("s")), "t/9", vec![9])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (first, next) = kv.list(&n, "t/", None, 2).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, [("t/0".to_string(), vec![0]), ("t/1".to_string(), vec![1])]);
+        assert_eq!(next.as_deref(), Some("t/1"));
+        let (rest, end) = kv.list(&n, "t/", next.as_deref(), 10).unwrap_or_else(|e| panic!("{e}"));
+        let keys: Vec<_> = rest.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!((keys, end), (vec!["t/2", "t/3", "t/4"], None));
+
+        assert!(
+            !kv.compare_and_set(&n, "u", Some(vec![1]), Some(vec![2]))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert_eq!(kv.get(&n, "u").unwrap_or_else(|e| panic!("{e}")), Some(vec![9]));
+        assert!(
+            kv.compare_and_set(&n, "u", Some(vec![9]), Some(vec![2]))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(
+            kv.compare_and_set(&n, "new", None, Some(vec![1]))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(
+            !kv.compare_and_set(&n, "new", None, Some(vec![3]))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(
+            kv.compare_and_set(&n, "new", Some(vec![1]), None)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert_eq!(kv.get(&n, "new").unwrap_or_else(|e| panic!("{e}")), None);
     }
 
     #[tokio::test]

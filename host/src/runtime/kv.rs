@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::registry::kv::{Kv, KvError, Namespace};
 
-use super::bindings::stratus::function::kv::{Error, Host};
+use super::bindings::stratus::function::kv::{Entry, Error, Host, Page};
 
 /// A call's access to its own namespace and nothing else.
 pub struct KvAccess {
@@ -42,6 +42,29 @@ impl Host for KvAccess {
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, Error> {
         self.store.list_keys(&self.namespace, &prefix).map_err(to_wit)
+    }
+
+    async fn list_entries(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Result<Page, Error> {
+        let (entries, next) = self
+            .store
+            .list(&self.namespace, &prefix, cursor.as_deref(), limit)
+            .map_err(to_wit)?;
+        Ok(Page {
+            entries: entries.into_iter().map(|(key, value)| Entry { key, value }).collect(),
+            next,
+        })
+    }
+
+    async fn compare_and_set(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> Result<bool, Error> {
+        self.store
+            .compare_and_set(&self.namespace, &key, expected, value)
+            .await
+            .map_err(to_wit)
     }
 }
 

@@ -315,6 +315,7 @@ impl Runtime {
             egress: self.egress.clone(),
             loopback: self.loopback.get().cloned(),
             deadline: Instant::now(),
+            output: None,
         };
         let state = HostState::new(&config.env, config.memory_mb, outbound, kv, credentials);
         let mut store = Store::new(&self.engine, state);
@@ -548,11 +549,14 @@ impl Runtime {
                     Ok::<_, wasmtime::Error>((req, out))
                 };
                 let (req, out) = http(&mut env.store).map_err(|e| Failure::Trap(format!("{e:#}")))?;
-                env.proxy
+                let handled = env
+                    .proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut env.store, req, out)
-                    .await
-                    .map_err(Failure::from_trap)?;
+                    .await;
+                if let Err(err) = handled {
+                    return Err(Failure::of_call(err, env.store.data().limits.memory_refused()));
+                }
                 env.calls += 1;
                 // Taken before the environment can serve anyone else.
                 let printed = env.store.data().output.take();
@@ -597,22 +601,42 @@ impl Runtime {
         let answered = tokio::select! {
             answered = tokio::time::timeout_at(tokio_deadline, receiver) => answered,
             grace_ms = cut_off_signal(&mut cut_off) => {
+                let error = ApiError::CutOff { grace_ms };
                 return Err(Failed {
-                    error: ApiError::CutOff { grace_ms },
-                    printed: printed_so_far(),
+                    printed: printed_so_far().with_note(&error.to_string()),
+                    error,
                 });
             }
         };
+        // The host's line in the function's log: the cause, where the
+        // caller's message leaves it out.
+        let mut cause = None;
         let error = match answered {
             Ok(Ok(Ok(response))) => {
                 cancel.disarm();
                 return Ok(Invoked { response, task });
             }
             Ok(Ok(Err(code))) => ApiError::GuestError(format!("the function answered with an error: {code:?}")),
-            Ok(Err(_)) => match task.await {
+            Ok(Err(_)) => match task.await.inspect(|(result, _)| {
+                if let Err(failure) = result {
+                    cause = Some(failure.cause());
+                }
+            }) {
                 Ok((Ok(()), _)) => ApiError::GuestError("the function returned without a response".into()),
                 Ok((Err(Failure::Timeout), _)) => ApiError::Timeout { timeout_ms },
-                Ok((Err(Failure::Trap(message)), _)) => ApiError::GuestError(message),
+                Ok((Err(failure @ (Failure::Panic | Failure::Exit(_) | Failure::Trap(_))), _)) => {
+                    ApiError::GuestError(format!(
+                        "{}: its owner can read why with `stratus logs {}/{} --invocation {}`",
+                        failure.summary(),
+                        version.account,
+                        version.function,
+                        call.invocation_id
+                    ))
+                }
+                Ok((Err(Failure::OutOfMemory { limit_mb }), _)) => ApiError::GuestError(format!(
+                    "the function ran out of memory: its limit is {limit_mb} MiB (see `stratus logs {}/{} --invocation {}`)",
+                    version.account, version.function, call.invocation_id
+                )),
                 Ok((Err(Failure::Saturated), _)) => ApiError::Unavailable {
                     message: "the host has no free environment".into(),
                     retry_after: 1,
@@ -622,11 +646,17 @@ impl Runtime {
                 }
                 Err(join) => ApiError::internal(join),
             },
-            Err(_) => ApiError::Timeout { timeout_ms },
+            Err(_) => {
+                cause = Some(format!(
+                    "the function did not answer within {timeout_ms} ms, its deadline, and was stopped"
+                ));
+                ApiError::Timeout { timeout_ms }
+            }
         };
+        let note = cause.unwrap_or_else(|| error.to_string());
         Err(Failed {
+            printed: printed_so_far().with_note(&note),
             error,
-            printed: printed_so_far(),
         })
     }
 
@@ -887,18 +917,73 @@ pub struct CallContext<'a> {
 enum Failure {
     Timeout,
     Saturated,
+    /// `unreachable`: what a Rust panic, `unwrap` or `abort` ends in.
+    Panic,
+    /// Memory growth the limit refused, then a trap.
+    OutOfMemory {
+        limit_mb: u64,
+    },
+    /// `wasi:cli/exit` before answering.
+    Exit(i32),
     Trap(String),
 }
 
 impl Failure {
     fn from_trap(err: wasmtime::Error) -> Self {
+        Self::of_call(err, None)
+    }
+
+    /// What `err` from guest code means; `memory_refused` is the limit
+    /// (in bytes) a memory growth ran into during the call, if one did.
+    fn of_call(err: wasmtime::Error, memory_refused: Option<usize>) -> Self {
         if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
             return Failure::Saturated;
         }
-        match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => Failure::Timeout,
+        if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            return Failure::Exit(exit.0);
+        }
+        let trap = err.downcast_ref::<Trap>();
+        if let Some(Trap::Interrupt) = trap {
+            return Failure::Timeout;
+        }
+        // An allocator that cannot grow memory aborts, whatever trap that
+        // takes: the refused growth is the cause.
+        if let (Some(limit), Some(_)) = (memory_refused, trap) {
+            return Failure::OutOfMemory {
+                limit_mb: (limit / (1024 * 1024)) as u64,
+            };
+        }
+        match trap {
+            Some(Trap::UnreachableCodeReached) => Failure::Panic,
             Some(trap) => Failure::Trap(format!("the function trapped: {trap}")),
             None => Failure::Trap(format!("the function failed: {}", err.root_cause())),
+        }
+    }
+
+    /// What the caller is told (no guest output in it).
+    fn summary(&self) -> String {
+        match self {
+            Failure::Panic => "the function panicked".into(),
+            Failure::Exit(code) => format!("the function exited with status {code} before answering"),
+            other => other.cause(),
+        }
+    }
+
+    /// The cause, for the function's log.
+    fn cause(&self) -> String {
+        match self {
+            Failure::Timeout => "the function ran past its deadline and was stopped".into(),
+            Failure::Saturated => "the host had no free environment".into(),
+            Failure::Panic => {
+                "the function panicked (wasm `unreachable`); its message, if it printed one, is on stderr".into()
+            }
+            Failure::OutOfMemory { limit_mb } => format!(
+                "the function ran out of memory: its limit is {limit_mb} MiB (`--memory-mb` on deploy, up to the host's `--max-memory-mb`)"
+            ),
+            Failure::Exit(code) => format!(
+                "the function exited with status {code} before answering (Rust's `std::process::exit` on wasm32-wasip2 calls WASI's `exit`, which carries only success or failure, so any failure arrives as 1; `exit-with-code` keeps the code)"
+            ),
+            Failure::Trap(message) => message.clone(),
         }
     }
 }
@@ -908,15 +993,16 @@ impl Failure {
 pub struct Failed {
     /// What the caller is told.
     pub error: ApiError,
-    /// What the guest printed before it failed (empty if it never ran).
-    pub printed: bytes::Bytes,
+    /// What the guest printed before it failed (empty if it never ran),
+    /// and the host's line on why it failed.
+    pub printed: output::Printed,
 }
 
 impl From<ApiError> for Failed {
     fn from(error: ApiError) -> Self {
         Self {
             error,
-            printed: bytes::Bytes::new(),
+            printed: output::Printed::default(),
         }
     }
 }
@@ -926,23 +1012,20 @@ pub struct Invoked {
     /// Status and headers from the guest; the body streams.
     pub response: http::Response<HyperOutgoingBody>,
     /// The running invocation, ending with its outcome and what it printed.
-    task: tokio::task::JoinHandle<(Result<(), Failure>, bytes::Bytes)>,
+    task: tokio::task::JoinHandle<(Result<(), Failure>, output::Printed)>,
 }
 
 impl Invoked {
     /// Splits into the response and a future that ends with the invocation:
-    /// whether it ended cleanly, and what the guest printed during it.
-    pub fn split(
-        self,
-    ) -> (
-        http::Response<HyperOutgoingBody>,
-        impl Future<Output = (bool, bytes::Bytes)>,
-    ) {
+    /// what the guest printed during it, with a line from the host if it
+    /// failed after answering.
+    pub fn split(self) -> (http::Response<HyperOutgoingBody>, impl Future<Output = output::Printed>) {
         let task = self.task;
         (self.response, async move {
             match task.await {
-                Ok((result, printed)) => (result.is_ok(), printed),
-                Err(_) => (false, bytes::Bytes::new()),
+                Ok((Ok(()), printed)) => printed,
+                Ok((Err(failure), printed)) => printed.with_note(&format!("after answering, {}", failure.cause())),
+                Err(_) => output::Printed::default().with_note("the invocation was stopped after answering"),
             }
         })
     }

@@ -15,28 +15,106 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 /// The line a call's log gets when its output went past the bound.
-pub const TRUNCATED: &[u8] = b"[stratus: output past this point was dropped: 64 KiB per call]\n";
+pub const TRUNCATED: &str = "output past this point was dropped: 64 KiB per call";
+
+/// Where a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// The guest's standard output.
+    Stdout,
+    /// The guest's standard error (where a Rust panic's message goes).
+    Stderr,
+    /// The host, about the call: why it failed, what it refused.
+    Stratus,
+}
+
+/// What one call printed, in order, by stream.
+#[derive(Debug, Clone, Default)]
+pub struct Printed {
+    chunks: Vec<(Stream, Bytes)>,
+    /// The host's lines about the call as a whole, after everything printed.
+    after: Vec<String>,
+}
+
+impl Printed {
+    /// Nothing printed and nothing to say.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.after.is_empty()
+    }
+
+    /// The same, with one more line from the host after what was printed.
+    pub fn with_note(mut self, note: &str) -> Self {
+        self.after.push(note.to_string());
+        self
+    }
+
+    /// Non-empty lines by stream, in the order they ended; a line a
+    /// stream left unfinished ends with the call.
+    pub fn lines(&self) -> Vec<(Stream, String)> {
+        let mut open: Vec<(Stream, Vec<u8>)> = Vec::new();
+        let mut lines = Vec::new();
+        let finish = |stream: Stream, bytes: Vec<u8>, lines: &mut Vec<(Stream, String)>| {
+            let text = String::from_utf8_lossy(&bytes);
+            let text = text.trim_end_matches('\r');
+            if !text.is_empty() {
+                lines.push((stream, text.to_string()));
+            }
+        };
+        for (stream, chunk) in &self.chunks {
+            let index = match open.iter().position(|(s, _)| s == stream) {
+                Some(index) => index,
+                None => {
+                    open.push((*stream, Vec::new()));
+                    open.len() - 1
+                }
+            };
+            for piece in chunk.split_inclusive(|b| *b == b'\n') {
+                open[index].1.extend_from_slice(piece);
+                if piece.ends_with(b"\n") {
+                    let mut line = std::mem::take(&mut open[index].1);
+                    line.pop();
+                    finish(*stream, line, &mut lines);
+                }
+            }
+        }
+        for (stream, rest) in open {
+            finish(stream, rest, &mut lines);
+        }
+        lines.extend(self.after.iter().map(|note| (Stream::Stratus, note.clone())));
+        lines
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {
-    kept: BytesMut,
+    chunks: Vec<(Stream, BytesMut)>,
+    kept: usize,
     truncated: bool,
 }
 
-/// A bounded, shared output buffer for stdout and stderr.
+/// A bounded output buffer shared by stdout and stderr; each clone writes
+/// as one stream.
 #[derive(Debug, Clone)]
 pub struct CallOutput {
     inner: Arc<Mutex<Inner>>,
     capacity: usize,
+    stream: Stream,
 }
 
 impl CallOutput {
-    /// Keeps up to `capacity` bytes per call.
+    /// Keeps up to `capacity` bytes per call; this handle writes stdout.
     pub fn new(capacity: usize) -> Self {
         Self {
             inner: Arc::default(),
             capacity,
+            stream: Stream::Stdout,
         }
+    }
+
+    /// A handle to the same buffer that writes as `stream`.
+    pub fn as_stream(&self, stream: Stream) -> Self {
+        Self { stream, ..self.clone() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -45,31 +123,61 @@ impl CallOutput {
 
     fn append(&self, bytes: &[u8]) {
         let mut inner = self.lock();
-        let room = self.capacity.saturating_sub(inner.kept.len());
+        let room = self.capacity.saturating_sub(inner.kept);
         if bytes.len() > room {
             inner.truncated = true;
         }
-        inner.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let kept = &bytes[..bytes.len().min(room)];
+        if kept.is_empty() {
+            return;
+        }
+        inner.kept += kept.len();
+        match inner.chunks.last_mut() {
+            Some((stream, chunk)) if *stream == self.stream => chunk.extend_from_slice(kept),
+            _ => inner.chunks.push((self.stream, BytesMut::from(kept))),
+        }
+    }
+
+    /// A line from the host about the current call (e.g. a refused
+    /// request); outside the guest's bound, one line per event.
+    pub fn note(&self, line: &str) {
+        let mut inner = self.lock();
+        // A guest that makes the host refuse in a loop does not fill the
+        // log with notes either.
+        if inner.chunks.iter().filter(|(s, _)| *s == Stream::Stratus).count() >= 16 {
+            return;
+        }
+        inner
+            .chunks
+            .push((Stream::Stratus, BytesMut::from(format!("{line}\n").as_bytes())));
+    }
+
+    fn printed(inner: &Inner) -> Printed {
+        let mut printed = Printed {
+            chunks: inner
+                .chunks
+                .iter()
+                .map(|(s, b)| (*s, Bytes::copy_from_slice(b)))
+                .collect(),
+            after: Vec::new(),
+        };
+        if inner.truncated {
+            printed = printed.with_note(TRUNCATED);
+        }
+        printed
     }
 
     /// What the current call printed so far.
-    pub fn contents(&self) -> Bytes {
-        let inner = self.lock();
-        let mut out = BytesMut::from(&inner.kept[..]);
-        if inner.truncated {
-            out.extend_from_slice(TRUNCATED);
-        }
-        out.freeze()
+    pub fn contents(&self) -> Printed {
+        Self::printed(&self.lock())
     }
 
     /// What the current call printed; the next call starts empty.
-    pub fn take(&self) -> Bytes {
+    pub fn take(&self) -> Printed {
         let mut inner = self.lock();
-        let mut out = std::mem::take(&mut inner.kept);
-        if std::mem::take(&mut inner.truncated) {
-            out.extend_from_slice(TRUNCATED);
-        }
-        out.freeze()
+        let printed = Self::printed(&inner);
+        *inner = Inner::default();
+        printed
     }
 }
 
@@ -129,18 +237,47 @@ impl tokio::io::AsyncWrite for CallOutput {
 mod tests {
     use super::*;
 
+    fn text(printed: &Printed) -> Vec<(Stream, String)> {
+        printed.lines()
+    }
+
     #[test]
     fn the_bound_is_per_call() {
         let out = CallOutput::new(8);
         out.append(b"12345");
-        assert_eq!(&out.take()[..], b"12345");
+        assert_eq!(text(&out.take()), [(Stream::Stdout, "12345".to_string())]);
         out.append(b"1234567890");
-        let second = out.take();
-        assert!(
-            second.starts_with(b"12345678") && second.ends_with(TRUNCATED),
-            "{second:?}"
+        assert_eq!(
+            text(&out.take()),
+            [
+                (Stream::Stdout, "12345678".to_string()),
+                (Stream::Stratus, TRUNCATED.to_string())
+            ]
         );
         out.append(b"abc");
-        assert_eq!(&out.take()[..], b"abc", "a full call does not bound the next");
+        assert_eq!(
+            text(&out.take()),
+            [(Stream::Stdout, "abc".to_string())],
+            "a full call does not bound the next"
+        );
+    }
+
+    #[test]
+    fn lines_keep_their_stream_when_the_streams_interleave() {
+        let out = CallOutput::new(1024);
+        let err = out.as_stream(Stream::Stderr);
+        out.append(b"half ");
+        err.append(b"panicked at x\n");
+        out.append(b"line\nlast");
+        out.note("refused");
+        assert_eq!(
+            text(&out.take()),
+            [
+                (Stream::Stderr, "panicked at x".to_string()),
+                (Stream::Stdout, "half line".to_string()),
+                (Stream::Stratus, "refused".to_string()),
+                (Stream::Stdout, "last".to_string()),
+            ]
+        );
     }
 }

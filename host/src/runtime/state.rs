@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -22,7 +22,7 @@ pub struct HostState {
     http: WasiHttpCtx,
     table: ResourceTable,
     /// Memory and instance limits of the version (or its alias).
-    pub limits: StoreLimits,
+    pub limits: Limits,
     hooks: Outbound,
     /// The guest's stdout and stderr, bounded per call.
     pub output: super::output::CallOutput,
@@ -40,6 +40,8 @@ impl HostState {
     pub(crate) fn set_deadline(&mut self, deadline: std::time::Instant) {
         self.deadline = deadline;
         self.hooks.deadline = deadline;
+        // A new call: a refusal during an earlier one is not its cause.
+        self.limits.refused = false;
     }
 }
 
@@ -61,19 +63,26 @@ impl HostState {
         // wasi:http outgoing, through the outbound policy below.
         builder
             .stdout(output.clone())
-            .stderr(output.clone())
+            .stderr(output.as_stream(super::output::Stream::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             // The default lets one call ask the host for 64 MiB at once.
             .max_random_size(1 << 20)
             .socket_addr_check(|_, _| Box::pin(async { false }));
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(memory_mb as usize * 1024 * 1024)
-            .instances(64)
-            .tables(64)
-            .memories(16)
-            .build();
+        let memory_bytes = memory_mb as usize * 1024 * 1024;
+        let limits = Limits {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .build(),
+            memory_bytes,
+            refused: false,
+        };
+        let mut outbound = outbound;
+        outbound.output = Some(output.as_stream(super::output::Stream::Stratus));
         // Capped so a guest cannot grow host memory by creating resources
         // (requests, fields, streams) in a loop.
         let mut table = ResourceTable::new();
@@ -111,6 +120,52 @@ impl WasiHttpView for HostState {
     }
 }
 
+/// The store's limits, remembering whether one refused memory growth during
+/// the current call: a guest that then traps ran out of memory.
+pub struct Limits {
+    inner: StoreLimits,
+    memory_bytes: usize,
+    refused: bool,
+}
+
+impl Limits {
+    /// The memory limit in bytes, if growing past it was refused this call.
+    pub fn memory_refused(&self) -> Option<usize> {
+        self.refused.then_some(self.memory_bytes)
+    }
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.refused = true;
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refused = true;
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 /// Outbound HTTP policy. A request to the host's own origin is served
 /// in-process as a nested call. Anything else must be listed exactly as
 /// `HOST[:PORT]` in the version's `allow_outbound`, and may not reach a
@@ -124,6 +179,9 @@ pub(crate) struct Outbound {
     pub loopback: Option<Weak<dyn super::Loopback>>,
     /// The current call's deadline: no outgoing request waits past it.
     pub deadline: std::time::Instant,
+    /// Where a refusal is written, for the function's log (wasi-http's
+    /// denial carries no text of its own).
+    pub output: Option<super::output::CallOutput>,
 }
 
 impl Outbound {
@@ -230,11 +288,27 @@ impl WasiHttpHooks for Outbound {
             *timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
         let options = Some(options);
+        let target = format!("{}:{}", request.uri().host().unwrap_or(""), port_of(request.uri()));
+        let output = self.output.clone();
+        let note = move |line: String| {
+            if let Some(output) = &output {
+                output.note(&line);
+            }
+        };
         Box::new(async move {
             if !allowed {
+                note(format!(
+                    "outbound request to {target} denied: it is not in this version's allow-list; deploy with `--allow-outbound {target}`"
+                ));
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            egress.send(request, options).await
+            let sent = egress.send(request, options).await;
+            if let Err(wasmtime_wasi_http::Error::DestinationIpProhibited) = &sent {
+                note(format!(
+                    "outbound request to {target} denied: it resolves to a loopback, private or link-local address; the operator can allow one with `--allow-private-outbound IP` (`stratus serve` or `stratus up`)"
+                ));
+            }
+            sent
         })
     }
 }

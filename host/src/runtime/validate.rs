@@ -51,10 +51,39 @@ fn provided(import: &str) -> bool {
         || (STRATUS_01.contains(&interface) && version.is_some_and(|v| v.starts_with("0.1.")))
 }
 
+/// What a file that is not WebAssembly looks like, to say what was uploaded.
+fn what_it_is(bytes: &[u8]) -> &'static str {
+    match bytes {
+        [0x7f, b'E', b'L', b'F', ..] => "an ELF executable or library (a native build)",
+        [b'M', b'Z', ..] => "a Windows executable",
+        [0xcf | 0xce, 0xfa, 0xed, 0xfe, ..] | [0xca, 0xfe, 0xba, 0xbe, ..] => "a macOS executable or library",
+        [b'P', b'K', 3, 4, ..] => "a zip archive",
+        [0x1f, 0x8b, ..] => "a gzip archive",
+        [b'#', b'!', ..] => "a script",
+        [] => "empty",
+        _ if bytes
+            .iter()
+            .take(512)
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) =>
+        {
+            "text"
+        }
+        _ => "not WebAssembly",
+    }
+}
+
 /// Checks that `bytes` is a valid component whose imports the host provides.
 pub fn check_component(bytes: &[u8]) -> Result<(), ApiError> {
+    if !bytes.starts_with(b"\0asm") {
+        return Err(ApiError::InvalidComponent(format!(
+            "this file is {}, not a WebAssembly component: upload the `.wasm` that \
+             `cargo build --target wasm32-wasip2 --release` writes under target/wasm32-wasip2/release/",
+            what_it_is(bytes)
+        )));
+    }
     let mut depth = 0usize;
     let mut unknown = Vec::new();
+    let mut exports = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| ApiError::InvalidComponent(format!("not a WebAssembly component: {e}")))?;
         match payload {
@@ -68,6 +97,11 @@ pub fn check_component(bytes: &[u8]) -> Result<(), ApiError> {
                 depth += 1;
             }
             Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentExportSection(reader) if depth == 1 => {
+                for export in reader.into_iter().flatten() {
+                    exports.push(export.name.name.to_string());
+                }
+            }
             Payload::ComponentImportSection(reader) if depth == 1 => {
                 for import in reader {
                     let import =
@@ -82,6 +116,15 @@ pub fn check_component(bytes: &[u8]) -> Result<(), ApiError> {
     }
     if depth != 0 {
         return Err(ApiError::InvalidComponent("the component is truncated".into()));
+    }
+    let serves_http = exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@"));
+    if !serves_http && exports.iter().any(|e| e.starts_with("wasi:cli/run@")) {
+        return Err(ApiError::InvalidComponent(
+            "this component is a command (a binary crate's `main`), not an HTTP handler: build a library \
+             with `[lib] crate-type = [\"cdylib\"]` and one `#[stratus_sdk::handler]` function \
+             (`stratus new NAME` makes such a crate)"
+                .into(),
+        ));
     }
     if !unknown.is_empty() {
         return Err(ApiError::UnknownImports(unknown));
@@ -100,7 +143,11 @@ mod tests {
     fn core_modules_and_garbage_are_refused() {
         let core = b"\0asm\x01\0\0\0";
         assert!(matches!(check_component(core), Err(ApiError::InvalidComponent(m)) if m.contains("core")));
-        assert!(matches!(check_component(b"hello"), Err(ApiError::InvalidComponent(_))));
+        assert!(matches!(check_component(b"hello"), Err(ApiError::InvalidComponent(m)) if m.contains("text")));
+        let elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0";
+        assert!(
+            matches!(check_component(elf), Err(ApiError::InvalidComponent(m)) if m.contains("native build") && !m.contains('['))
+        );
     }
 
     /// The crate directory of a dependency, from `cargo metadata`.

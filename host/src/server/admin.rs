@@ -239,7 +239,12 @@ async fn account_route(
             let sub_tenant = query_param(query, "sub_tenant")
                 .map(|s| SubTenantId::parse(&s).map(|s| s.to_string()))
                 .transpose()?;
-            let filter = super::logs::Filter { since_ms, sub_tenant };
+            let invocation = query_param(query, "invocation").filter(|id| !id.is_empty());
+            let filter = super::logs::Filter {
+                since_ms,
+                sub_tenant,
+                invocation,
+            };
             let owner_id = state.account_id(account);
             state.logs.response(
                 &owner_id,

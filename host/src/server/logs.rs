@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use super::respond::Body;
 use crate::error::ApiError;
 use crate::names::FunctionName;
+use crate::runtime::output::{Printed, Stream};
 use crate::tenancy::inflight::{InFlight, Ticket};
 
 /// One line a guest printed.
@@ -49,6 +50,9 @@ pub struct LogEntry {
     pub status: u16,
     /// The invocation's duration.
     pub duration_ms: u64,
+    /// Who wrote the line: the guest's `stdout` or `stderr`, or `stratus`
+    /// (the host, about the call: why it failed, what it refused).
+    pub stream: Stream,
     /// The line, without its newline.
     pub line: String,
 }
@@ -97,11 +101,19 @@ pub struct Filter {
     pub since_ms: u64,
     /// Only this sub-tenant's.
     pub sub_tenant: Option<String>,
+    /// Only the invocation whose id starts with this (the id, or the
+    /// short form the CLI prints).
+    pub invocation: Option<String>,
 }
 
 impl Filter {
     fn admits(&self, entry: &LogEntry) -> bool {
-        entry.time_ms >= self.since_ms && (self.sub_tenant.is_none() || self.sub_tenant == entry.sub_tenant)
+        entry.time_ms >= self.since_ms
+            && (self.sub_tenant.is_none() || self.sub_tenant == entry.sub_tenant)
+            && self
+                .invocation
+                .as_ref()
+                .is_none_or(|id| entry.invocation_id.starts_with(id.as_str()))
     }
 }
 
@@ -124,14 +136,14 @@ impl Logs {
     }
 
     /// Records an invocation's output, one entry per line.
-    pub fn record(&self, template: &LogEntry, printed: &[u8]) {
-        let text = String::from_utf8_lossy(printed);
-        let lines: Vec<Arc<LogEntry>> = text
+    pub fn record(&self, template: &LogEntry, printed: &Printed) {
+        let lines: Vec<Arc<LogEntry>> = printed
             .lines()
-            .filter(|line| !line.is_empty())
-            .map(|line| {
+            .into_iter()
+            .map(|(stream, line)| {
                 Arc::new(LogEntry {
-                    line: line.to_string(),
+                    stream,
+                    line,
                     ..template.clone()
                 })
             })

@@ -210,6 +210,10 @@ pub static ADMIN: &[Route] = &[
     .query(&[
         ("since", "only lines newer than this, e.g. `10m`"),
         ("sub_tenant", "only this sub-tenant's calls"),
+        (
+            "invocation",
+            "only this invocation's lines (its id, or the start of it)",
+        ),
         ("follow", "`true`: keep the answer open and stream new lines"),
     ]),
     route(

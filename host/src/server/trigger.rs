@@ -394,7 +394,8 @@ where
                 failed.error
             };
             let status = err.status().as_u16();
-            // A failed call's output is what its author most needs to see.
+            // A failed call's output, and the host's line on why it failed,
+            // are what its author most needs to see.
             if !failed.printed.is_empty() {
                 let entry = log_entry(invocation_id, version, caller, sub_tenant.as_ref(), status, started);
                 state.logs.record(&entry, &failed.printed);
@@ -426,15 +427,12 @@ where
     let caller = caller.clone();
     let logs = state.clone();
     tokio::spawn(async move {
-        let (clean, printed) = finished.await;
+        let printed = finished.await;
         // The caps count the call until its guest is done, body included.
         drop(admission);
         if !printed.is_empty() {
             let entry = log_entry(&id, &version, &caller, sub_tenant.as_ref(), status, started);
             logs.logs.record(&entry, &printed);
-        }
-        if !clean {
-            tracing::debug!(invocation_id = id, "the guest failed after answering");
         }
         log_call(&id, &version, &caller, sub_tenant.as_ref(), status, started.elapsed());
     });
@@ -463,6 +461,7 @@ fn log_entry(
         sub_tenant: sub_tenant.map(|s| s.to_string()),
         status,
         duration_ms: started.elapsed().as_millis() as u64,
+        stream: crate::runtime::output::Stream::Stratus,
         line: String::new(),
     }
 }
