@@ -53,6 +53,11 @@ pub use stratus_sdk_macro::handler;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// The project README's function, compiled as a test of the crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ProjectReadmeDoctests;
+
 /// Glue used by the code `#[handler]` generates; not a public API.
 #[doc(hidden)]
 pub mod __private {

@@ -281,8 +281,8 @@ impl TestHost {
             return Ok(Page::default());
         };
         let start = match cursor {
-            Some(cursor) => std::ops::Bound::Excluded(cursor.to_string()),
-            None => std::ops::Bound::Included(prefix.to_string()),
+            Some(cursor) if cursor >= prefix => std::ops::Bound::Excluded(cursor.to_string()),
+            _ => std::ops::Bound::Included(prefix.to_string()),
         };
         let mut entries: Vec<(String, Vec<u8>)> = ns
             .range((start, std::ops::Bound::Unbounded))

@@ -419,3 +419,30 @@ fn a_failed_deploys_reason_is_in_the_table_output() {
         "{shown}"
     );
 }
+
+#[test]
+fn stratus_new_refuses_bad_names_and_a_missing_sdk_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(stratus_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let bad = run(&["new", "../escape"]);
+    assert!(!bad.status.success());
+    assert!(!dir.path().join("../escape").exists());
+    let missing = run(&["new", "fine", "--sdk", "/nonexistent/guest-sdk"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("/nonexistent/guest-sdk") && stderr.contains("--sdk"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("fine").exists(), "nothing is written on a refusal");
+    let made = run(&["new", "fine"]);
+    assert!(made.status.success());
+    let again = run(&["new", "fine"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+}

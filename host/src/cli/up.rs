@@ -516,3 +516,34 @@ fn build(path: &Path) -> anyhow::Result<PathBuf> {
     }
     wasm.context("cargo built no .wasm file: is the crate a `cdylib`?")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SDK guide's `[package.metadata.stratus]` example is a table `up`
+    /// reads, key for key.
+    #[test]
+    fn the_documented_metadata_table_is_what_up_reads() {
+        let guide = include_str!("../../../guest-sdk/README.md");
+        let start = guide
+            .find("```toml\n[package.metadata.stratus]")
+            .unwrap_or_else(|| panic!("no metadata example in the guide"));
+        let block = guide[start + "```toml\n".len()..]
+            .split("```")
+            .next()
+            .unwrap_or_default();
+        let value: toml::Value = toml::from_str(block).unwrap_or_else(|e| panic!("{e}"));
+        let table = value
+            .get("package")
+            .and_then(|p| p.get("metadata"))
+            .and_then(|m| m.get("stratus"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no table"));
+        let meta: Metadata = table.try_into().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta.tenancy.as_deref(), Some("multi"));
+        assert_eq!(meta.private, Some(true));
+        assert_eq!(meta.allow_private_outbound.len(), 1);
+        assert_eq!(meta.env.len(), 1);
+    }
+}

@@ -289,17 +289,19 @@ impl Kv {
     pub fn list(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, KvError> {
         self.check_key(prefix)?;
         let limit = limit.clamp(1, 1000) as usize;
+        let full_prefix = ns.key(prefix);
         let start = match cursor {
             Some(cursor) => {
                 self.check_key(cursor)?;
-                // Just past the cursor: the smallest key greater than it.
+                // Just past the cursor (the smallest key greater than it),
+                // but never before the prefix: a cursor from elsewhere must
+                // not end the listing early.
                 let mut after = ns.key(cursor);
                 after.push(0);
-                after
+                after.max(full_prefix.clone())
             }
-            None => ns.key(prefix),
+            None => full_prefix.clone(),
         };
-        let full_prefix = ns.key(prefix);
         let mut entries = Vec::new();
         for item in self.data.range(start..) {
             let (key, value) = item.map_err(unavailable)?;
@@ -432,6 +434,9 @@ mod tests {
         let (rest, end) = kv.list(&n, "t/", next.as_deref(), 10).unwrap_or_else(|e| panic!("{e}"));
         let keys: Vec<_> = rest.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!((keys, end), (vec!["t/2", "t/3", "t/4"], None));
+        // A cursor before the prefix starts at the prefix.
+        let (from_a, _) = kv.list(&n, "t/", Some("a"), 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_a.len(), 5);
 
         assert!(
             !kv.compare_and_set(&n, "u", Some(vec![1]), Some(vec![2]))
