@@ -20,8 +20,10 @@ use crate::response::{IntoResponse, Response};
 /// | [`KvError::NotAnInteger`] | 500 |
 /// | [`KvError::Unavailable`] | 503 |
 /// | [`OutboundError`] | 502 |
-/// | `serde_json::Error`, `std::str::Utf8Error`, `std::string::FromUtf8Error` (a body that does not parse) | 400 |
-/// | anything else | 500 |
+/// | anything else (including JSON that is not the request's) | 500 |
+///
+/// [`crate::Request::json`] and [`crate::Request::text`] return an `Error`
+/// already: `400`, saying why the caller's body does not parse.
 ///
 /// The body is `{"error":{"code":"not_found","message":"…"}}`, the shape of
 /// the host's own errors. A 5xx error that came from another error with `?`
@@ -129,9 +131,6 @@ fn status_of(err: &(dyn std::error::Error + 'static)) -> u16 {
     if err.is::<OutboundError>() {
         return 502;
     }
-    if err.is::<serde_json::Error>() || err.is::<std::str::Utf8Error>() || err.is::<std::string::FromUtf8Error>() {
-        return 400;
-    }
     500
 }
 
@@ -223,6 +222,13 @@ mod tests {
                 serde_json::from_str::<u8>("x")
                     .err()
                     .map_or_else(|| Error::internal("parsed"), Error::from),
+                500,
+            ),
+            (
+                crate::Request::post("/", "not json")
+                    .json::<u8>()
+                    .err()
+                    .unwrap_or_else(|| Error::internal("parsed")),
                 400,
             ),
             (std::io::Error::other("disk").into(), 500),

@@ -160,14 +160,18 @@ impl Request {
         &self.body
     }
 
-    /// The body as UTF-8 text.
-    pub fn text(&self) -> Result<&str, std::str::Utf8Error> {
+    /// The body as UTF-8 text; otherwise a `400` that says so.
+    pub fn text(&self) -> Result<&str, crate::Error> {
         std::str::from_utf8(&self.body)
+            .map_err(|e| crate::Error::bad_request(format!("the request body is not UTF-8 text: {e}")))
     }
 
-    /// The body parsed as JSON.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+    /// The body parsed as JSON; otherwise a `400` that says why. (Only the
+    /// caller's own body is blamed on the caller: other JSON that fails to
+    /// parse in a handler is a `500`.)
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::Error> {
         serde_json::from_slice(&self.body)
+            .map_err(|e| crate::Error::bad_request(format!("the request body is not the JSON expected: {e}")))
     }
 
     #[cfg(target_arch = "wasm32")]

@@ -151,9 +151,9 @@ impl Response {
 /// | `()` | `204` |
 /// | [`StatusCode`] | that status, empty |
 /// | `(StatusCode, T)` | `T`'s response with that status |
-/// | `Result<T, E>` | `T`'s response, or `E`'s |
+/// | `Result<T, E>` | `T`'s response, or `E`'s (a `500` if `E`'s would be a success, e.g. `Err(String)`) |
 /// | [`crate::Error`] | its status, and a JSON body `{"error":{"code","message"}}` |
-/// | [`crate::kv::KvError`], [`crate::outbound::OutboundError`] | as [`crate::Error`] maps them |
+/// | [`crate::kv::KvError`], [`crate::outbound::OutboundError`], `Box<dyn Error>` | as [`crate::Error`] maps them |
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a Stratus response",
     label = "a handler must return this",
@@ -205,7 +205,15 @@ impl<T: IntoResponse, E: IntoResponse> IntoResponse for Result<T, E> {
     fn into_response(self) -> Response {
         match self {
             Ok(value) => value.into_response(),
-            Err(err) => err.into_response(),
+            Err(err) => {
+                let response = err.into_response();
+                // `Err("…".to_string())` is an error: never a 200.
+                if response.status().as_u16() < 400 {
+                    response.with_status(500)
+                } else {
+                    response
+                }
+            }
         }
     }
 }

@@ -145,7 +145,23 @@ impl Client {
         };
         headers.extend(extra.iter().cloned());
         let reply = self.send(method, &format!("/admin/v1{path}"), &headers, bytes).await?;
-        decode(reply)
+        self.decode(reply)
+    }
+
+    /// [`decode`], saying how to give a key when none was given and one was needed.
+    fn decode(&self, reply: Reply) -> Result<serde_json::Value, ClientError> {
+        match decode(reply) {
+            Err(ClientError::Api { status, code, message })
+                if status == StatusCode::UNAUTHORIZED && self.key.is_none() =>
+            {
+                Err(ClientError::Api {
+                    status,
+                    code,
+                    message: format!("{message}; no key was given: pass --key or set STRATUS_KEY"),
+                })
+            }
+            other => other,
+        }
     }
 
     /// Uploads bytes to an admin route.
@@ -154,7 +170,7 @@ impl Client {
         let reply = self
             .send(Method::PUT, &format!("/admin/v1{path}"), &headers, Bytes::from(bytes))
             .await?;
-        decode(reply)
+        self.decode(reply)
     }
 }
 

@@ -78,10 +78,13 @@ pub enum ApiError {
         retry_after: u64,
     },
     /// The invocation ran past its deadline.
-    #[error("the function did not answer within {timeout_ms} ms")]
+    #[error("the function did not answer within {timeout_ms} ms{logs}")]
     Timeout {
         /// The deadline that passed.
         timeout_ms: u64,
+        /// Where its owner reads what it printed (empty when there is no
+        /// invocation to point at).
+        logs: String,
     },
     /// The host shut down before the invocation answered.
     #[error("the host shut down: the function did not answer within the {grace_ms} ms shutdown grace; retry")]

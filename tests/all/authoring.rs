@@ -102,6 +102,11 @@ fn every_template_builds_outside_the_repository_passes_its_own_tests_and_serves_
         call(&server, "GET", &format!("/fn/acme/todos/{id}"), &bob, b"").status,
         404
     );
+    let get = call(&server, "GET", "/fn/acme/todos/", &alice, b"");
+    let head = call(&server, "HEAD", "/fn/acme/todos/", &alice, b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), Some(get.body.len().to_string().as_str()));
     let wrong = call(&server, "PUT", "/fn/acme/todos/", &alice, b"");
     assert_eq!((wrong.status, wrong.header("allow")), (405, Some("GET, POST, HEAD")));
     assert_eq!(
@@ -385,9 +390,14 @@ fn invoke_takes_headers_and_the_same_address_forms_as_logs_and_function() {
     assert!(own.contains(r#""x-trace":"42""#), "{own}");
     let shown = server.cli_ok(&key, &["function", "show", "acme/echo"]);
     assert!(shown.contains("acme/echo"), "{shown}");
-    let bad = server.cli(&key, &["invoke", "a/b/c"]);
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("ACCOUNT/FN"));
+    for bad in ["a/b/c", "acme/echo?x=1", "acme/../echo"] {
+        let out = server.cli(&key, &["invoke", bad]);
+        assert!(!out.status.success(), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("ACCOUNT/FN"), "{bad}");
+    }
+    let mismatch = server.cli(OPERATOR_KEY, &["--account", "globex", "function", "show", "acme/echo"]);
+    assert!(!mismatch.status.success());
+    assert!(String::from_utf8_lossy(&mismatch.stderr).contains("--account names globex"));
 }
 
 #[test]
@@ -445,4 +455,54 @@ fn stratus_new_refuses_bad_names_and_a_missing_sdk_with_the_fix() {
     assert!(made.status.success());
     let again = run(&["new", "fine"]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+}
+
+#[test]
+fn another_accounts_caller_learns_only_where_the_owner_can_look() {
+    let (server, key) = Server::with_function("hostile", HOSTILE_COMPONENT, json!({}));
+    let globex = server.create_account("globex");
+    server.cli_ok(&key, &["grant", "add", "hostile", "--to", "globex"]);
+    server.cli_ok(&globex, &["alias", "create", "h", "--target", "acme/hostile"]);
+    let failed = server.get("/fn/globex/h/?do=panic", &bearer(&globex));
+    assert_eq!(failed.status, 502);
+    let message = failed.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.starts_with("the function failed:"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    // The owner reads the cause.
+    let id = failed.header("x-stratus-invocation-id").unwrap();
+    let logs = server.cli_ok(&key, &["logs", "hostile", "--invocation", id]);
+    assert!(logs.contains("stratus| the function panicked"), "{logs}");
+}
+
+/// The key `stratus up` prints, run on `data` until it prints one.
+fn up_key(data: &Path) -> String {
+    let mut up = Command::new(stratus_bin())
+        .arg("up")
+        .arg(HELLO_COMPONENT)
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let key = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("account key for dev: ").map(str::to_string));
+    let _ = up.kill();
+    let _ = up.wait();
+    key.unwrap_or_else(|| panic!("up printed no key"))
+}
+
+#[test]
+fn up_keeps_its_dev_key_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = up_key(dir.path());
+    assert_eq!(
+        up_key(dir.path()),
+        first,
+        "a restart reuses the key, rather than piling up new ones"
+    );
 }

@@ -61,6 +61,14 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             "a Stratus handler is a free function, not a method",
         ));
     }
+    if let Some(FnArg::Typed(arg)) = sig.inputs.first()
+        && let syn::Type::Reference(reference) = &*arg.ty
+    {
+        return Err(syn::Error::new(
+            reference.span(),
+            "a Stratus handler takes the request by value: `req: stratus_sdk::Request`",
+        ));
+    }
     if let ReturnType::Default = sig.output {
         return Err(syn::Error::new(
             sig.ident.span(),

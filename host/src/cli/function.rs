@@ -206,6 +206,8 @@ impl FunctionCommand {
                                     cell(&v["sha256"]).chars().take(12).collect(),
                                     cell(&v["size"]),
                                     cell(&v["config"]["public"]),
+                                    cell(&v["config"]["tenancy"]),
+                                    cell(&v["config"]["reuse"]),
                                     cell(&v["config"]["timeout_ms"]),
                                     cell(&v["config"]["memory_mb"]),
                                 ]
@@ -225,16 +227,28 @@ impl FunctionCommand {
                         "sha256",
                         "size",
                         "public",
+                        "tenancy",
+                        "reuse",
                         "timeout_ms",
                         "memory_mb",
                     ],
                     rows,
                 );
                 if !global.json {
-                    // A failed deploy's reason, which no column can hold.
+                    // What no column can hold: a failed deploy's reason, the
+                    // environment and the outbound allow-list.
                     for v in value["versions"].as_array().into_iter().flatten() {
+                        let n = cell(&v["version"]);
                         if let Some(error) = v["error"].as_str() {
-                            println!("version {} failed: {error}", cell(&v["version"]));
+                            println!("version {n} failed: {error}");
+                        }
+                        if let Some(env) = v["config"]["env"].as_object().filter(|e| !e.is_empty()) {
+                            let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+                            println!("version {n} env: {}", keys.join(", "));
+                        }
+                        if let Some(allow) = v["config"]["allow_outbound"].as_array().filter(|a| !a.is_empty()) {
+                            let hosts: Vec<String> = allow.iter().map(cell).collect();
+                            println!("version {n} allow-outbound: {}", hosts.join(", "));
                         }
                     }
                 }

@@ -41,7 +41,7 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
 }
 
 impl Invoke {
-    /// Runs the call; exit code 1 when the answer is an error status.
+    /// Runs the call; exit code 1 when the answer is an error status (4xx, 5xx).
     pub async fn execute(self, global: &Global) -> anyhow::Result<ExitCode> {
         let client = global.client();
         let (account, name) = global.function_address(&client, &self.target).await?;
@@ -88,7 +88,19 @@ impl Invoke {
                 println!();
             }
         }
-        if reply.status.is_success() {
+        if reply.status.is_redirection() {
+            // A redirect is an answer, not a failure; where it points is
+            // what the caller needs.
+            if !global.json {
+                let location = reply
+                    .headers
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                eprintln!("({} → {location})", reply.status);
+            }
+            Ok(ExitCode::SUCCESS)
+        } else if reply.status.is_success() {
             Ok(ExitCode::SUCCESS)
         } else {
             if !global.json {

@@ -37,18 +37,33 @@ fn human(entry: &serde_json::Value) -> String {
         .as_str()
         .map(|s| format!(" [{s}]"))
         .unwrap_or_default();
-    // The guest's stdout is the plain case; the others are marked.
+    // Every stream is marked, so a guest cannot print a line that passes
+    // for the host's.
     let stream = match entry["stream"].as_str() {
-        Some("stderr") => "err| ",
-        Some("stratus") => "stratus| ",
-        _ => "",
+        Some("stderr") => "err",
+        Some("stratus") => "stratus",
+        _ => "out",
     };
     format!(
-        "{time} {short}{sub} v{} {} {stream}{}",
+        "{time} {short}{sub} v{} {} {stream}| {}",
         entry["version"],
         entry["status"],
-        entry["line"].as_str().unwrap_or("")
+        printable(entry["line"].as_str().unwrap_or(""))
     )
+}
+
+/// The line with control characters (carriage returns, escapes) shown as
+/// `\xNN`: a guest's output must not move the cursor or restyle the terminal.
+fn printable(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if c.is_control() && c != '\t' {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Logs {

@@ -69,13 +69,32 @@ impl Global {
     /// A function's address as every command takes it: `ACCOUNT/FN` (with
     /// an optional `:QUALIFIER`), or `FN` of the account acted on.
     async fn function_address(&self, client: &Client, address: &str) -> anyhow::Result<(String, String)> {
-        match address.split_once('/') {
-            Some((account, function)) if !account.is_empty() && !function.is_empty() && !function.contains('/') => {
-                Ok((account.to_string(), function.to_string()))
+        let refuse =
+            |why: String| anyhow::anyhow!("{address:?} is not a function address ({why}): write ACCOUNT/FN or FN");
+        let (account, function) = match address.split_once('/') {
+            Some((account, function)) => {
+                crate::names::AccountName::parse(account).map_err(|e| refuse(e.to_string()))?;
+                if let Some(named) = &self.account
+                    && named != account
+                {
+                    anyhow::bail!("{address:?} names account {account}, but --account names {named}: drop one");
+                }
+                (account.to_string(), function)
             }
-            Some(_) => anyhow::bail!("{address:?} is not a function address: write ACCOUNT/FN or FN"),
-            None => Ok((self.account(client).await?, address.to_string())),
+            None => (self.account(client).await?, address),
+        };
+        // `NAME` or `NAME:QUALIFIER` (a version number or an alias).
+        let (name, qualifier) = match function.split_once(':') {
+            Some((name, qualifier)) => (name, Some(qualifier)),
+            None => (function, None),
+        };
+        crate::names::FunctionName::parse(name).map_err(|e| refuse(e.to_string()))?;
+        if let Some(qualifier) = qualifier
+            && qualifier.parse::<u32>().is_err()
+        {
+            crate::names::AliasName::parse(qualifier).map_err(|e| refuse(e.to_string()))?;
         }
+        Ok((account, function.to_string()))
     }
 }
 

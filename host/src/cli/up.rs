@@ -175,7 +175,7 @@ impl Up {
         ));
 
         let client = Client::new(&url, Some(operator));
-        let key = dev_key(&client).await?;
+        let key = dev_key(&client, &self.data).await?;
         let deployed = deploy(&client, &name, &component, &settings).await?;
         let fn_url = format!("{url}/fn/{DEV_ACCOUNT}/{name}/");
         if global.json {
@@ -205,7 +205,8 @@ impl Up {
             println!("press Ctrl-C to stop");
         }
         if let Some(changes) = changes {
-            tokio::spawn(redeploy_on_change(changes, built_from, self, client, name));
+            let exempt = settings.private_outbound.clone();
+            tokio::spawn(redeploy_on_change(changes, built_from, self, client, name, exempt));
         }
         server.await.context("the server task failed")?
     }
@@ -328,6 +329,7 @@ async fn redeploy_on_change(
     up: Up,
     client: Client,
     name: String,
+    exempt: Vec<std::net::IpAddr>,
 ) {
     let path = up.path.clone();
     while changes.batches.recv().await.is_some() {
@@ -359,6 +361,13 @@ async fn redeploy_on_change(
                 continue;
             }
         };
+        if settings.private_outbound != exempt {
+            // The host's exemptions are set when it starts, as an operator's are.
+            eprintln!(
+                "allow-private-outbound changed to {:?}: restart `stratus up` to apply it (the host still allows {exempt:?})",
+                settings.private_outbound
+            );
+        }
         match deploy(&client, &name, &component, &settings).await {
             Ok(deployed) if deployed["unchanged"] == true => {}
             Ok(deployed) => println!(
@@ -377,19 +386,7 @@ fn operator_key(data: &Path) -> anyhow::Result<String> {
         return Ok(key.trim().to_string());
     }
     let key = keys::generate_operator().expose().to_string();
-    // Created 0600, never readable by others even for a moment.
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let write = |mut file: std::fs::File| std::io::Write::write_all(&mut file, key.as_bytes());
-    options
-        .open(&path)
-        .and_then(write)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    write_private(&path, &key)?;
     Ok(key)
 }
 
@@ -431,21 +428,53 @@ fn is_default(key: &str, value: &serde_json::Value) -> bool {
     }
 }
 
-/// Creates account `dev` (or a new key for it) and returns the key.
-async fn dev_key(client: &Client) -> anyhow::Result<String> {
-    match client
+/// The key of account `dev`: the one kept in the data directory while it
+/// still works (so restarts neither pile up keys nor change the key a
+/// developer copied), else a new one, which is kept.
+async fn dev_key(client: &Client, data: &Path) -> anyhow::Result<String> {
+    let path = data.join("dev-account.key");
+    if let Ok(kept) = std::fs::read_to_string(&path) {
+        let kept = kept.trim().to_string();
+        let check = Client::new(client.base(), Some(kept.clone()));
+        if let Ok(me) = check.admin(Method::GET, "/whoami", None).await
+            && me["account"] == DEV_ACCOUNT
+        {
+            return Ok(kept);
+        }
+    }
+    let created = match client
         .admin(Method::POST, "/accounts", Some(json!({ "name": DEV_ACCOUNT })))
         .await
     {
-        Ok(created) => Ok(created["key"].as_str().unwrap_or_default().to_string()),
+        Ok(created) => created,
         Err(ClientError::Api { code, .. }) if code == "conflict" => {
-            let created = client
+            client
                 .admin(Method::POST, &format!("/accounts/{DEV_ACCOUNT}/keys"), None)
-                .await?;
-            Ok(created["key"].as_str().unwrap_or_default().to_string())
+                .await?
         }
-        Err(err) => Err(err.into()),
+        Err(err) => return Err(err.into()),
+    };
+    let key = created["key"].as_str().unwrap_or_default().to_string();
+    let _ = std::fs::remove_file(&path);
+    write_private(&path, &key)?;
+    Ok(key)
+}
+
+/// Writes `text` to a new file only its owner may read.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    // Created 0600, never readable by others even for a moment.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
+    let write = |mut file: std::fs::File| std::io::Write::write_all(&mut file, text.as_bytes());
+    options
+        .open(path)
+        .and_then(write)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Builds the crate at `path` for `wasm32-wasip2` and returns the component.

@@ -611,6 +611,13 @@ impl Runtime {
         // The host's line in the function's log: the cause, where the
         // caller's message leaves it out.
         let mut cause = None;
+        let timed_out = |ms: u64| format!("the function did not answer within {ms} ms, its deadline, and was stopped");
+        let logs_hint = || {
+            format!(
+                ": its owner can read what it printed with `stratus logs {}/{} --invocation {}`",
+                version.account, version.function, call.invocation_id
+            )
+        };
         let error = match answered {
             Ok(Ok(Ok(response))) => {
                 cancel.disarm();
@@ -623,20 +630,29 @@ impl Runtime {
                 }
             }) {
                 Ok((Ok(()), _)) => ApiError::GuestError("the function returned without a response".into()),
-                Ok((Err(Failure::Timeout), _)) => ApiError::Timeout { timeout_ms },
-                Ok((Err(failure @ (Failure::Panic | Failure::Exit(_) | Failure::Trap(_))), _)) => {
+                Ok((Err(Failure::Timeout), _)) => {
+                    cause = Some(timed_out(timeout_ms));
+                    ApiError::Timeout {
+                        timeout_ms,
+                        logs: logs_hint(),
+                    }
+                }
+                Ok((
+                    Err(failure @ (Failure::Panic | Failure::Exit(_) | Failure::Trap(_) | Failure::OutOfMemory { .. })),
+                    _,
+                )) => {
+                    // How a function fails, and its limits, are its owner's
+                    // to know: other callers learn only where to point them.
+                    let what = if call.caller_id == version.account_id {
+                        failure.summary()
+                    } else {
+                        "the function failed".into()
+                    };
                     ApiError::GuestError(format!(
-                        "{}: its owner can read why with `stratus logs {}/{} --invocation {}`",
-                        failure.summary(),
-                        version.account,
-                        version.function,
-                        call.invocation_id
+                        "{what}: its owner can read why with `stratus logs {}/{} --invocation {}`",
+                        version.account, version.function, call.invocation_id
                     ))
                 }
-                Ok((Err(Failure::OutOfMemory { limit_mb }), _)) => ApiError::GuestError(format!(
-                    "the function ran out of memory: its limit is {limit_mb} MiB (see `stratus logs {}/{} --invocation {}`)",
-                    version.account, version.function, call.invocation_id
-                )),
                 Ok((Err(Failure::Saturated), _)) => ApiError::Unavailable {
                     message: "the host has no free environment".into(),
                     retry_after: 1,
@@ -647,10 +663,11 @@ impl Runtime {
                 Err(join) => ApiError::internal(join),
             },
             Err(_) => {
-                cause = Some(format!(
-                    "the function did not answer within {timeout_ms} ms, its deadline, and was stopped"
-                ));
-                ApiError::Timeout { timeout_ms }
+                cause = Some(timed_out(timeout_ms));
+                ApiError::Timeout {
+                    timeout_ms,
+                    logs: logs_hint(),
+                }
             }
         };
         let note = cause.unwrap_or_else(|| error.to_string());
@@ -965,6 +982,9 @@ impl Failure {
         match self {
             Failure::Panic => "the function panicked".into(),
             Failure::Exit(code) => format!("the function exited with status {code} before answering"),
+            Failure::OutOfMemory { limit_mb } => {
+                format!("the function ran out of memory: its limit is {limit_mb} MiB")
+            }
             other => other.cause(),
         }
     }

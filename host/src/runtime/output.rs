@@ -139,17 +139,19 @@ impl CallOutput {
     }
 
     /// A line from the host about the current call (e.g. a refused
-    /// request); outside the guest's bound, one line per event.
+    /// request). It counts against the call's bound like the guest's own
+    /// output: a guest that makes the host refuse in a loop cannot make the
+    /// host write more than it could print.
     pub fn note(&self, line: &str) {
         let mut inner = self.lock();
-        // A guest that makes the host refuse in a loop does not fill the
-        // log with notes either.
-        if inner.chunks.iter().filter(|(s, _)| *s == Stream::Stratus).count() >= 16 {
+        let line = format!("{line}\n");
+        let notes = inner.chunks.iter().filter(|(s, _)| *s == Stream::Stratus).count();
+        if notes >= 16 || line.len() > self.capacity.saturating_sub(inner.kept) {
+            inner.truncated = true;
             return;
         }
-        inner
-            .chunks
-            .push((Stream::Stratus, BytesMut::from(format!("{line}\n").as_bytes())));
+        inner.kept += line.len();
+        inner.chunks.push((Stream::Stratus, BytesMut::from(line.as_bytes())));
     }
 
     fn printed(inner: &Inner) -> Printed {
@@ -260,6 +262,21 @@ mod tests {
             [(Stream::Stdout, "abc".to_string())],
             "a full call does not bound the next"
         );
+    }
+
+    #[test]
+    fn host_notes_count_against_the_bound() {
+        let out = CallOutput::new(64);
+        for _ in 0..10 {
+            out.note("refused a request to somewhere");
+        }
+        let lines = text(&out.take());
+        let notes = lines
+            .iter()
+            .filter(|(s, l)| *s == Stream::Stratus && l != TRUNCATED)
+            .count();
+        assert_eq!(notes, 2, "{lines:?}");
+        assert_eq!(lines.last().map(|(_, l)| l.as_str()), Some(TRUNCATED));
     }
 
     #[test]

@@ -288,7 +288,9 @@ impl WasiHttpHooks for Outbound {
             *timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
         let options = Some(options);
-        let target = format!("{}:{}", request.uri().host().unwrap_or(""), port_of(request.uri()));
+        // The guest chose the name: no longer in the log than a DNS name can be.
+        let host: String = request.uri().host().unwrap_or("").chars().take(253).collect();
+        let target = format!("{host}:{}", port_of(request.uri()));
         let output = self.output.clone();
         let note = move |line: String| {
             if let Some(output) = &output {

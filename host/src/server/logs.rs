@@ -57,6 +57,23 @@ pub struct LogEntry {
     pub line: String,
 }
 
+impl LogEntry {
+    /// What keeping the entry costs: its line and its tags. A guest that
+    /// prints many short lines is held to the same bytes as one that prints
+    /// long ones.
+    fn cost(&self) -> usize {
+        const FIXED: usize = 64;
+        FIXED
+            + self.line.len()
+            + self.invocation_id.len()
+            + self.owner.len()
+            + self.owner_id.len()
+            + self.caller.len()
+            + self.function.len()
+            + self.sub_tenant.as_ref().map_or(0, String::len)
+    }
+}
+
 #[derive(Default)]
 struct FunctionLog {
     entries: VecDeque<Arc<LogEntry>>,
@@ -155,12 +172,12 @@ impl Logs {
         let mut functions = lock(&self.functions);
         let log = functions.entry(key.clone()).or_default();
         for entry in &lines {
-            log.bytes += entry.line.len();
+            log.bytes += entry.cost();
             log.entries.push_back(entry.clone());
         }
         while log.bytes > self.limit {
             let Some(oldest) = log.entries.pop_front() else { break };
-            log.bytes -= oldest.line.len();
+            log.bytes -= oldest.cost();
             log.dropped += 1;
         }
         // Under the functions lock, so a follower that registered after
