@@ -75,6 +75,13 @@ pub mod __private {
             Ok(req) => handler(req),
             Err(message) => crate::Response::text(message).with_status(400),
         };
+        // Rust's stdout keeps a line without its newline: what the call
+        // printed belongs to its own log, not the next call's.
+        {
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+        }
         response.send(out);
     }
 }

@@ -89,7 +89,7 @@ impl Client {
         if response.status().is_success() {
             return Ok(response);
         }
-        Err(api_error(&collect(response).await?))
+        Err(self.refine(api_error(&collect(response).await?)))
     }
 
     /// Sends a request with the client's key; the answer's head, its body
@@ -150,15 +150,18 @@ impl Client {
 
     /// [`decode`], saying how to give a key when none was given and one was needed.
     fn decode(&self, reply: Reply) -> Result<serde_json::Value, ClientError> {
-        match decode(reply) {
-            Err(ClientError::Api { status, code, message })
-                if status == StatusCode::UNAUTHORIZED && self.key.is_none() =>
-            {
-                Err(ClientError::Api {
+        decode(reply).map_err(|err| self.refine(err))
+    }
+
+    /// A 401 without a key says how to give one.
+    fn refine(&self, err: ClientError) -> ClientError {
+        match err {
+            ClientError::Api { status, code, message } if status == StatusCode::UNAUTHORIZED && self.key.is_none() => {
+                ClientError::Api {
                     status,
                     code,
                     message: format!("{message}; no key was given: pass --key or set STRATUS_KEY"),
-                })
+                }
             }
             other => other,
         }

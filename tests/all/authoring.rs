@@ -506,3 +506,26 @@ fn up_keeps_its_dev_key_across_restarts() {
         "a restart reuses the key, rather than piling up new ones"
     );
 }
+
+#[test]
+fn a_line_without_its_newline_is_in_its_own_calls_log() {
+    let (server, key) = Server::with_function("counter", COUNTER_COMPONENT, json!({ "reuse": "warm" }));
+    let first = server.get("/fn/acme/counter/", &bearer(&key));
+    let second = server.get("/fn/acme/counter/", &bearer(&key));
+    for (reply, line) in [(first, "out| call 1"), (second, "out| call 2")] {
+        let id = reply.header("x-stratus-invocation-id").unwrap().to_string();
+        let logs = server.cli_ok(&key, &["logs", "acme/counter", "--invocation", &id]);
+        assert!(logs.trim_end().ends_with(line) && logs.lines().count() == 1, "{logs}");
+    }
+    // Without a key, the CLI says how to give one, whatever the address form.
+    for address in ["counter", "acme/counter"] {
+        let out = Command::new(stratus_bin())
+            .args(["logs", address])
+            .env("STRATUS_URL", &server.url)
+            .env("STRATUS_KEY", "")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("pass --key or set STRATUS_KEY"), "{address}: {stderr}");
+    }
+}

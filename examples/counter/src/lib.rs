@@ -4,6 +4,8 @@
 //! within its partition. The KV count is shared by every call of the same
 //! caller and sub-tenant.
 //!
+//! Each call prints `call N` without a newline.
+//!
 //! `/claim` sets the KV key `owner` to the request body only if it is still
 //! absent (compare-and-set), and answers who holds it.
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +30,8 @@ fn handle(req: Request) -> Response {
         };
     }
     let memory = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    // No newline: the SDK flushes it into this call's log.
+    print!("call {memory}");
     match stratus_sdk::kv::increment("count", 1) {
         Ok(kv) => Response::text(format!("{{\"memory\":{memory},\"kv\":{kv}}}"))
             .with_header("content-type", "application/json"),

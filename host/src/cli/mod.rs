@@ -51,7 +51,8 @@ pub struct Global {
 
 impl Global {
     fn client(&self) -> Client {
-        Client::new(&self.url, self.key.clone())
+        // `STRATUS_KEY=` (set, but empty) is no key.
+        Client::new(&self.url, self.key.clone().filter(|key| !key.trim().is_empty()))
     }
 
     /// The account to act on: `--account`, or the key's own account.
