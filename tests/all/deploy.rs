@@ -305,3 +305,32 @@ fn a_deploy_under_load_switches_once_and_fails_no_call() {
         }
     }
 }
+
+#[test]
+fn a_component_whose_stored_bytes_changed_is_never_compiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::spawn(&data, &[]);
+    let key = server.create_account("acme");
+    let bytes = crate::isolation::fresh(COUNTER_COMPONENT);
+    let sha = sha256(&bytes);
+    let upload = server.upload(&key, "acme", &bytes);
+    assert_eq!(upload.status, 201, "{}", upload.text());
+    // The disk (or someone with access to it) changes the stored file.
+    let stored = data.join("blobs").join(&sha[..2]).join(&sha);
+    let mut rotten = std::fs::read(&stored).unwrap();
+    rotten[100] ^= 0xff;
+    std::fs::write(&stored, rotten).unwrap();
+    let deploy = server.admin(
+        &key,
+        "POST",
+        "/accounts/acme/functions/counter/versions",
+        Some(json!({ "blob": sha })),
+    );
+    assert_eq!(deploy.status, 500, "{}", deploy.text());
+    assert!(
+        server.log().contains("corrupt"),
+        "the operator's log says why: {}",
+        server.log()
+    );
+}

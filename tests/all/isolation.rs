@@ -554,6 +554,20 @@ fn downgrade_to_names(data: &std::path::Path) {
             )
         })
         .collect();
+    // Components lived in the database then.
+    let blobs = db.open_tree("blobs").unwrap();
+    for shard in std::fs::read_dir(data.join("blobs")).unwrap().flatten() {
+        if shard.file_name() == "incoming" {
+            continue;
+        }
+        for file in std::fs::read_dir(shard.path()).unwrap().flatten() {
+            let sha = file.file_name().to_string_lossy().into_owned();
+            blobs
+                .insert(sha.as_bytes(), std::fs::read(file.path()).unwrap())
+                .unwrap();
+        }
+    }
+    std::fs::remove_dir_all(data.join("blobs")).unwrap();
     rewrite(&accounts, &["id"]);
     rewrite(&db.open_tree("versions").unwrap(), &["id", "account_id"]);
     for tree in ["kv", "kv_usage"] {
@@ -605,6 +619,16 @@ fn a_data_directory_from_before_ids_opens_with_its_data() {
     drop(server);
     let server = Server::spawn(&data, &[]);
     assert_eq!(call(&server, &key, "/fn/acme/counter/", Some("alice")).json()["kv"], 4);
+    // The components moved out of the database into the blob store.
+    drop(server);
+    let sha = sha256(&std::fs::read(COUNTER_COMPONENT).unwrap());
+    let stored = data.join("blobs").join(&sha[..2]).join(&sha);
+    assert_eq!(
+        std::fs::read(stored).unwrap(),
+        std::fs::read(COUNTER_COMPONENT).unwrap()
+    );
+    let db = sled::open(data.join("registry")).unwrap();
+    assert!(db.open_tree("blobs").unwrap().is_empty());
 }
 
 /// `component` under a SHA-256 no run has compiled before: the code cache

@@ -5,6 +5,7 @@
 //! path only ever see snapshots.
 
 pub mod aliases;
+pub mod blobs;
 pub mod grants;
 pub mod kv;
 pub mod records;
@@ -44,6 +45,9 @@ pub enum OpenError {
         /// sled's error.
         source: sled::Error,
     },
+    /// The component store could not be opened or filled.
+    #[error("cannot open the component store: {0}")]
+    Blobs(#[from] blobs::BlobError),
     /// A record could not be read.
     #[error("the database in {path} holds a record this build cannot read: {source}")]
     Corrupt {
@@ -158,6 +162,8 @@ struct Trees {
 pub struct Registry {
     db: sled::Db,
     kv: Arc<kv::Kv>,
+    /// Component bytes; who owns which (and its size) is in `blob_owners`.
+    blobs: Arc<dyn blobs::BlobStore>,
     trees: Trees,
     snapshot: RwLock<Arc<Snapshot>>,
     /// Serialises writers: sled transactions cannot scan, so deletes scan
@@ -241,10 +247,16 @@ impl Registry {
             path: path.clone(),
             source,
         })?);
+        let store = blobs::FsBlobStore::open(&dir.join("blobs"))?;
+        move_blobs_out_of_sled(&trees.blobs, &store).map_err(|source| OpenError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
         let snapshot = build_snapshot(&trees).map_err(|source| OpenError::Corrupt { path, source })?;
         Ok(Self {
             db,
             kv,
+            blobs: Arc::new(store),
             trees,
             snapshot: RwLock::new(Arc::new(snapshot)),
             writer: tokio::sync::Mutex::new(()),
@@ -423,14 +435,13 @@ impl Registry {
         self.commit().await
     }
 
-    /// Removes blobs no account refers to any more.
+    /// Removes blobs no account refers to any more (also those a crash
+    /// left stored without their owner's record).
     fn collect_unowned_blobs(&self) -> Result<(), ApiError> {
-        for item in self.trees.blobs.iter().keys() {
-            let sha = item.map_err(ApiError::internal)?;
-            let mut prefix = sha.to_vec();
-            prefix.push(b'/');
-            if self.trees.blob_owners.scan_prefix(&prefix).next().is_none() {
-                self.trees.blobs.remove(&sha).map_err(ApiError::internal)?;
+        for sha in self.blobs.list().map_err(ApiError::internal)? {
+            let prefix = format!("{sha}/");
+            if self.trees.blob_owners.scan_prefix(prefix.as_bytes()).next().is_none() {
+                self.blobs.remove(&sha).map_err(ApiError::internal)?;
             }
         }
         Ok(())
@@ -508,20 +519,27 @@ impl Registry {
                 )));
             }
         }
-        let created = (&t.blobs, &t.blob_owners)
-            .transaction(|(blobs, owners)| {
-                if blobs.get(sha256)?.is_none() {
-                    blobs.insert(sha256, bytes)?;
-                }
-                let created = owners.get(owner_key.as_bytes())?.is_none();
-                // When, and how large: the account's stored bytes are then
-                // summed without reading any component.
-                let mut owned = now().to_be_bytes().to_vec();
-                owned.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
-                owners.insert(owner_key.as_bytes(), owned)?;
-                Ok(created)
-            })
-            .map_err(tx_error)?;
+        // The bytes first, durably: an owner record never points at a blob
+        // that is not there (a crash in between leaves an unowned blob,
+        // which the next collection removes).
+        let store = self.blobs.clone();
+        let (sha, data) = (sha256.to_string(), bytes.to_vec());
+        tokio::task::spawn_blocking(move || store.put(&sha, &data))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+        let created = t
+            .blob_owners
+            .get(owner_key.as_bytes())
+            .map_err(ApiError::internal)?
+            .is_none();
+        // When, and how large: the account's stored bytes are then summed
+        // without reading any component.
+        let mut owned = now().to_be_bytes().to_vec();
+        owned.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        t.blob_owners
+            .insert(owner_key.as_bytes(), owned)
+            .map_err(ApiError::internal)?;
         flush(&self.db).await.map_err(ApiError::internal)?;
         Ok(created)
     }
@@ -537,13 +555,11 @@ impl Registry {
             };
             total += match owned.get(8..16) {
                 Some(size) => u64::from_be_bytes(size.try_into().unwrap_or_default()),
-                // Recorded before sizes were: read the component's length.
-                None => self
-                    .trees
-                    .blobs
-                    .get(sha)
-                    .map_err(ApiError::internal)?
-                    .map_or(0, |b| b.len() as u64),
+                // Recorded before sizes were: the stored file's length.
+                None => {
+                    let sha = String::from_utf8_lossy(sha);
+                    self.blobs.size(&sha).map_err(ApiError::internal)?.unwrap_or(0)
+                }
             };
         }
         Ok(total)
@@ -567,24 +583,23 @@ impl Registry {
         self.collect_unowned_blobs()
     }
 
-    /// The component bytes of `sha256`, if `account` uploaded them.
-    pub fn blob_for(&self, account: &AccountName, sha256: &str) -> Result<Option<sled::IVec>, ApiError> {
+    /// The size of component `sha256`, if `account` uploaded it; nothing
+    /// is read but the owner's record.
+    pub fn blob_size_for(&self, account: &AccountName, sha256: &str) -> Result<Option<u64>, ApiError> {
         let owner_key = format!("{sha256}/{account}");
-        if self
-            .trees
-            .blob_owners
-            .get(owner_key)
-            .map_err(ApiError::internal)?
-            .is_none()
-        {
+        let Some(owned) = self.trees.blob_owners.get(owner_key).map_err(ApiError::internal)? else {
             return Ok(None);
+        };
+        match owned.get(8..16) {
+            Some(size) => Ok(Some(u64::from_be_bytes(size.try_into().unwrap_or_default()))),
+            None => self.blobs.size(sha256).map_err(ApiError::internal),
         }
-        self.trees.blobs.get(sha256).map_err(ApiError::internal)
     }
 
-    /// The component bytes of `sha256`, for compiling a version that refers to them.
-    pub fn blob(&self, sha256: &str) -> Result<Option<sled::IVec>, ApiError> {
-        self.trees.blobs.get(sha256).map_err(ApiError::internal)
+    /// The component bytes of `sha256`, checked against it, for compiling
+    /// a version that refers to them.
+    pub fn blob(&self, sha256: &str) -> Result<Option<bytes::Bytes>, ApiError> {
+        self.blobs.get(sha256).map_err(ApiError::internal)
     }
 
     /// Records a new version in state `Compiling`, creating the function if needed.
@@ -1038,4 +1053,21 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
         );
     }
     Ok(snapshot)
+}
+
+/// Moves components stored in the database (before the blob store) into
+/// `store`, each checked against its address, and empties the tree. Safe to
+/// repeat after a crash: a blob is removed from the tree only once stored.
+fn move_blobs_out_of_sled(tree: &sled::Tree, store: &dyn blobs::BlobStore) -> anyhow::Result<()> {
+    use sha2::Digest as _;
+    for item in tree.iter() {
+        let (sha, bytes) = item?;
+        let sha = String::from_utf8_lossy(&sha).into_owned();
+        let actual = hex::encode(sha2::Sha256::digest(&bytes));
+        anyhow::ensure!(actual == sha, "the stored component {sha} hashes to {actual}");
+        store.put(&sha, &bytes)?;
+        tree.remove(sha.as_bytes())?;
+    }
+    tree.flush()?;
+    Ok(())
 }

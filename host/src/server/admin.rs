@@ -535,7 +535,7 @@ async fn deploy(
             "max_concurrency_per_sub_tenant must be at least 1".into(),
         ));
     }
-    let Some(size) = state.registry.blob_for(account, &body.blob)?.map(|blob| blob.len()) else {
+    let Some(size) = state.registry.blob_size_for(account, &body.blob)? else {
         return Err(ApiError::NotFound(format!(
             "account {account} has no blob {}: upload it with PUT /admin/v1/accounts/{account}/blobs/{{sha256}} first",
             body.blob
@@ -557,7 +557,7 @@ async fn deploy(
     let queued = state.runtime.enqueue_compile(&account_id, account.as_str())?;
     let version = state
         .registry
-        .create_version(account, function, &body.blob, size as u64, config)
+        .create_version(account, function, &body.blob, size, config)
         .await?;
     let number = version.number;
     if !wait {

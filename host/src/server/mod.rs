@@ -83,7 +83,7 @@ impl AppState {
     }
 
     /// The stored bytes of component `sha256`, read when a compile needs them.
-    pub fn component(&self, sha256: &str) -> Result<sled::IVec, ApiError> {
+    pub fn component(&self, sha256: &str) -> Result<bytes::Bytes, ApiError> {
         self.registry
             .blob(sha256)?
             .ok_or_else(|| ApiError::InvalidComponent(format!("the component {sha256} is no longer stored")))
