@@ -226,7 +226,7 @@ impl Isolation {
             let queued = rss_kib(server.pid())?;
             let mib = |kib: u64| kib as f64 / 1024.0;
             rows.push(format!(
-                "| RSS with {} deploys of {} MiB queued for the compile slot | {:.0} MiB | {:.0} MiB after their uploads ({:.0} MiB before them) | +{:.0} MiB |",
+                "| RSS with {} deploys of {} MiB queued for the compile slot | {:.0} MiB | {:.0} MiB after their uploads ({:.0} MiB before them) | {:+.0} MiB |",
                 uploaded.len(),
                 self.queued_mib,
                 mib(queued),
@@ -263,7 +263,7 @@ impl Isolation {
             }
             let after = rss_kib(server.pid())?;
             rows.push(format!(
-                "| RSS after {} log followers connected and left | {:.1} MiB (followers left: {following}) | {:.1} MiB before | +{:.1} MiB |",
+                "| RSS after {} log followers connected and left | {:.1} MiB (followers left: {following}) | {:.1} MiB before | {:+.1} MiB |",
                 self.followers,
                 after as f64 / 1024.0,
                 before as f64 / 1024.0,
