@@ -167,3 +167,17 @@ fn a_pool_of_twenty_thousand_slots_fits_the_address_space() {
     assert_eq!(server.get("/fn/acme/hog/", &auth).status, 502);
     assert!(server.log().contains("large pool"), "{}", server.log());
 }
+
+#[test]
+fn the_kv_limits_are_the_operators_to_set() {
+    let server = Server::start_with(&["--kv-max-key-bytes", "3"]);
+    let key = server.create_account("acme");
+    server.deploy(&key, "acme", "counter", COUNTER_COMPONENT, json!({}));
+    let reply = server.get("/fn/acme/counter/", &bearer(&key));
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(
+        reply.text().contains("keys are at most 3 bytes"),
+        "the counter's key `count` is over the limit: {}",
+        reply.text()
+    );
+}

@@ -105,6 +105,16 @@ pub struct Serve {
     /// callers and sub-tenants (each sub-tenant also has 10 MiB of its own).
     #[arg(long, env = "STRATUS_KV_QUOTA_PER_ACCOUNT", default_value_t = 1 << 30)]
     kv_quota_per_account: u64,
+    /// Bytes of KV keys and values one namespace (owner, caller, sub-tenant)
+    /// may hold.
+    #[arg(long, env = "STRATUS_KV_QUOTA_PER_NAMESPACE", default_value_t = 10 << 20)]
+    kv_quota_per_namespace: u64,
+    /// Longest KV key, in bytes.
+    #[arg(long, env = "STRATUS_KV_MAX_KEY_BYTES", default_value_t = 512)]
+    kv_max_key_bytes: usize,
+    /// Largest KV value, in bytes.
+    #[arg(long, env = "STRATUS_KV_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    kv_max_value_bytes: usize,
     /// How long a call waits at a cap or for a free environment, e.g. `2s`.
     #[arg(long, env = "STRATUS_QUEUE_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
     queue_wait: std::time::Duration,
@@ -283,6 +293,9 @@ impl Serve {
         config.storage.max_env_bytes = self.max_env_bytes;
         config.storage.max_blob_bytes = self.max_blob_bytes_per_account;
         config.storage.kv.account_quota_bytes = self.kv_quota_per_account;
+        config.storage.kv.quota_bytes = self.kv_quota_per_namespace;
+        config.storage.kv.max_key_bytes = self.kv_max_key_bytes;
+        config.storage.kv.max_value_bytes = self.kv_max_value_bytes;
         config.runtime.compile_timeout = self.compile_timeout;
         config.runtime.max_queued_compiles = self.max_queued_compiles_per_account;
         config.accounts.max_log_followers = self.max_log_followers_per_account;

@@ -88,6 +88,36 @@ impl Namespace {
     }
 }
 
+/// The functions' key/value data: what `stratus:function/kv` needs of a
+/// store. Every write is durable when it returns; a namespace never reaches
+/// another's keys; the limits are the store's own.
+#[async_trait::async_trait]
+pub trait KvBackend: Send + Sync {
+    /// The value of `key`.
+    fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    /// Sets `key`.
+    async fn set(&self, ns: &Namespace, key: &str, value: Vec<u8>) -> Result<(), KvError>;
+    /// Removes `key`; true if it existed.
+    async fn delete(&self, ns: &Namespace, key: &str) -> Result<bool, KvError>;
+    /// Adds `delta` to the decimal integer at `key` (absent is 0), atomically.
+    async fn increment(&self, ns: &Namespace, key: &str, delta: i64) -> Result<i64, KvError>;
+    /// Keys starting with `prefix`, at most 1000.
+    fn list_keys(&self, ns: &Namespace, prefix: &str) -> Result<Vec<String>, KvError>;
+    /// Keys starting with `prefix` and their values, from just after
+    /// `cursor`, at most `limit` (brought into 1..=1000), and the next cursor.
+    fn list(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, KvError>;
+    /// Sets (or, with `None`, removes) `key` if its value is `expected`.
+    async fn compare_and_set(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> Result<bool, KvError>;
+    /// Removes every namespace the account with id `account` owns or called in.
+    fn drop_account(&self, account: &str) -> Result<(), KvError>;
+}
+
 /// The store.
 pub struct Kv {
     db: sled::Db,
@@ -174,12 +204,6 @@ impl Kv {
         Ok(())
     }
 
-    /// The value of `key`.
-    pub fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.check_key(key)?;
-        Ok(self.data.get(ns.key(key)).map_err(unavailable)?.map(|v| v.to_vec()))
-    }
-
     /// Writes `new` (or removes, when `None`) at `key` with the usage updated
     /// in the same transaction; returns what was there.
     fn write(
@@ -238,22 +262,31 @@ impl Kv {
     async fn flush(&self) -> Result<(), KvError> {
         super::flush(&self.db).await.map_err(unavailable)
     }
+}
+
+#[async_trait::async_trait]
+impl KvBackend for Kv {
+    /// The value of `key`.
+    fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.check_key(key)?;
+        Ok(self.data.get(ns.key(key)).map_err(unavailable)?.map(|v| v.to_vec()))
+    }
 
     /// Sets `key`, durably.
-    pub async fn set(&self, ns: &Namespace, key: &str, value: Vec<u8>) -> Result<(), KvError> {
+    async fn set(&self, ns: &Namespace, key: &str, value: Vec<u8>) -> Result<(), KvError> {
         self.write(ns, key, |_| Ok(Some(value.clone())))?;
         self.flush().await
     }
 
     /// Removes `key`, durably; true if it existed.
-    pub async fn delete(&self, ns: &Namespace, key: &str) -> Result<bool, KvError> {
+    async fn delete(&self, ns: &Namespace, key: &str) -> Result<bool, KvError> {
         let (old, _) = self.write(ns, key, |_| Ok(None))?;
         self.flush().await?;
         Ok(old.is_some())
     }
 
     /// Adds `delta` to the decimal integer at `key`, atomically and durably.
-    pub async fn increment(&self, ns: &Namespace, key: &str, delta: i64) -> Result<i64, KvError> {
+    async fn increment(&self, ns: &Namespace, key: &str, delta: i64) -> Result<i64, KvError> {
         let (_, new) = self.write(ns, key, |old| {
             let current = match old {
                 None => 0,
@@ -273,7 +306,7 @@ impl Kv {
     }
 
     /// Keys starting with `prefix`, at most 1000.
-    pub fn list_keys(&self, ns: &Namespace, prefix: &str) -> Result<Vec<String>, KvError> {
+    fn list_keys(&self, ns: &Namespace, prefix: &str) -> Result<Vec<String>, KvError> {
         self.check_key(prefix)?;
         let mut keys = Vec::new();
         for item in self.data.scan_prefix(ns.key(prefix)).keys().take(1000) {
@@ -286,7 +319,7 @@ impl Kv {
     /// Keys starting with `prefix` and their values, in key order, from
     /// just after `cursor`: at most `limit` (1..=1000), and the cursor of
     /// the next page if there is more.
-    pub fn list(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, KvError> {
+    fn list(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, KvError> {
         self.check_key(prefix)?;
         let limit = limit.clamp(1, 1000) as usize;
         let full_prefix = ns.key(prefix);
@@ -322,7 +355,7 @@ impl Kv {
 
     /// Sets `key` to `value` (removes it for `None`) if its value is
     /// `expected` (`None`: absent), atomically and durably; true if it did.
-    pub async fn compare_and_set(
+    async fn compare_and_set(
         &self,
         ns: &Namespace,
         key: &str,
@@ -345,7 +378,7 @@ impl Kv {
 
     /// Removes every namespace the account with id `account` owns or
     /// called in (account deletion).
-    pub fn drop_account(&self, account: &str) -> Result<(), KvError> {
+    fn drop_account(&self, account: &str) -> Result<(), KvError> {
         if account.is_empty() {
             return Ok(());
         }

@@ -161,7 +161,7 @@ struct Trees {
 /// The registry handle shared by the server.
 pub struct Registry {
     db: sled::Db,
-    kv: Arc<kv::Kv>,
+    kv: Arc<dyn kv::KvBackend>,
     /// Component bytes; who owns which (and its size) is in `blob_owners`.
     blobs: Arc<dyn blobs::BlobStore>,
     trees: Trees,
@@ -270,7 +270,7 @@ impl Registry {
     }
 
     /// The key/value store of functions.
-    pub fn kv(&self) -> Arc<kv::Kv> {
+    pub fn kv(&self) -> Arc<dyn kv::KvBackend> {
         self.kv.clone()
     }
 

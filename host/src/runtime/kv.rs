@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use crate::registry::kv::{Kv, KvError, Namespace};
+use crate::registry::kv::{KvBackend, KvError, Namespace};
 
 use super::bindings::stratus::function::kv::{Entry, Error, Host, Page};
 
 /// A call's access to its own namespace and nothing else.
 pub struct KvAccess {
     /// The store.
-    pub store: Arc<Kv>,
+    pub store: Arc<dyn KvBackend>,
     /// The call's namespace, fixed by the host from authenticated data.
     pub namespace: Namespace,
 }

@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod body;
+mod code_cache;
 pub mod compile;
 pub mod credentials;
 pub mod egress;
@@ -14,7 +15,7 @@ pub mod validate;
 pub mod warm;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use http_body::Body;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, oneshot};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -31,7 +32,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::error::ApiError;
 use crate::names::SubTenantId;
-use crate::registry::kv::{Kv, Namespace};
+use crate::registry::kv::{KvBackend, Namespace};
 use crate::registry::records::{Reuse, VersionRecord};
 pub use state::HostState;
 
@@ -129,17 +130,14 @@ pub struct RuntimeStats {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
-    cache_dir: PathBuf,
-    own_code_cache: bool,
-    /// Hex of the engine's compatibility hash: a cached artifact is only
-    /// reused by an engine that would have produced the same code.
-    compat: String,
+    /// Compiled artifacts, by component and engine.
+    code_cache: Box<dyn code_cache::CodeCache>,
     loaded: RwLock<HashMap<String, ProxyPre<HostState>>>,
     /// One compile at a time, in a child process, fairly by account, so
     /// deploys never take the cores serving calls for long.
     compiler: compile::Compiler,
     /// Functions' key/value data.
-    kv: Arc<Kv>,
+    kv: Arc<dyn KvBackend>,
     /// One permit per pool slot: the budget of live environments, idle
     /// ones included.
     slots: Arc<Semaphore>,
@@ -180,7 +178,11 @@ pub struct Compiled {
 
 impl Runtime {
     /// Builds the engine and starts its epoch ticker.
-    pub fn new(config: &RuntimeConfig, kv: Arc<Kv>, minter: Arc<dyn credentials::Minter>) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        config: &RuntimeConfig,
+        kv: Arc<dyn KvBackend>,
+        minter: Arc<dyn credentials::Minter>,
+    ) -> anyhow::Result<Arc<Self>> {
         let settings = compile::EngineSettings {
             pool_slots: config.pool_slots.max(1),
             max_memory_mb: config.max_memory_mb,
@@ -204,13 +206,7 @@ impl Runtime {
         kv::add_to_linker(&mut linker)?;
         credentials::add_to_linker(&mut linker)?;
 
-        let compat = {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            engine.precompile_compatibility_hash().hash(&mut hasher);
-            format!("{:016x}", hasher.finish())
-        };
-        std::fs::create_dir_all(&config.code_cache_dir)?;
+        let code_cache = code_cache::DirCodeCache::open(&config.code_cache_dir, &engine, config.own_code_cache)?;
 
         let ticker = engine.weak();
         let tick = config.epoch_tick;
@@ -229,9 +225,7 @@ impl Runtime {
         let runtime = Arc::new(Self {
             engine,
             linker,
-            cache_dir: config.code_cache_dir.clone(),
-            own_code_cache: config.own_code_cache,
-            compat,
+            code_cache: Box::new(code_cache),
             loaded: RwLock::new(HashMap::new()),
             compiler: compile::Compiler::new(
                 match &config.compiler {
@@ -337,10 +331,6 @@ impl Runtime {
         store
     }
 
-    fn cache_path(&self, sha256: &str) -> PathBuf {
-        self.cache_dir.join(format!("{sha256}-{}.cwasm", self.compat))
-    }
-
     /// The pre-instantiated component for `sha256`, if already loaded.
     pub fn loaded(&self, sha256: &str) -> Option<ProxyPre<HostState>> {
         let map = match self.loaded.read() {
@@ -373,16 +363,16 @@ impl Runtime {
             });
         }
         let started = Instant::now();
-        let path = self.cache_path(sha256);
+        let path = self.code_cache.artifact_path(sha256);
         let mut bytes = Some(bytes);
         let mut queued = queued;
         // A second round only when a cached artifact turned out unusable.
         for _ in 0..2 {
             let mut compiled_now = false;
-            if !path.exists() {
+            if !self.code_cache.contains(sha256) {
                 let _turn = self.compiler.turn(account, queued.take()).await?;
                 // Another compile of the same bytes may have finished meanwhile.
-                if !path.exists() {
+                if !self.code_cache.contains(sha256) {
                     let fetch = bytes.take().ok_or_else(|| {
                         ApiError::internal(anyhow::anyhow!("a fresh artifact of {sha256} is unusable"))
                     })?;
@@ -399,7 +389,7 @@ impl Runtime {
                 .map_err(ApiError::internal)??;
             let Some(compiled) = loaded else {
                 // Unusable (truncated, or from another build): compile again.
-                let _ = std::fs::remove_file(&path);
+                self.code_cache.discard(sha256);
                 continue;
             };
             let mut map = match self.loaded.write() {
@@ -418,8 +408,7 @@ impl Runtime {
     /// Loads a compiled artifact from the cache and pre-instantiates it.
     /// `None` when the artifact is unusable.
     fn load_blocking(&self, sha256: &str, started: Instant, cache_hit: bool) -> Result<Option<Compiled>, ApiError> {
-        let path = self.cache_path(sha256);
-        let Some(component) = load_cached(&self.engine, &path) else {
+        let Some(component) = self.code_cache.load(&self.engine, sha256) else {
             return Ok(None);
         };
         if cache_hit {
@@ -821,10 +810,8 @@ impl Runtime {
                 map.remove(sha.as_str());
             }
         }
-        if self.own_code_cache {
-            for sha in unused {
-                let _ = std::fs::remove_file(self.cache_path(sha));
-            }
+        for sha in unused {
+            self.code_cache.forget(sha);
         }
     }
 
@@ -1089,27 +1076,5 @@ fn warn_if_mappings_short(slots: u32) {
             wanted,
             "vm.max_map_count may cap live environments below --pool-slots; raise it (sysctl -w vm.max_map_count={wanted})"
         );
-    }
-}
-
-#[allow(unsafe_code)]
-fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
-    if !path.exists() {
-        return None;
-    }
-    if !compile::artifact_is_ours(path) {
-        tracing::warn!(path = %path.display(), "ignoring a cached component another user could have written");
-        return None;
-    }
-    // SAFETY: the file was written by the host's own compile child
-    // (`stratus compile-component`, `compile::compile_to_file`) into the
-    // host's code cache, and its name carries this engine's compatibility
-    // hash; wasmtime re-checks the compatibility header on load as well.
-    match unsafe { Component::deserialize_file(engine, path) } {
-        Ok(component) => Some(component),
-        Err(err) => {
-            tracing::warn!(%err, path = %path.display(), "ignoring an unusable cached component");
-            None
-        }
     }
 }
