@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod client;
+mod clock;
 pub mod config;
 pub mod credentials;
 pub mod error;
@@ -27,3 +28,92 @@ pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod tenancy;
+
+#[cfg(test)]
+mod module_graph {
+    //! The top-level modules import each other without cycles, so each can
+    //! be read (and replaced) without the ones above it.
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    const MODULES: &[&str] = &[
+        "cli",
+        "client",
+        "clock",
+        "config",
+        "credentials",
+        "error",
+        "registry",
+        "runtime",
+        "server",
+        "tenancy",
+    ];
+
+    /// The `crate::` modules `path` (a file or a folder) uses outside its tests.
+    fn uses(path: &Path, into: &mut BTreeSet<String>) {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                uses(&entry.path(), into);
+            }
+            return;
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // Unit tests sit at the end of a file, after `#[cfg(test)]`.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (i, _) in code.match_indices("crate::") {
+            let rest = &code[i + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if MODULES.contains(&name.as_str()) {
+                into.insert(name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_top_level_modules_have_no_import_cycle() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut graph: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for module in MODULES {
+            let mut used = BTreeSet::new();
+            let dir = src.join(module);
+            let path = if dir.is_dir() {
+                dir
+            } else {
+                src.join(format!("{module}.rs"))
+            };
+            uses(&path, &mut used);
+            used.remove(*module);
+            graph.insert(module, used);
+        }
+        // Depth-first search for a back edge.
+        fn visit<'a>(
+            node: &'a str,
+            graph: &'a BTreeMap<&'a str, BTreeSet<String>>,
+            path: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) {
+            if done.contains(node) {
+                return;
+            }
+            if let Some(at) = path.iter().position(|n| *n == node) {
+                panic!("import cycle: {} -> {node}", path[at..].join(" -> "));
+            }
+            path.push(node);
+            for next in graph.get(node).into_iter().flatten() {
+                if let Some((key, _)) = graph.get_key_value(next.as_str()) {
+                    visit(key, graph, path, done);
+                }
+            }
+            path.pop();
+            done.insert(node);
+        }
+        let mut done = BTreeSet::new();
+        for module in MODULES {
+            visit(module, &graph, &mut Vec::new(), &mut done);
+        }
+    }
+}

@@ -6,7 +6,6 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::names::AccountName;
-use crate::registry::records::{KeyRecord, now};
 
 /// A key's secret text. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -47,18 +46,6 @@ pub struct AccountKey {
     pub id: String,
     /// The whole key text: `sk_{id}_{secret}`.
     pub secret: Secret,
-}
-
-impl AccountKey {
-    /// The record to store: id, account and hash only.
-    pub fn record(&self, account: &AccountName) -> KeyRecord {
-        KeyRecord {
-            id: self.id.clone(),
-            account: account.clone(),
-            hash: hex::encode(self.secret.hash()),
-            created_at: now(),
-        }
-    }
 }
 
 fn random_hex(bytes: usize) -> String {

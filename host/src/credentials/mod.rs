@@ -4,5 +4,6 @@
 //! keys up by that hash, so the hot path does one hash and one map lookup.
 
 pub mod keys;
+pub mod mint;
 mod signer;
 pub mod tokens;

@@ -19,10 +19,9 @@ use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now;
 use crate::error::ApiError;
 use crate::names::{AccountName, SubTenantId};
-use crate::registry::Registry;
-use crate::registry::records::now;
 pub use stratus_wire::tokens::{InvocationClaims, Registered, SubTenantClaims, TokenKind, VerifyError};
 
 /// The longest a sub-tenant token may live.
@@ -119,10 +118,20 @@ impl KeyRing {
 /// move it exactly.
 const INVOCATION_LEASE_S: u64 = 60;
 
+/// Where the signing keys are kept: a durable value of the host's own, by
+/// key. The registry is one; the seam keeps credentials from depending on it.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync {
+    /// The value at `key`, if any.
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError>;
+    /// Sets `key`, durably.
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), ApiError>;
+}
+
 /// The signing keys and the verified-token cache.
 pub struct Tokens {
     issuer: String,
-    registry: Arc<Registry>,
+    registry: Arc<dyn KeyStore>,
     ring: RwLock<KeyRing>,
     /// Serialises writes of the stored keys (lease extensions, rotation).
     writer: tokio::sync::Mutex<()>,
@@ -147,8 +156,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Tokens {
-    /// Loads the signing keys from the registry, creating one on first start.
-    pub async fn load_or_create(registry: &Arc<Registry>, issuer: &str) -> anyhow::Result<Self> {
+    /// Loads the signing keys from `registry`, creating one on first start.
+    pub async fn load_or_create<S: KeyStore + 'static>(registry: &Arc<S>, issuer: &str) -> anyhow::Result<Self> {
         let stored: Vec<StoredKey> = match registry.meta(META_KEY)? {
             Some(bytes) => serde_json::from_slice(&bytes)?,
             None => {
@@ -166,7 +175,7 @@ impl Tokens {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             issuer: issuer.to_string(),
-            registry: registry.clone(),
+            registry: registry.clone() as Arc<dyn KeyStore>,
             ring: RwLock::new(KeyRing(keys)),
             writer: tokio::sync::Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
@@ -371,7 +380,7 @@ impl Tokens {
     /// Signs an invocation token.
     pub async fn mint_invocation(
         &self,
-        invocation: &crate::runtime::credentials::Invocation,
+        invocation: &crate::credentials::mint::Invocation,
         audience: Option<&str>,
     ) -> Result<String, ApiError> {
         let iat = now();
@@ -407,12 +416,12 @@ impl Tokens {
     }
 }
 
-impl crate::runtime::credentials::Minter for Tokens {
+impl crate::credentials::mint::Minter for Tokens {
     fn mint<'a>(
         &'a self,
-        invocation: &'a crate::runtime::credentials::Invocation,
+        invocation: &'a crate::credentials::mint::Invocation,
         audience: Option<&'a str>,
-    ) -> crate::runtime::credentials::MintFuture<'a> {
+    ) -> crate::credentials::mint::MintFuture<'a> {
         Box::pin(async move {
             self.mint_invocation(invocation, audience)
                 .await
@@ -424,6 +433,7 @@ impl crate::runtime::credentials::Minter for Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Registry;
     use serde_json::json;
 
     async fn tokens() -> (tempfile::TempDir, Tokens) {

@@ -320,7 +320,7 @@ impl Registry {
             created_at: now(),
         };
         let key = keys::generate(name);
-        let key_record = key.record(name);
+        let key_record = key_record(&key, name);
         let t = &self.trees;
         (&t.accounts, &t.keys)
             .transaction(|(accounts, keys)| {
@@ -461,7 +461,7 @@ impl Registry {
         self.limits
             .count("keys", account, have, self.limits.max_keys, "--max-keys-per-account")?;
         let key = keys::generate(account);
-        let record = key.record(account);
+        let record = key_record(&key, account);
         let t = &self.trees;
         (&t.accounts, &t.keys)
             .transaction(|(accounts, keys)| {
@@ -908,7 +908,7 @@ fn assign_ids(db: &sled::Db, trees: &Trees) -> anyhow::Result<()> {
             let mut parts = text.splitn(3, '/');
             let owner = ids.get(parts.next()?)?;
             let caller = match parts.next()? {
-                crate::tenancy::ANONYMOUS => crate::tenancy::ANONYMOUS,
+                records::ANONYMOUS => records::ANONYMOUS,
                 name => ids.get(name)?.as_str(),
             };
             Some(format!("{owner}/{caller}/{}", parts.next()?).into_bytes())
@@ -1070,4 +1070,25 @@ fn move_blobs_out_of_sled(tree: &sled::Tree, store: &dyn blobs::BlobStore) -> an
     }
     tree.flush()?;
     Ok(())
+}
+
+/// The record of `key` to store: id, account and hash only.
+fn key_record(key: &AccountKey, account: &AccountName) -> KeyRecord {
+    KeyRecord {
+        id: key.id.clone(),
+        account: account.clone(),
+        hash: hex::encode(key.secret.hash()),
+        created_at: now(),
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::credentials::tokens::KeyStore for Registry {
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        Registry::meta(self, key)
+    }
+
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+        Registry::set_meta(self, key, value).await
+    }
 }

@@ -30,13 +30,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::clock::now;
+
+/// The caller of a call without credentials, where an account name would be.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// A fresh immutable identity: 128 random bits as hex. Random rather than
 /// counted, so nodes of a cluster can allocate ids without coordinating,

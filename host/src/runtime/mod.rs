@@ -75,27 +75,7 @@ pub struct RuntimeConfig {
     pub compiler: Option<PathBuf>,
 }
 
-/// Where an invocation sits in a chain of nested calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lineage {
-    /// 0 for a call from outside; one more for each nested call.
-    pub depth: u8,
-    /// The invocation's deadline; nested calls end by it too.
-    pub deadline: Instant,
-    /// The id of the account the chain acts for (`anonymous` for none):
-    /// a nested call checks it is still that account.
-    pub caller_id: Arc<str>,
-    /// The key (or sub-tenant token issuer) the chain's first call came
-    /// with: a nested call checks it is not revoked.
-    pub key_id: Arc<str>,
-    /// The id of the account whose code holds the token: a nested call
-    /// reaches that account's functions only while it is still that
-    /// account, never one that took its name after a delete.
-    pub owner_id: Arc<str>,
-}
-
-/// How many nested calls deep a chain may go.
-pub const MAX_NESTING_DEPTH: u8 = 4;
+pub use crate::tenancy::lineage::{Lineage, MAX_NESTING_DEPTH};
 
 /// Serves a guest's request to the host's own origin in-process, as a
 /// nested call, without the network.
@@ -170,10 +150,6 @@ pub struct Runtime {
 pub struct Compiled {
     /// Ready to instantiate.
     pub pre: ProxyPre<HostState>,
-    /// Time spent compiling or loading, in ms.
-    pub compile_ms: u64,
-    /// Whether it came from the disk cache.
-    pub cache_hit: bool,
 }
 
 impl Runtime {
@@ -356,11 +332,7 @@ impl Runtime {
         B: AsRef<[u8]>,
     {
         if let Some(pre) = self.loaded(sha256) {
-            return Ok(Compiled {
-                pre,
-                compile_ms: 0,
-                cache_hit: true,
-            });
+            return Ok(Compiled { pre });
         }
         let started = Instant::now();
         let path = self.code_cache.artifact_path(sha256);
@@ -425,11 +397,7 @@ impl Runtime {
         })?;
         let compile_ms = started.elapsed().as_millis() as u64;
         tracing::info!(sha256, compile_ms, cache_hit, "component ready");
-        Ok(Some(Compiled {
-            pre,
-            compile_ms,
-            cache_hit,
-        }))
+        Ok(Some(Compiled { pre }))
     }
 
     /// Runs one invocation and returns the guest's response; its body keeps
@@ -546,7 +514,6 @@ impl Runtime {
                 if let Err(err) = handled {
                     return Err(Failure::of_call(err, env.store.data().limits.memory_refused()));
                 }
-                env.calls += 1;
                 // Taken before the environment can serve anyone else.
                 let printed = env.store.data().output.take();
                 if warm {
@@ -827,11 +794,6 @@ impl Runtime {
         self.warm
             .retire(|p| versions.contains(&p.version) || caller == Some(p.caller.as_str()));
         self.reserved.retire(|k| versions.contains(&k.version));
-    }
-
-    /// Idle warm environments now.
-    pub fn idle_environments(&self) -> usize {
-        self.warm.idle()
     }
 }
 

@@ -62,8 +62,6 @@ pub struct Env {
     /// Its slot in the pool's budget; released when the environment drops.
     _permit: OwnedSemaphorePermit,
     live: Gauge,
-    /// Calls this environment has served.
-    pub calls: u64,
 }
 
 impl Env {
@@ -75,7 +73,6 @@ impl Env {
             proxy,
             _permit: permit,
             live,
-            calls: 0,
         }
     }
 }

@@ -2,26 +2,23 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
 use super::AppState;
+use super::request::{no_function, read_body, read_json, snapshot_with};
 use super::respond::{self, Body};
 use crate::credentials::tokens::MAX_SUB_TENANT_TTL_S;
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName, SubTenantId};
 use crate::registry::records::{KeyRecord, VersionConfig, VersionRecord, VersionState};
 use crate::registry::{FunctionEntry, sha256_hex};
-use crate::runtime::body::{MinRate, RateBody};
+use crate::runtime::body::RateBody;
 use crate::runtime::validate::check_component;
 use crate::tenancy::{self, Principal};
 use stratus_wire::admin::{CreateAccount, Deploy, IssueSubTenantToken};
-
-/// Largest JSON body the admin API reads.
-const JSON_LIMIT: usize = 1024 * 1024;
 
 /// Serves one admin request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
@@ -351,23 +348,6 @@ fn evict_unused(state: &AppState, shas: &[String]) {
     state.runtime.evict_code(shas, |sha| in_use.contains(sha));
 }
 
-pub(super) fn no_function(function: &FunctionName) -> ApiError {
-    ApiError::NotFound(format!("no function {function}"))
-}
-
-/// The registry as it is now, once `function` is known to exist in `account`.
-pub(super) fn snapshot_with(
-    state: &AppState,
-    account: &AccountName,
-    function: &FunctionName,
-) -> Result<Arc<crate::registry::Snapshot>, ApiError> {
-    let snapshot = state.registry.snapshot();
-    if snapshot.function(account, function).is_none() {
-        return Err(no_function(function));
-    }
-    Ok(snapshot)
-}
-
 fn key_json(key: &KeyRecord) -> serde_json::Value {
     json!({ "id": key.id, "created_at": key.created_at })
 }
@@ -399,27 +379,6 @@ fn version_json(v: &VersionRecord) -> serde_json::Value {
         "compile_ms": v.compile_ms,
         "config": v.config,
     })
-}
-
-async fn read_body(req: Request<Incoming>, limit: usize, min_rate: MinRate) -> Result<Bytes, ApiError> {
-    let too_slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let body = RateBody::new(req.into_body(), min_rate, too_slow.clone());
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge { limit: limit as u64 })
-        }
-        Err(_) if too_slow.load(std::sync::atomic::Ordering::Acquire) => Err(min_rate.error()),
-        Err(err) => Err(ApiError::BadRequest(format!("could not read the request body: {err}"))),
-    }
-}
-
-pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
-    config: &crate::config::ServeConfig,
-    req: Request<Incoming>,
-) -> Result<T, ApiError> {
-    let bytes = read_body(req, JSON_LIMIT, config.min_body_rate).await?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 async fn put_blob(

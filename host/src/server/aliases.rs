@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::AppState;
-use super::admin::{no_function, read_json, snapshot_with};
+use super::request::{no_function, read_json, snapshot_with};
 use super::respond::{self, Body};
 use crate::error::ApiError;
 use crate::names::{AccountName, AliasName, FunctionName};

@@ -11,6 +11,7 @@ pub mod loopback;
 pub mod metrics;
 mod openapi;
 pub mod private;
+mod request;
 pub mod reserve;
 pub mod respond;
 pub mod routes;

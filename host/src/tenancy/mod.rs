@@ -5,6 +5,9 @@
 //! this point works with [`Caller`] and never looks at headers again.
 
 pub mod inflight;
+pub mod lineage;
+
+pub use lineage::{Lineage, MAX_NESTING_DEPTH};
 pub mod quota;
 
 use http::HeaderMap;
@@ -14,13 +17,12 @@ use crate::credentials::tokens::{SubTenantClaims, TokenKind, Tokens};
 use crate::error::ApiError;
 use crate::names::{AccountName, SubTenantId};
 use crate::registry::Snapshot;
-use crate::runtime::{Lineage, MAX_NESTING_DEPTH};
 
 /// The header an account key uses to name the sub-tenant it acts for.
 pub const SUB_TENANT_HEADER: &str = "x-stratus-sub-tenant";
 
 /// The account name recorded for calls without credentials.
-pub const ANONYMOUS: &str = "anonymous";
+pub use crate::registry::records::ANONYMOUS;
 
 /// Who a call acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
