@@ -6,6 +6,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The first name in `env` that cannot be an environment variable's (empty,
+/// or holding `=` or NUL), if any.
+pub fn bad_env_name(env: &BTreeMap<String, String>) -> Option<&str> {
+    env.keys()
+        .map(String::as_str)
+        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+}
+
 /// Whether a function serves sub-tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -30,34 +30,34 @@ pub struct Serve {
     #[arg(long, env = "STRATUS_CODE_CACHE")]
     code_cache: Option<PathBuf>,
     /// Environments that may be alive at once.
-    #[arg(long, env = "STRATUS_POOL_SLOTS", default_value_t = 256)]
+    #[arg(long, env = "STRATUS_POOL_SLOTS", default_value_t = defaults().runtime.pool_slots)]
     pool_slots: u32,
     /// The largest memory a function may use, MiB.
-    #[arg(long, env = "STRATUS_MAX_MEMORY_MB", default_value_t = 256)]
+    #[arg(long, env = "STRATUS_MAX_MEMORY_MB", default_value_t = defaults().runtime.max_memory_mb)]
     max_memory_mb: u32,
     /// Largest request body a function receives, bytes.
-    #[arg(long, env = "STRATUS_MAX_REQUEST_BODY", default_value_t = 6 * 1024 * 1024)]
+    #[arg(long, env = "STRATUS_MAX_REQUEST_BODY", default_value_t = defaults().limits.request_body_bytes)]
     max_request_body: u64,
     /// Zero guest stacks between uses (true unless measured otherwise).
-    #[arg(long, env = "STRATUS_ASYNC_STACK_ZEROING", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "STRATUS_ASYNC_STACK_ZEROING", default_value_t = defaults().runtime.async_stack_zeroing, action = clap::ArgAction::Set)]
     async_stack_zeroing: bool,
     /// How long an idle warm environment is kept, e.g. `60s`.
-    #[arg(long, env = "STRATUS_WARM_IDLE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRATUS_WARM_IDLE_TTL", default_value = duration_text(defaults().runtime.warm.idle_ttl), value_parser = humantime::parse_duration)]
     warm_idle_ttl: std::time::Duration,
     /// Idle warm environments kept per partition.
-    #[arg(long, env = "STRATUS_WARM_MAX_IDLE_PER_PARTITION", default_value_t = 32)]
+    #[arg(long, env = "STRATUS_WARM_MAX_IDLE_PER_PARTITION", default_value_t = defaults().runtime.warm.max_idle_per_partition)]
     warm_max_idle_per_partition: usize,
     /// Idle warm environments kept host-wide (least recently used go first).
-    #[arg(long, env = "STRATUS_WARM_MAX_IDLE", default_value_t = 128)]
+    #[arg(long, env = "STRATUS_WARM_MAX_IDLE", default_value_t = defaults().runtime.warm.max_idle_total)]
     warm_max_idle: usize,
     /// Concurrent calls per caller account.
-    #[arg(long, env = "STRATUS_MAX_CONCURRENCY_PER_ACCOUNT", default_value_t = 128)]
+    #[arg(long, env = "STRATUS_MAX_CONCURRENCY_PER_ACCOUNT", default_value_t = defaults().quotas.per_account)]
     max_concurrency_per_account: u32,
     /// Concurrent calls per sub-tenant (functions may set their own).
-    #[arg(long, env = "STRATUS_MAX_CONCURRENCY_PER_SUB_TENANT", default_value_t = 32)]
+    #[arg(long, env = "STRATUS_MAX_CONCURRENCY_PER_SUB_TENANT", default_value_t = defaults().quotas.per_sub_tenant)]
     max_concurrency_per_sub_tenant: u32,
     /// Environments one account's reservations may keep, all together.
-    #[arg(long, env = "STRATUS_MAX_RESERVED_PER_ACCOUNT", default_value_t = 32)]
+    #[arg(long, env = "STRATUS_MAX_RESERVED_PER_ACCOUNT", default_value_t = defaults().accounts.max_reserved)]
     max_reserved_per_account: u32,
     /// Environments all reservations together may keep (default: half of
     /// --pool-slots); the rest of the pool stays for calls without one.
@@ -65,62 +65,62 @@ pub struct Serve {
     max_reserved_slots: Option<u32>,
     /// Component uploads one account may have in progress at once (each
     /// is held in memory while it is checked).
-    #[arg(long, env = "STRATUS_MAX_UPLOADS_PER_ACCOUNT", default_value_t = 2)]
+    #[arg(long, env = "STRATUS_MAX_UPLOADS_PER_ACCOUNT", default_value_t = defaults().accounts.max_uploads)]
     max_uploads_per_account: u32,
     /// Component uploads received at once over all accounts; the others
     /// wait their turn (up to --header-read-timeout, then 503).
-    #[arg(long, env = "STRATUS_MAX_UPLOADS", default_value_t = 8)]
+    #[arg(long, env = "STRATUS_MAX_UPLOADS", default_value_t = defaults().accounts.max_uploads_total)]
     max_uploads: u32,
     /// Clients that may follow one account's function logs at once.
-    #[arg(long, env = "STRATUS_MAX_LOG_FOLLOWERS_PER_ACCOUNT", default_value_t = 8)]
+    #[arg(long, env = "STRATUS_MAX_LOG_FOLLOWERS_PER_ACCOUNT", default_value_t = defaults().accounts.max_log_followers)]
     max_log_followers_per_account: u32,
     /// How long one compile may run before it is stopped and the deploy
     /// refused, e.g. `60s`.
-    #[arg(long, env = "STRATUS_COMPILE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRATUS_COMPILE_TIMEOUT", default_value = duration_text(defaults().runtime.compile_timeout), value_parser = humantime::parse_duration)]
     compile_timeout: std::time::Duration,
     /// Compiles one account may have queued or running at once; past it a
     /// deploy answers 409.
-    #[arg(long, env = "STRATUS_MAX_QUEUED_COMPILES_PER_ACCOUNT", default_value_t = 4)]
+    #[arg(long, env = "STRATUS_MAX_QUEUED_COMPILES_PER_ACCOUNT", default_value_t = defaults().runtime.max_queued_compiles)]
     max_queued_compiles_per_account: u32,
     /// Account keys one account may have.
-    #[arg(long, env = "STRATUS_MAX_KEYS_PER_ACCOUNT", default_value_t = 20)]
+    #[arg(long, env = "STRATUS_MAX_KEYS_PER_ACCOUNT", default_value_t = defaults().storage.max_keys)]
     max_keys_per_account: usize,
     /// Functions one account may have.
-    #[arg(long, env = "STRATUS_MAX_FUNCTIONS_PER_ACCOUNT", default_value_t = 200)]
+    #[arg(long, env = "STRATUS_MAX_FUNCTIONS_PER_ACCOUNT", default_value_t = defaults().storage.max_functions)]
     max_functions_per_account: usize,
     /// Versions one account may keep, over all its functions.
-    #[arg(long, env = "STRATUS_MAX_VERSIONS_PER_ACCOUNT", default_value_t = 1000)]
+    #[arg(long, env = "STRATUS_MAX_VERSIONS_PER_ACCOUNT", default_value_t = defaults().storage.max_versions)]
     max_versions_per_account: usize,
     /// Aliases and cross-account aliases one account may have.
-    #[arg(long, env = "STRATUS_MAX_ALIASES_PER_ACCOUNT", default_value_t = 500)]
+    #[arg(long, env = "STRATUS_MAX_ALIASES_PER_ACCOUNT", default_value_t = defaults().storage.max_aliases)]
     max_aliases_per_account: usize,
     /// Bytes of environment variables (names and values) a version or an
     /// alias may set.
-    #[arg(long, env = "STRATUS_MAX_ENV_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "STRATUS_MAX_ENV_BYTES", default_value_t = defaults().storage.max_env_bytes)]
     max_env_bytes: usize,
     /// Bytes of components one account may store.
-    #[arg(long, env = "STRATUS_MAX_BLOB_BYTES_PER_ACCOUNT", default_value_t = 2 << 30)]
+    #[arg(long, env = "STRATUS_MAX_BLOB_BYTES_PER_ACCOUNT", default_value_t = defaults().storage.max_blob_bytes)]
     max_blob_bytes_per_account: u64,
     /// Bytes of KV data all of one account's functions may hold, over all
     /// callers and sub-tenants (each sub-tenant also has 10 MiB of its own).
-    #[arg(long, env = "STRATUS_KV_QUOTA_PER_ACCOUNT", default_value_t = 1 << 30)]
+    #[arg(long, env = "STRATUS_KV_QUOTA_PER_ACCOUNT", default_value_t = defaults().storage.kv.account_quota_bytes)]
     kv_quota_per_account: u64,
     /// Bytes of KV keys and values one namespace (owner, caller, sub-tenant)
     /// may hold.
-    #[arg(long, env = "STRATUS_KV_QUOTA_PER_NAMESPACE", default_value_t = 10 << 20)]
+    #[arg(long, env = "STRATUS_KV_QUOTA_PER_NAMESPACE", default_value_t = defaults().storage.kv.quota_bytes)]
     kv_quota_per_namespace: u64,
     /// Longest KV key, in bytes.
-    #[arg(long, env = "STRATUS_KV_MAX_KEY_BYTES", default_value_t = 512)]
+    #[arg(long, env = "STRATUS_KV_MAX_KEY_BYTES", default_value_t = defaults().storage.kv.max_key_bytes)]
     kv_max_key_bytes: usize,
     /// Largest KV value, in bytes.
-    #[arg(long, env = "STRATUS_KV_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "STRATUS_KV_MAX_VALUE_BYTES", default_value_t = defaults().storage.kv.max_value_bytes)]
     kv_max_value_bytes: usize,
     /// How long a call waits at a cap or for a free environment, e.g. `2s`.
-    #[arg(long, env = "STRATUS_QUEUE_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRATUS_QUEUE_WAIT", default_value = duration_text(defaults().runtime.queue_wait), value_parser = humantime::parse_duration)]
     queue_wait: std::time::Duration,
     /// How often running guests are interrupted to check their deadline and
     /// yield the core to other calls, e.g. `1ms`.
-    #[arg(long, env = "STRATUS_EPOCH_TICK", default_value = "1ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRATUS_EPOCH_TICK", default_value = duration_text(defaults().runtime.epoch_tick), value_parser = humantime::parse_duration)]
     epoch_tick: std::time::Duration,
     /// A loopback or private address functions may reach anyway, when their
     /// --allow-outbound also lists it. Off by default: guests cannot reach
@@ -134,25 +134,25 @@ pub struct Serve {
     allow_private_outbound: Vec<std::net::IpAddr>,
     /// New environments per second host-wide (0: no limit). Calls past it
     /// wait within the queue wait; reservations' `min` are not held to it.
-    #[arg(long, env = "STRATUS_MAX_INSTANTIATIONS_PER_SECOND", default_value_t = 10_000.0)]
+    #[arg(long, env = "STRATUS_MAX_INSTANTIATIONS_PER_SECOND", default_value_t = defaults().runtime.instantiation_rate)]
     max_instantiations_per_second: f64,
     /// How long a client may take to send its request headers, e.g. `10s`.
-    #[arg(long, env = "STRATUS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRATUS_HEADER_READ_TIMEOUT", default_value = duration_text(defaults().header_read_timeout), value_parser = humantime::parse_duration)]
     header_read_timeout: std::time::Duration,
     /// The slowest a request body may arrive, bytes per second on average
     /// once the header read timeout has passed (0: no minimum). Slower
     /// bodies are cut off with 408.
-    #[arg(long, env = "STRATUS_MIN_BODY_RATE", default_value_t = 1024)]
+    #[arg(long, env = "STRATUS_MIN_BODY_RATE", default_value_t = defaults().min_body_rate.rate)]
     min_body_rate: u64,
     /// How long calls in flight may take to finish after SIGTERM or Ctrl-C.
-    #[arg(long, env = "STRATUS_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRATUS_SHUTDOWN_GRACE", default_value = duration_text(defaults().shutdown_grace), value_parser = humantime::parse_duration)]
     shutdown_grace: std::time::Duration,
     /// Bytes of guest output kept per function for `stratus logs` (oldest
     /// lines go first).
-    #[arg(long, env = "STRATUS_FUNCTION_LOG_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "STRATUS_FUNCTION_LOG_BYTES", default_value_t = defaults().function_log_bytes)]
     function_log_bytes: usize,
     /// The `iss` of every token the host signs, e.g. its public URL.
-    #[arg(long, env = "STRATUS_ISSUER", default_value = "stratus")]
+    #[arg(long, env = "STRATUS_ISSUER", default_value = defaults().issuer.as_str())]
     issuer: String,
     /// Log format.
     #[arg(long, env = "STRATUS_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
@@ -264,6 +264,19 @@ pub fn effective_config(matches: &clap::ArgMatches) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The settings a flag left out takes: `ServeConfig`'s, defined once there
+/// and used by `serve`, its config file and `stratus up` alike.
+fn defaults() -> &'static ServeConfig {
+    static DEFAULTS: std::sync::OnceLock<ServeConfig> = std::sync::OnceLock::new();
+    DEFAULTS.get_or_init(|| ServeConfig::new(([127, 0, 0, 1], 8080).into(), ".stratus".into()))
+}
+
+/// A duration as the flags take it, e.g. `1m`. Built once per flag when the
+/// command line is parsed, and kept for the process (clap wants `'static`).
+fn duration_text(duration: std::time::Duration) -> &'static str {
+    Box::leak(humantime::format_duration(duration).to_string().into_boxed_str())
 }
 
 impl Serve {

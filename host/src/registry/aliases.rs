@@ -109,12 +109,7 @@ impl Registry {
                 )));
             }
         }
-        if let Some(key) = spec
-            .overrides
-            .env
-            .keys()
-            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
-        {
+        if let Some(key) = stratus_wire::config::bad_env_name(&spec.overrides.env) {
             return Err(ApiError::BadRequest(format!(
                 "{key:?} is not an environment variable name"
             )));

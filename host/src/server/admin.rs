@@ -476,12 +476,10 @@ async fn deploy(
             "memory_mb must be between 1 and {max_memory} (the host's environment slot size)"
         )));
     }
-    for key in body.env.keys() {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(ApiError::BadRequest(format!(
-                "{key:?} is not an environment variable name"
-            )));
-        }
+    if let Some(key) = stratus_wire::config::bad_env_name(&body.env) {
+        return Err(ApiError::BadRequest(format!(
+            "{key:?} is not an environment variable name"
+        )));
     }
     for entry in &body.allow_outbound {
         let host = entry.rsplit_once(':').map_or(entry.as_str(), |(h, _)| h);
