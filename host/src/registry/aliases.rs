@@ -133,7 +133,7 @@ impl Registry {
             .aliases
             .insert(alias_key(account, function, name), encode(&record))
             .map_err(ApiError::internal)?;
-        self.commit().await?;
+        self.commit(&[account]).await?;
         Ok((record, existing.is_none()))
     }
 
@@ -164,6 +164,6 @@ impl Registry {
         if removed.is_none() {
             return Err(ApiError::NotFound(format!("{function} has no alias {name}")));
         }
-        self.commit().await
+        self.commit(&[account]).await
     }
 }

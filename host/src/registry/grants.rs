@@ -89,7 +89,7 @@ impl Registry {
             .grants
             .insert(grant_key(owner, function, grantee), encode(&record))
             .map_err(ApiError::internal)?;
-        self.commit().await?;
+        self.commit(&[owner]).await?;
         Ok((record, existing.is_none()))
     }
 
@@ -110,7 +110,7 @@ impl Registry {
         if removed.is_none() {
             return Err(ApiError::NotFound(format!("{function} has no grant to {grantee}")));
         }
-        self.commit().await
+        self.commit(&[owner]).await
     }
 
     /// Creates or re-points a cross-account alias `account/name`.
@@ -200,7 +200,7 @@ impl Registry {
             .cross_aliases
             .insert(cross_alias_key(account, name), encode(&record))
             .map_err(ApiError::internal)?;
-        self.commit().await?;
+        self.commit(&[account]).await?;
         Ok((record, existing.is_none()))
     }
 
@@ -215,6 +215,6 @@ impl Registry {
         if removed.is_none() {
             return Err(ApiError::NotFound(format!("no cross-account alias {name}")));
         }
-        self.commit().await
+        self.commit(&[account]).await
     }
 }

@@ -10,8 +10,10 @@ pub mod grants;
 pub mod kv;
 pub mod records;
 pub mod reservations;
+pub mod sharded;
 pub mod snapshot;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -283,9 +285,18 @@ impl Registry {
     }
 
     /// Flushes, rebuilds and swaps the snapshot; called with the writer lock held.
-    async fn commit(&self) -> Result<(), ApiError> {
+    /// Makes a write durable, then swaps in a snapshot in which the
+    /// accounts it touched are read again from the store. The new snapshot
+    /// shares everything else with the old one: a write costs what it
+    /// changed, not the size of the registry.
+    async fn commit(&self, touched: &[&AccountName]) -> Result<(), ApiError> {
         flush(&self.db).await.map_err(ApiError::internal)?;
-        let snapshot = Arc::new(build_snapshot(&self.trees).map_err(ApiError::Internal)?);
+        let mut next = Snapshot::clone(&self.snapshot());
+        for account in touched {
+            unload_account(&mut next, account);
+            load_account(&self.trees, &mut next, account).map_err(ApiError::Internal)?;
+        }
+        let snapshot = Arc::new(next);
         match self.snapshot.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
@@ -332,7 +343,7 @@ impl Registry {
                 Ok(())
             })
             .map_err(tx_error)?;
-        self.commit().await?;
+        self.commit(&[name]).await?;
         Ok((account, key))
     }
 
@@ -382,6 +393,27 @@ impl Registry {
                 .filter(|c| &c.owner == name)
                 .map(|c| sled::IVec::from(grants::cross_alias_key(&c.account, &c.name))),
         );
+        // Accounts holding records that go with this one: the owners of
+        // grants it received, the holders of cross-account aliases to it.
+        let mut touched: Vec<AccountName> = vec![name.clone()];
+        touched.extend(
+            snapshot
+                .grants
+                .values()
+                .flat_map(|g| g.values())
+                .filter(|g| &g.grantee == name)
+                .map(|g| g.owner.clone()),
+        );
+        touched.extend(
+            snapshot
+                .cross_aliases
+                .values()
+                .flat_map(|c| c.values())
+                .filter(|c| &c.owner == name)
+                .map(|c| c.account.clone()),
+        );
+        touched.sort();
+        touched.dedup();
         let mut owned_blobs = Vec::new();
         for item in t.blob_owners.iter().keys() {
             let key = item.map_err(ApiError::internal)?;
@@ -432,7 +464,7 @@ impl Registry {
         // Its data as an owner and as a caller of other accounts' functions:
         // an account that takes the name later starts with nothing.
         self.kv.drop_account(&account_id).map_err(ApiError::internal)?;
-        self.commit().await
+        self.commit(&touched.iter().collect::<Vec<_>>()).await
     }
 
     /// Removes blobs no account refers to any more (also those a crash
@@ -472,7 +504,7 @@ impl Registry {
                 Ok(())
             })
             .map_err(tx_error)?;
-        self.commit().await?;
+        self.commit(&[account]).await?;
         Ok((record, key))
     }
 
@@ -487,7 +519,7 @@ impl Registry {
         if removed.is_none() {
             return Err(ApiError::NotFound(format!("account {account} has no key {id}")));
         }
-        self.commit().await
+        self.commit(&[account]).await
     }
 
     /// The keys of an account (never their secrets).
@@ -681,7 +713,7 @@ impl Registry {
                 Ok(version)
             })
             .map_err(tx_error)?;
-        self.commit().await?;
+        self.commit(&[account]).await?;
         Ok(version)
     }
 
@@ -707,7 +739,7 @@ impl Registry {
             .versions
             .insert(key, encode(&record))
             .map_err(ApiError::internal)?;
-        self.commit().await
+        self.commit(&[account]).await
     }
 
     /// Deletes one version.
@@ -752,7 +784,7 @@ impl Registry {
                 "function {function} has no version {number}"
             )));
         };
-        self.commit().await?;
+        self.commit(&[account]).await?;
         let record: VersionRecord = decode(&removed).map_err(ApiError::Internal)?;
         self.release_blobs(account, &[record.sha256])?;
         flush(&self.db).await.map_err(ApiError::internal)
@@ -787,6 +819,13 @@ impl Registry {
             .cross_aliases_to(account, function)
             .map(|c| grants::cross_alias_key(&c.account, &c.name))
             .collect();
+        // The accounts whose cross-account aliases a forced delete removes.
+        let mut touched: Vec<AccountName> = snapshot
+            .cross_aliases_to(account, function)
+            .map(|c| c.account.clone())
+            .collect();
+        touched.push(account.clone());
+        touched.dedup();
         if !force {
             let mut uses = Vec::new();
             if !alias_keys.is_empty() {
@@ -830,7 +869,7 @@ impl Registry {
         for k in &reservation_keys {
             t.reservations.remove(k).map_err(ApiError::internal)?;
         }
-        self.commit().await?;
+        self.commit(&touched.iter().collect::<Vec<_>>()).await?;
         let shas: Vec<String> = snapshot
             .function(account, function)
             .map(|f| f.versions.values().map(|v| v.sha256.clone()).collect())
@@ -941,29 +980,46 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The whole snapshot, account by account (once, when the registry opens).
 fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
     let mut snapshot = Snapshot::default();
     for item in trees.accounts.iter() {
         let (_, value) = item?;
         let record: AccountRecord = decode(&value)?;
-        snapshot.accounts.insert(record.name.clone(), record);
+        load_account(trees, &mut snapshot, &record.name)?;
     }
-    for item in trees.keys.iter() {
-        let (_, value) = item?;
-        let record: KeyRecord = decode(&value)?;
+    Ok(snapshot)
+}
+
+/// Reads everything stored under `account` into `snapshot`, which holds
+/// nothing of it yet: its record, keys, functions with their versions and
+/// aliases, the grants it gave, its cross-account aliases and reservations.
+/// Every record of an account is keyed under `{account}/`, so this reads
+/// that account's records and no others.
+fn load_account(trees: &Trees, snapshot: &mut Snapshot, account: &AccountName) -> anyhow::Result<()> {
+    let Some(value) = trees.accounts.get(account.as_str())? else {
+        return Ok(());
+    };
+    let record: AccountRecord = decode(&value)?;
+    snapshot.accounts.insert(record.name.clone(), record);
+    let prefix = format!("{account}/");
+    let scan = |tree: &sled::Tree| tree.scan_prefix(prefix.as_bytes()).values();
+    let mut owned = snapshot::Owned::default();
+    for value in scan(&trees.keys) {
+        let record: KeyRecord = decode(&value?)?;
         let mut hash = [0u8; 32];
         hex::decode_to_slice(&record.hash, &mut hash)?;
         snapshot
             .key_ids
-            .entry(record.account.clone())
-            .or_default()
+            .get_or_default(record.account.clone())
             .insert(record.id.clone());
+        owned.key_hashes.push(hash);
         snapshot.keys.insert(hash, record);
     }
-    for item in trees.functions.iter() {
-        let (_, value) = item?;
-        let record: FunctionRecord = decode(&value)?;
-        snapshot.functions.entry(record.account.clone()).or_default().insert(
+    let mut functions: BTreeMap<FunctionName, FunctionEntry> = BTreeMap::new();
+    for value in scan(&trees.functions) {
+        let record: FunctionRecord = decode(&value?)?;
+        functions.insert(
             record.name.clone(),
             FunctionEntry {
                 record,
@@ -974,14 +1030,9 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
             },
         );
     }
-    for item in trees.versions.iter() {
-        let (_, value) = item?;
-        let record: VersionRecord = decode(&value)?;
-        if let Some(entry) = snapshot
-            .functions
-            .get_mut(&record.account)
-            .and_then(|f| f.get_mut(&record.function))
-        {
+    for value in scan(&trees.versions) {
+        let record: VersionRecord = decode(&value?)?;
+        if let Some(entry) = functions.get_mut(&record.function) {
             if record.state == VersionState::Ready {
                 entry.public |= record.config.public;
                 if entry.latest.is_none_or(|n| n < record.number) {
@@ -991,14 +1042,9 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
             entry.versions.insert(record.number, Arc::new(record));
         }
     }
-    for item in trees.aliases.iter() {
-        let (_, value) = item?;
-        let record: AliasRecord = decode(&value)?;
-        if let Some(entry) = snapshot
-            .functions
-            .get_mut(&record.account)
-            .and_then(|f| f.get_mut(&record.function))
-        {
+    for value in scan(&trees.aliases) {
+        let record: AliasRecord = decode(&value?)?;
+        if let Some(entry) = functions.get_mut(&record.function) {
             // Each target as seen through the alias, built once here rather
             // than on every call.
             let through = |number: u32| {
@@ -1025,34 +1071,57 @@ fn build_snapshot(trees: &Trees) -> anyhow::Result<Snapshot> {
             );
         }
     }
-    for item in trees.grants.iter() {
-        let (_, value) = item?;
-        let record: GrantRecord = decode(&value)?;
+    if !functions.is_empty() {
+        snapshot.functions.insert(account.clone(), functions);
+    }
+    for value in scan(&trees.grants) {
+        let record: GrantRecord = decode(&value?)?;
+        let key = (record.owner.clone(), record.function.clone());
+        if !owned.grant_functions.contains(&record.function) {
+            owned.grant_functions.push(record.function.clone());
+        }
         snapshot
             .grants
-            .entry((record.owner.clone(), record.function.clone()))
-            .or_default()
+            .get_or_default(key)
             .insert(record.grantee.clone(), Arc::new(record));
     }
-    for item in trees.cross_aliases.iter() {
-        let (_, value) = item?;
-        let record: CrossAliasRecord = decode(&value)?;
-        snapshot
-            .cross_aliases
-            .entry(record.account.clone())
-            .or_default()
-            .insert(record.name.clone(), Arc::new(record));
+    let mut cross = BTreeMap::new();
+    for value in scan(&trees.cross_aliases) {
+        let record: CrossAliasRecord = decode(&value?)?;
+        cross.insert(record.name.clone(), Arc::new(record));
     }
-    for item in trees.reservations.iter() {
-        let (_, value) = item?;
-        let record: ReservationRecord = decode(&value)?;
+    if !cross.is_empty() {
+        snapshot.cross_aliases.insert(account.clone(), cross);
+    }
+    for value in scan(&trees.reservations) {
+        let record: ReservationRecord = decode(&value?)?;
         let qualifier = record.qualifier.clone().unwrap_or_else(|| "latest".into());
-        snapshot.reservations.insert(
-            (record.account.clone(), record.function.clone(), qualifier),
-            Arc::new(record),
-        );
+        let key = (record.account.clone(), record.function.clone(), qualifier);
+        owned.reservations.push(key.clone());
+        snapshot.reservations.insert(key, Arc::new(record));
     }
-    Ok(snapshot)
+    snapshot.owned.insert(account.clone(), owned);
+    Ok(())
+}
+
+/// Takes everything of `account` out of `snapshot` (what [`load_account`]
+/// put in).
+fn unload_account(snapshot: &mut Snapshot, account: &AccountName) {
+    snapshot.accounts.remove(account);
+    snapshot.key_ids.remove(account);
+    snapshot.functions.remove(account);
+    snapshot.cross_aliases.remove(account);
+    if let Some(owned) = snapshot.owned.remove(account) {
+        for hash in &owned.key_hashes {
+            snapshot.keys.remove(hash);
+        }
+        for function in owned.grant_functions {
+            snapshot.grants.remove(&(account.clone(), function));
+        }
+        for key in &owned.reservations {
+            snapshot.reservations.remove(key);
+        }
+    }
 }
 
 /// Moves components stored in the database (before the blob store) into
@@ -1090,5 +1159,167 @@ impl crate::credentials::tokens::KeyStore for Registry {
 
     async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
         Registry::set_meta(self, key, value).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{AliasName, Qualifier};
+
+    /// Everything a snapshot says, in a fixed order, for comparing two.
+    fn canonical(s: &Snapshot) -> String {
+        fn sorted<T: std::fmt::Debug>(items: impl Iterator<Item = T>) -> Vec<String> {
+            let mut all: Vec<String> = items.map(|item| format!("{item:?}")).collect();
+            all.sort();
+            all
+        }
+        let key_ids = sorted(s.key_ids.iter().map(|(a, ids)| {
+            (a, {
+                let mut ids: Vec<_> = ids.iter().collect();
+                ids.sort();
+                ids
+            })
+        }));
+        let owned = sorted(s.owned.iter().map(|(a, o)| {
+            let mut grants = o.grant_functions.clone();
+            grants.sort();
+            let mut reservations = o.reservations.clone();
+            reservations.sort();
+            let mut keys = o.key_hashes.clone();
+            keys.sort();
+            (a, keys, grants, reservations)
+        }));
+        [
+            sorted(s.accounts.iter()),
+            sorted(s.keys.iter()),
+            key_ids,
+            sorted(s.functions.iter()),
+            sorted(s.grants.iter()),
+            sorted(s.cross_aliases.iter()),
+            sorted(s.reservations.iter()),
+            owned,
+        ]
+        .iter()
+        .map(|part| part.join("\n"))
+        .collect::<Vec<_>>()
+        .join("\n--\n")
+    }
+
+    fn name(text: &str) -> AccountName {
+        AccountName::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn function(text: &str) -> FunctionName {
+        FunctionName::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn config() -> VersionConfig {
+        VersionConfig {
+            public: false,
+            tenancy: Default::default(),
+            reuse: Default::default(),
+            timeout_ms: 1000,
+            memory_mb: 16,
+            env: Default::default(),
+            allow_outbound: Vec::new(),
+            max_concurrency_per_sub_tenant: None,
+        }
+    }
+
+    /// After every kind of write, the snapshot the write made in place is
+    /// the one a full read of the store gives.
+    #[tokio::test]
+    async fn every_write_leaves_the_snapshot_a_full_rebuild_would_give() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let registry = Registry::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let check = |registry: &Registry, step: &str| {
+            let full = build_snapshot(&registry.trees).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(canonical(&registry.snapshot()), canonical(&full), "after {step}");
+        };
+        let ok = |r: Result<(), ApiError>| r.unwrap_or_else(|e| panic!("{e}"));
+        let (acme, globex, hello) = (name("acme"), name("globex"), function("hello"));
+        registry.create_account(&acme).await.unwrap_or_else(|e| panic!("{e}"));
+        registry.create_account(&globex).await.unwrap_or_else(|e| panic!("{e}"));
+        check(&registry, "creating accounts");
+        let (key, _) = registry.create_key(&acme).await.unwrap_or_else(|e| panic!("{e}"));
+        check(&registry, "creating a key");
+        let sha = "ab".repeat(32);
+        for _ in 0..2 {
+            let v = registry
+                .create_version(&acme, &hello, &sha, 10, config())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            check(&registry, "creating a version");
+            ok(registry
+                .finish_version(&acme, &hello, v.number, VersionState::Ready, Some(1))
+                .await);
+            check(&registry, "finishing a version");
+        }
+        let prod = AliasName::parse("prod").unwrap_or_else(|e| panic!("{e}"));
+        let spec = aliases::AliasSpec {
+            version: 1,
+            weight: None,
+            overrides: Default::default(),
+        };
+        registry
+            .put_alias(&acme, &hello, &prod, spec, aliases::PutMode::Create)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        check(&registry, "an alias");
+        registry
+            .put_grant(&acme, &hello, &globex, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        check(&registry, "a grant");
+        let target = grants::CrossTarget::parse("acme/hello:prod").unwrap_or_else(|e| panic!("{e}"));
+        registry
+            .put_cross_alias(
+                &globex,
+                &function("theirs"),
+                target,
+                Default::default(),
+                aliases::PutMode::Create,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        check(&registry, "a cross-account alias");
+        let bounds = reservations::ReservationBounds {
+            slots: 100,
+            per_account: 10,
+            host: 50,
+        };
+        let spec = reservations::ReservationSpec {
+            sub_tenant: None,
+            min: 0,
+            target: 2,
+        };
+        registry
+            .put_reservation(&acme, &hello, &Qualifier::Latest, spec, bounds)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        check(&registry, "a reservation");
+        ok(registry.revoke_key(&acme, &key.id).await);
+        check(&registry, "revoking a key");
+        ok(registry
+            .delete_alias(&acme, &hello, &prod)
+            .await
+            .map(drop)
+            .or_else(|e| match e {
+                // The cross-account alias uses it: refused, and nothing changes.
+                ApiError::Conflict(_) => Ok(()),
+                other => Err(other),
+            }));
+        check(&registry, "refusing to delete a used alias");
+        ok(registry.delete_function(&acme, &hello, true).await);
+        check(
+            &registry,
+            "a forced function delete (another account's alias goes with it)",
+        );
+        ok(registry.delete_account(&acme).await);
+        check(&registry, "deleting an account");
+        ok(registry.delete_account(&globex).await);
+        check(&registry, "deleting the last account");
+        assert_eq!(registry.snapshot().accounts.len(), 0);
     }
 }

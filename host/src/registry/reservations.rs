@@ -65,13 +65,12 @@ impl Registry {
             )));
         }
         let key = (account.clone(), function.clone(), qualifier.to_string());
-        let others = snapshot.reservations.iter().filter(|(k, _)| **k != key);
-        let own: u64 = others
-            .clone()
+        let others = || snapshot.reservations.iter().filter(|(k, _)| **k != key);
+        let own: u64 = others()
             .filter(|((owner, _, _), _)| owner == account)
             .map(|(_, r)| u64::from(r.target))
             .sum();
-        let all: u64 = others.map(|(_, r)| u64::from(r.target)).sum();
+        let all: u64 = others().map(|(_, r)| u64::from(r.target)).sum();
         let wanted = u64::from(spec.target);
         if own + wanted > u64::from(bounds.per_account) {
             return Err(ApiError::Conflict(format!(
@@ -105,7 +104,7 @@ impl Registry {
             .reservations
             .insert(reservation_key(account, function, qualifier), encode(&record))
             .map_err(ApiError::internal)?;
-        self.commit().await?;
+        self.commit(&[account]).await?;
         Ok((record, existing.is_none()))
     }
 
@@ -126,6 +125,6 @@ impl Registry {
         if removed.is_none() {
             return Err(ApiError::NotFound(format!("{function}:{qualifier} has no reservation")));
         }
-        self.commit().await
+        self.commit(&[account]).await
     }
 }

@@ -4,7 +4,7 @@
 //! swapped in whole, so a reader always sees one consistent state and never
 //! touches disk.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -15,6 +15,7 @@ use super::records::{
     AccountRecord, AliasRecord, CrossAliasRecord, FunctionRecord, GrantRecord, KeyRecord, ReservationRecord,
     VersionRecord, VersionState,
 };
+use super::sharded::Sharded;
 
 /// A function with its versions.
 #[derive(Debug, Clone)]
@@ -79,22 +80,39 @@ pub struct Resolved<'a> {
 }
 
 /// A consistent view of accounts, keys and functions.
-#[derive(Debug, Default)]
+///
+/// Cloning one is cheap (its maps share their shards), which is how a write
+/// makes the next snapshot: clone, re-read the accounts it touched, swap.
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// Accounts by name.
-    pub accounts: HashMap<AccountName, AccountRecord>,
+    pub accounts: Sharded<AccountName, AccountRecord>,
     /// Account keys by SHA-256 of the key text.
-    pub keys: HashMap<[u8; 32], KeyRecord>,
+    pub keys: Sharded<[u8; 32], KeyRecord>,
     /// Live key ids by account, so tokens issued with a key die with it.
-    pub key_ids: HashMap<AccountName, HashSet<String>>,
+    pub key_ids: Sharded<AccountName, HashSet<String>>,
     /// Functions by owner, then by name (in order, for listings).
-    pub functions: HashMap<AccountName, BTreeMap<FunctionName, FunctionEntry>>,
+    pub functions: Sharded<AccountName, BTreeMap<FunctionName, FunctionEntry>>,
     /// Grants by owner and function, then by grantee.
-    pub grants: HashMap<(AccountName, FunctionName), BTreeMap<AccountName, Arc<GrantRecord>>>,
+    pub grants: Sharded<(AccountName, FunctionName), BTreeMap<AccountName, Arc<GrantRecord>>>,
     /// Cross-account aliases by the account whose namespace holds them.
-    pub cross_aliases: HashMap<AccountName, BTreeMap<FunctionName, Arc<CrossAliasRecord>>>,
+    pub cross_aliases: Sharded<AccountName, BTreeMap<FunctionName, Arc<CrossAliasRecord>>>,
     /// Reservations by owner, function and qualifier (`latest`, `7`, `prod`).
-    pub reservations: BTreeMap<(AccountName, FunctionName, String), Arc<ReservationRecord>>,
+    pub reservations: Sharded<(AccountName, FunctionName, String), Arc<ReservationRecord>>,
+    /// What each account put in the maps keyed by something else than its
+    /// name, so that re-reading an account takes exactly that out.
+    pub(super) owned: Sharded<AccountName, Owned>,
+}
+
+/// The entries of one account under other keys than its name.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Owned {
+    /// Its keys' hashes (in `keys`).
+    pub key_hashes: Vec<[u8; 32]>,
+    /// Its functions that have grants (in `grants`).
+    pub grant_functions: Vec<FunctionName>,
+    /// Its reservations' keys (in `reservations`).
+    pub reservations: Vec<(AccountName, FunctionName, String)>,
 }
 
 /// Why a cross-account alias did not resolve.

@@ -270,12 +270,13 @@ fn reservation_json(record: &crate::registry::records::ReservationRecord) -> ser
 /// Every reservation of `account`'s functions.
 pub fn all_reservations(state: &AppState, account: &AccountName) -> Result<Response<Body>, ApiError> {
     let snapshot = state.registry.snapshot();
-    let reservations: Vec<_> = snapshot
+    let mut reservations: Vec<_> = snapshot
         .reservations
         .iter()
         .filter(|((owner, ..), _)| owner == account)
-        .map(|(_, r)| reservation_json(r))
         .collect();
+    reservations.sort_by_key(|(key, _)| *key);
+    let reservations: Vec<_> = reservations.into_iter().map(|(_, r)| reservation_json(r)).collect();
     Ok(respond::json(StatusCode::OK, &json!({ "reservations": reservations })))
 }
 
@@ -301,12 +302,13 @@ pub async fn reservations(
     let snapshot = snapshot_with(state, account, function)?;
     match (method, rest) {
         (&Method::GET, []) => {
-            let reservations: Vec<_> = snapshot
+            let mut reservations: Vec<_> = snapshot
                 .reservations
                 .iter()
                 .filter(|((owner, name, _), _)| owner == account && name == function)
-                .map(|(_, r)| reservation_json(r))
                 .collect();
+            reservations.sort_by_key(|(key, _)| *key);
+            let reservations: Vec<_> = reservations.into_iter().map(|(_, r)| reservation_json(r)).collect();
             Ok(respond::json(StatusCode::OK, &json!({ "reservations": reservations })))
         }
         (&Method::PUT, [qualifier]) => {

@@ -31,7 +31,7 @@ async fn reconcile(state: &AppState) {
     let snapshot = state.registry.snapshot();
     let mut wanted = HashMap::new();
     let mut versions = HashMap::new();
-    for ((account, function, _), record) in &snapshot.reservations {
+    for ((account, function, _), record) in snapshot.reservations.iter() {
         let qualifier = match &record.qualifier {
             None => Qualifier::Latest,
             Some(text) => match Qualifier::parse(text) {
