@@ -6,12 +6,61 @@
 //! one extra hash on top of a `HashMap` lookup.
 
 use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::Arc;
 
-/// Shards per map: at 30,000 accounts a write copies about 120 entries.
-const SHARDS: usize = 256;
+use crate::names::{AccountName, FunctionName};
+
+/// Shards per map: at 30,000 accounts a write copies about 30 entries.
+const SHARDS: usize = 1024;
+
+/// Which shard a key lives in. Cheap (it is on every call's path) and the
+/// same in every snapshot; an account's entries of the maps keyed by
+/// (account, ...) share its shard.
+pub trait ShardKey {
+    /// Any well-spread number; its remainder picks the shard.
+    fn shard_hash(&self) -> u64;
+}
+
+/// FNV-1a: a handful of nanoseconds for a name.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl ShardKey for AccountName {
+    fn shard_hash(&self) -> u64 {
+        fnv(self.as_str().as_bytes())
+    }
+}
+
+impl ShardKey for String {
+    fn shard_hash(&self) -> u64 {
+        fnv(self.as_bytes())
+    }
+}
+
+/// A SHA-256 is spread already.
+impl ShardKey for [u8; 32] {
+    fn shard_hash(&self) -> u64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
+impl ShardKey for (AccountName, FunctionName) {
+    fn shard_hash(&self) -> u64 {
+        self.0.shard_hash()
+    }
+}
+
+impl ShardKey for (AccountName, FunctionName, String) {
+    fn shard_hash(&self) -> u64 {
+        self.0.shard_hash()
+    }
+}
 
 /// A `HashMap` in copy-on-write shards.
 #[derive(Debug)]
@@ -38,14 +87,11 @@ impl<K, V> Default for Sharded<K, V> {
     }
 }
 
-fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
-    // A fixed hasher: the shard of a key is the same in every snapshot.
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    (hasher.finish() as usize) % SHARDS
+fn shard_of<K: ShardKey>(key: &K) -> usize {
+    (key.shard_hash() % SHARDS as u64) as usize
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Sharded<K, V> {
+impl<K: ShardKey + Hash + Eq + Clone, V: Clone> Sharded<K, V> {
     /// The value at `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
         self.shards[shard_of(key)].get(key)

@@ -1,8 +1,10 @@
 //! The in-memory picture of the registry that the hot path reads.
 //!
-//! It is rebuilt by the single writer after each acknowledged change and
-//! swapped in whole, so a reader always sees one consistent state and never
-//! touches disk.
+//! After each acknowledged change the single writer clones it (its maps
+//! share their shards, so that is cheap), reads again from the store the
+//! accounts the change touched, and swaps the result in whole: a reader
+//! always sees one consistent state and never touches disk, and a write
+//! costs what it changed rather than the size of the registry.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
