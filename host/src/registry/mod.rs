@@ -1165,7 +1165,8 @@ impl crate::credentials::tokens::KeyStore for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::{AliasName, Qualifier};
+    use crate::names::{AliasName, Qualifier, SubTenantId};
+    use stratus_wire::config::Overrides;
 
     /// Everything a snapshot says, in a fixed order, for comparing two.
     fn canonical(s: &Snapshot) -> String {
@@ -1321,5 +1322,182 @@ mod tests {
         ok(registry.delete_account(&globex).await);
         check(&registry, "deleting the last account");
         assert_eq!(registry.snapshot().accounts.len(), 0);
+    }
+
+    /// A registry with `acme/hello`: version 1 ready (public as `public`),
+    /// version 2 still compiling, version 3 failed.
+    async fn with_versions(public: bool) -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let registry = Registry::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let (acme, hello) = (name("acme"), function("hello"));
+        registry.create_account(&acme).await.unwrap_or_else(|e| panic!("{e}"));
+        registry
+            .create_account(&name("globex"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sha = "cd".repeat(32);
+        for state in [
+            VersionState::Ready,
+            VersionState::Compiling,
+            VersionState::Failed { message: "no".into() },
+        ] {
+            let mut config = config();
+            config.public = public;
+            config.env.insert("WHO".into(), "version".into());
+            let v = registry
+                .create_version(&acme, &hello, &sha, 10, config)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if state != VersionState::Compiling {
+                registry
+                    .finish_version(&acme, &hello, v.number, state, None)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        (dir, registry)
+    }
+
+    #[tokio::test]
+    async fn resolve_finds_only_ready_versions_and_names_what_is_missing() {
+        let (_dir, registry) = with_versions(false).await;
+        let snapshot = registry.snapshot();
+        let (acme, hello) = (name("acme"), function("hello"));
+        let resolved = snapshot
+            .resolve(&acme, &hello, &Qualifier::Latest, None)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(resolved.version.number, 1, "latest is the newest ready version");
+        for (n, why) in [(2, "compiling"), (3, "failed"), (9, "absent")] {
+            assert_eq!(
+                snapshot.resolve(&acme, &hello, &Qualifier::Version(n), None).err(),
+                Some(ResolveError::NoQualifier),
+                "version {n} is {why}"
+            );
+        }
+        assert_eq!(
+            snapshot
+                .resolve(&acme, &function("nope"), &Qualifier::Latest, None)
+                .err(),
+            Some(ResolveError::NoFunction)
+        );
+        assert_eq!(
+            snapshot
+                .resolve(&name("globex"), &hello, &Qualifier::Latest, None)
+                .err(),
+            Some(ResolveError::NoFunction),
+            "another account's namespace has no such function"
+        );
+        assert!(!snapshot.is_public(&acme, &hello));
+        let (_dir, public) = with_versions(true).await;
+        assert!(public.snapshot().is_public(&acme, &hello));
+    }
+
+    #[tokio::test]
+    async fn aliases_apply_their_overrides_and_keep_each_sub_tenant_on_one_version() {
+        let (_dir, registry) = with_versions(false).await;
+        let (acme, hello) = (name("acme"), function("hello"));
+        // A second ready version for the weighted alias.
+        let v = registry
+            .create_version(&acme, &hello, &"ef".repeat(32), 10, config())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        registry
+            .finish_version(&acme, &hello, v.number, VersionState::Ready, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut overrides = Overrides::default();
+        overrides.env.insert("WHO".into(), "alias".into());
+        let split = AliasName::parse("split").unwrap_or_else(|e| panic!("{e}"));
+        let spec = aliases::AliasSpec {
+            version: 1,
+            weight: Some(stratus_wire::config::Weight {
+                version: v.number,
+                percent: 50,
+            }),
+            overrides,
+        };
+        registry
+            .put_alias(&acme, &hello, &split, spec, aliases::PutMode::Create)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let snapshot = registry.snapshot();
+        let through = Qualifier::Alias(split.clone());
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..40 {
+            let sub = SubTenantId::parse(&format!("t{i}")).unwrap_or_else(|e| panic!("{e}"));
+            let first = snapshot
+                .resolve(&acme, &hello, &through, Some(&sub))
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(first.alias, Some(&split));
+            assert_eq!(first.version.config.env["WHO"], "alias", "the alias's env wins");
+            for _ in 0..5 {
+                let again = snapshot
+                    .resolve(&acme, &hello, &through, Some(&sub))
+                    .unwrap_or_else(|e| panic!("{e:?}"));
+                assert_eq!(again.version.number, first.version.number, "sticky per sub-tenant");
+            }
+            seen.insert(first.version.number);
+        }
+        assert_eq!(seen.len(), 2, "a 50 % split sends some sub-tenants to each version");
+    }
+
+    #[tokio::test]
+    async fn a_cross_account_alias_resolves_only_while_its_grant_covers_it() {
+        let (_dir, registry) = with_versions(false).await;
+        let (acme, globex, hello) = (name("acme"), name("globex"), function("hello"));
+        let prod = AliasName::parse("prod").unwrap_or_else(|e| panic!("{e}"));
+        let spec = aliases::AliasSpec {
+            version: 1,
+            weight: None,
+            overrides: Default::default(),
+        };
+        registry
+            .put_alias(&acme, &hello, &prod, spec, aliases::PutMode::Create)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Made under a grant of everything: both resolve.
+        registry
+            .put_grant(&acme, &hello, &globex, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut held = Vec::new();
+        for (local, target) in [("to-latest", "acme/hello"), ("to-prod", "acme/hello:prod")] {
+            let target = grants::CrossTarget::parse(target).unwrap_or_else(|e| panic!("{e}"));
+            let (record, _) = registry
+                .put_cross_alias(
+                    &globex,
+                    &function(local),
+                    target,
+                    Default::default(),
+                    aliases::PutMode::Create,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            held.push(record);
+        }
+        let snapshot = registry.snapshot();
+        for alias in &held {
+            assert_eq!(
+                snapshot.resolve_cross(alias, None).map(|r| r.version.number).ok(),
+                Some(1)
+            );
+        }
+        // Narrowed to the alias: only the alias's target resolves.
+        registry
+            .put_grant(&acme, &hello, &globex, Some(prod.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let snapshot = registry.snapshot();
+        assert_eq!(snapshot.resolve_cross(&held[0], None).err(), Some(CrossError::Revoked));
+        assert!(snapshot.resolve_cross(&held[1], None).is_ok());
+        // Revoked: both end at once.
+        registry
+            .delete_grant(&acme, &hello, &globex)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let snapshot = registry.snapshot();
+        for alias in &held {
+            assert_eq!(snapshot.resolve_cross(alias, None).err(), Some(CrossError::Revoked));
+        }
     }
 }
