@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::Digest as _;
-use stratus::credentials::tokens::Tokens as KeyStore;
+use stratus::credentials::tokens::Tokens;
 use stratus::names::{AccountName, FunctionName, Qualifier};
 use stratus::registry::records::{Reuse, Tenancy, VersionConfig, VersionState};
 use stratus::registry::{Registry, Snapshot};
@@ -114,7 +114,7 @@ impl RegistryBench {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let dir = tempfile::tempdir()?;
         let registry = Arc::new(Registry::open(dir.path())?);
-        let keys = runtime.block_on(KeyStore::load_or_create(&registry, "stratus"))?;
+        let keys = runtime.block_on(Tokens::load_or_create(&registry, "stratus"))?;
         let function = FunctionName::parse("hello")?;
         let config = VersionConfig {
             public: false,

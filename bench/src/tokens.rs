@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sha2::Digest as _;
-use stratus::credentials::tokens::Tokens as KeyStore;
+use stratus::credentials::tokens::Tokens as SigningKeys;
 use stratus::names::{AccountName, SubTenantId};
 use stratus::registry::Registry;
 use stratus::runtime::credentials::Invocation;
@@ -96,7 +96,7 @@ impl Tokens {
             .build()?;
         let dir = tempfile::tempdir()?;
         let registry = Arc::new(Registry::open(dir.path())?);
-        let keys = runtime.block_on(KeyStore::load_or_create(&registry, "stratus"))?;
+        let keys = runtime.block_on(SigningKeys::load_or_create(&registry, "stratus"))?;
 
         let invocation = Invocation {
             id: "4f1c2a9e8b7d6c5a4f1c2a9e8b7d6c5a".into(),

@@ -1228,6 +1228,21 @@ mod tests {
         }
     }
 
+    /// Alias `prod` of `acme/hello` at version 1.
+    async fn alias_prod(registry: &Registry) -> AliasName {
+        let prod = AliasName::parse("prod").unwrap_or_else(|e| panic!("{e}"));
+        let spec = aliases::AliasSpec {
+            version: 1,
+            weight: None,
+            overrides: Default::default(),
+        };
+        registry
+            .put_alias(&name("acme"), &function("hello"), &prod, spec, aliases::PutMode::Create)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        prod
+    }
+
     /// After every kind of write, the snapshot the write made in place is
     /// the one a full read of the store gives.
     #[tokio::test]
@@ -1257,16 +1272,7 @@ mod tests {
                 .await);
             check(&registry, "finishing a version");
         }
-        let prod = AliasName::parse("prod").unwrap_or_else(|e| panic!("{e}"));
-        let spec = aliases::AliasSpec {
-            version: 1,
-            weight: None,
-            overrides: Default::default(),
-        };
-        registry
-            .put_alias(&acme, &hello, &prod, spec, aliases::PutMode::Create)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let prod = alias_prod(&registry).await;
         check(&registry, "an alias");
         registry
             .put_grant(&acme, &hello, &globex, None)
@@ -1445,16 +1451,7 @@ mod tests {
     async fn a_cross_account_alias_resolves_only_while_its_grant_covers_it() {
         let (_dir, registry) = with_versions(false).await;
         let (acme, globex, hello) = (name("acme"), name("globex"), function("hello"));
-        let prod = AliasName::parse("prod").unwrap_or_else(|e| panic!("{e}"));
-        let spec = aliases::AliasSpec {
-            version: 1,
-            weight: None,
-            overrides: Default::default(),
-        };
-        registry
-            .put_alias(&acme, &hello, &prod, spec, aliases::PutMode::Create)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let prod = alias_prod(&registry).await;
         // Made under a grant of everything: both resolve.
         registry
             .put_grant(&acme, &hello, &globex, None)

@@ -348,7 +348,9 @@ impl Runtime {
                     let fetch = bytes.take().ok_or_else(|| {
                         ApiError::internal(anyhow::anyhow!("a fresh artifact of {sha256} is unusable"))
                     })?;
-                    let bytes = fetch()?;
+                    // Reading (and hashing) tens of MiB from the blob store
+                    // must not stall an async worker that serves calls.
+                    let bytes = tokio::task::block_in_place(fetch)?;
                     self.compiler.compile(bytes.as_ref(), &path).await?;
                     self.stats.compiles.inc();
                     compiled_now = true;

@@ -154,32 +154,35 @@ impl CallOutput {
         inner.chunks.push((Stream::Stratus, BytesMut::from(line.as_bytes())));
     }
 
-    fn printed(inner: &Inner) -> Printed {
-        let mut printed = Printed {
-            chunks: inner
-                .chunks
-                .iter()
-                .map(|(s, b)| (*s, Bytes::copy_from_slice(b)))
-                .collect(),
+    fn printed(chunks: Vec<(Stream, Bytes)>, truncated: bool) -> Printed {
+        let printed = Printed {
+            chunks,
             after: Vec::new(),
         };
-        if inner.truncated {
-            printed = printed.with_note(TRUNCATED);
+        if truncated {
+            printed.with_note(TRUNCATED)
+        } else {
+            printed
         }
-        printed
     }
 
-    /// What the current call printed so far.
+    /// What the current call printed so far (a copy: the call may go on).
     pub fn contents(&self) -> Printed {
-        Self::printed(&self.lock())
+        let inner = self.lock();
+        let chunks = inner
+            .chunks
+            .iter()
+            .map(|(s, b)| (*s, Bytes::copy_from_slice(b)))
+            .collect();
+        Self::printed(chunks, inner.truncated)
     }
 
-    /// What the current call printed; the next call starts empty.
+    /// What the current call printed, moved out (every call's path: no
+    /// copy); the next call starts empty.
     pub fn take(&self) -> Printed {
-        let mut inner = self.lock();
-        let printed = Self::printed(&inner);
-        *inner = Inner::default();
-        printed
+        let inner = std::mem::take(&mut *self.lock());
+        let chunks = inner.chunks.into_iter().map(|(s, b)| (s, b.freeze())).collect();
+        Self::printed(chunks, inner.truncated)
     }
 }
 
