@@ -47,8 +47,10 @@ run() {
         exit 1
     fi
     echo "==> README: $name"
-    # Background jobs (the servers) end with the block, however it ends.
-    bash -euo pipefail -c "trap 'kill \$(jobs -p) 2>/dev/null || true' EXIT
+    # Background jobs (the servers) end with the block, however it ends. No
+    # pipefail, as in a reader's shell: `curl … | head -c 300` ends curl early
+    # (a write to a closed pipe) whenever head is done before the body is.
+    bash -eu -c "trap 'kill \$(jobs -p) 2>/dev/null || true' EXIT
 $script"
     rm -rf "$data"
     echo "<== README: $name ... ok"

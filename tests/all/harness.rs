@@ -398,8 +398,8 @@ fn try_send_with(
         .into_body()
         .with_config()
         .limit(64 * 1024 * 1024)
-        .read_to_vec()
-        .unwrap_or_default();
+        // A body cut short (the server was killed mid-answer) is no answer.
+        .read_to_vec()?;
     Ok(Reply { status, headers, body })
 }
 
