@@ -12,6 +12,7 @@ pub mod records;
 pub mod reservations;
 pub mod sharded;
 pub mod snapshot;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::Path;
