@@ -113,7 +113,7 @@ impl RegistryBench {
     fn measure(&self, accounts: usize) -> anyhow::Result<Row> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let dir = tempfile::tempdir()?;
-        let registry = Arc::new(Registry::open(dir.path())?);
+        let registry = Arc::new(runtime.block_on(Registry::open(dir.path()))?);
         let keys = runtime.block_on(Tokens::load_or_create(&registry, "stratus"))?;
         let function = FunctionName::parse("hello")?;
         let config = VersionConfig {

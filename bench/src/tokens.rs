@@ -95,7 +95,7 @@ impl Tokens {
             .enable_all()
             .build()?;
         let dir = tempfile::tempdir()?;
-        let registry = Arc::new(Registry::open(dir.path())?);
+        let registry = Arc::new(runtime.block_on(Registry::open(dir.path()))?);
         let keys = runtime.block_on(SigningKeys::load_or_create(&registry, "stratus"))?;
 
         let invocation = Invocation {

@@ -527,10 +527,45 @@ fn a_code_cache_others_may_write_is_refused() {
     refused_code_cache(dir.path(), &cache, "writable by other users");
 }
 
+/// Moves a stopped server's records out of the registry's store into the
+/// trees of one kind each that releases before the store kept.
+fn downgrade_to_trees(db: &sled::Db) {
+    let store = db.open_tree("store").unwrap();
+    for item in store.iter() {
+        let (key, value) = item.unwrap();
+        let key = String::from_utf8(key.to_vec()).unwrap();
+        // Each value is the revision that last wrote it, then the record.
+        let value = &value[8..];
+        let (kind, rest) = key.split_once('/').unwrap();
+        let (tree, old_key): (&str, Vec<u8>) = match kind {
+            "accounts" => ("accounts", rest.as_bytes().to_vec()),
+            "versions" => {
+                let (function, number) = rest.rsplit_once('/').unwrap();
+                let mut old = format!("{function}/").into_bytes();
+                old.extend_from_slice(&number.parse::<u32>().unwrap().to_be_bytes());
+                ("versions", old)
+            }
+            "counters" => ("version_counters", rest.as_bytes().to_vec()),
+            "blob_owners" => {
+                let (account, sha) = rest.split_once('/').unwrap();
+                ("blob_owners", format!("{sha}/{account}").into_bytes())
+            }
+            "guards" => continue,
+            other => (other, rest.as_bytes().to_vec()),
+        };
+        db.open_tree(tree).unwrap().insert(old_key, value).unwrap();
+    }
+    for tree in ["store", "store_log", "store_meta"] {
+        db.drop_tree(tree).unwrap();
+    }
+}
+
 /// Rewrites a stopped server's database to the layout of releases before
-/// ids: records without ids, KV namespaces keyed by account names.
+/// ids: records in a tree per kind, without ids, KV namespaces keyed by
+/// account names.
 fn downgrade_to_names(data: &std::path::Path) {
     let db = sled::open(data.join("registry")).unwrap();
+    downgrade_to_trees(&db);
     let rewrite = |tree: &sled::Tree, fields: &[&str]| {
         for item in tree.iter() {
             let (key, value) = item.unwrap();

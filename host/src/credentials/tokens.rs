@@ -123,9 +123,9 @@ const INVOCATION_LEASE_S: u64 = 60;
 #[async_trait::async_trait]
 pub trait KeyStore: Send + Sync {
     /// The value at `key`, if any.
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError>;
+    fn meta(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
     /// Sets `key`, durably.
-    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), ApiError>;
+    async fn set_meta(&self, key: &str, value: &[u8]) -> anyhow::Result<()>;
 }
 
 /// The signing keys and the verified-token cache.
@@ -214,7 +214,10 @@ impl Tokens {
             .map(|key| key.to_stored())
             .collect();
         let bytes = serde_json::to_vec(&stored).map_err(ApiError::internal)?;
-        self.registry.set_meta(META_KEY, &bytes).await
+        self.registry
+            .set_meta(META_KEY, &bytes)
+            .await
+            .map_err(ApiError::Internal)
     }
 
     /// Signs with the current key, first recording that it signs until at
@@ -438,7 +441,7 @@ mod tests {
 
     async fn tokens() -> (tempfile::TempDir, Tokens) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let registry = Arc::new(Registry::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let registry = Arc::new(Registry::open(dir.path()).await.unwrap_or_else(|e| panic!("{e}")));
         let tokens = Tokens::load_or_create(&registry, "stratus")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -560,7 +563,7 @@ mod tests {
     #[tokio::test]
     async fn rotation_survives_a_restart_and_retires_keys_by_what_they_signed() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let registry = Arc::new(Registry::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let registry = Arc::new(Registry::open(dir.path()).await.unwrap_or_else(|e| panic!("{e}")));
         let tokens = Tokens::load_or_create(&registry, "stratus")
             .await
             .unwrap_or_else(|e| panic!("{e}"));

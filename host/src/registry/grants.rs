@@ -1,25 +1,17 @@
-//! Writes of grants and cross-account aliases. Like aliases, each is checked
-//! against the snapshot under the writer lock, then written and committed.
-//! The snapshot's maps serve as the reverse indexes (what targets a
-//! function, what an account was granted) that sled transactions cannot scan.
+//! Commands on grants and cross-account aliases. A grant lets another
+//! account alias a function; a cross-account alias is that alias, a name in
+//! the grantee's namespace. Each relies on the other account's state, so
+//! its plan compares that account's record too.
 
 use super::aliases::PutMode;
-use super::records::{CrossAliasRecord, GrantRecord, LowerLimits, encode, now};
-use super::snapshot::grant_covers;
-use super::{Registry, function_key};
-use crate::error::ApiError;
+use super::command::{Command, Planned, guard_account, live_account, rely_on_account};
+use super::error::{RegistryError, Result};
+use super::layout;
+use super::limits::StorageLimits;
+use super::records::{CrossAliasRecord, GrantRecord, LowerLimits, encode};
+use super::snapshot::{Snapshot, grant_covers};
+use super::store::Txn;
 use crate::names::{AccountName, AliasName, FunctionName, Qualifier};
-
-pub(super) fn grant_key(owner: &AccountName, function: &FunctionName, grantee: &AccountName) -> Vec<u8> {
-    let mut key = function_key(owner, function);
-    key.push(b'/');
-    key.extend_from_slice(grantee.as_str().as_bytes());
-    key
-}
-
-pub(super) fn cross_alias_key(account: &AccountName, name: &FunctionName) -> Vec<u8> {
-    function_key(account, name)
-}
 
 /// What a cross-account alias points at.
 #[derive(Debug, Clone)]
@@ -34,10 +26,10 @@ pub struct CrossTarget {
 
 impl CrossTarget {
     /// Parses `OWNER/FN[:QUALIFIER]`.
-    pub fn parse(text: &str) -> Result<Self, ApiError> {
+    pub fn parse(text: &str) -> Result<Self> {
         let (owner, rest) = text
             .split_once('/')
-            .ok_or_else(|| ApiError::BadRequest(format!("target {text:?} is not OWNER/FN[:QUALIFIER]")))?;
+            .ok_or_else(|| RegistryError::Invalid(format!("target {text:?} is not OWNER/FN[:QUALIFIER]")))?;
         let (function, qualifier) = match rest.split_once(':') {
             Some((function, qualifier)) => (function, Qualifier::parse(qualifier)?),
             None => (rest, Qualifier::Latest),
@@ -50,100 +42,127 @@ impl CrossTarget {
     }
 }
 
-impl Registry {
-    /// Lets `grantee` alias `owner/function` (only `function:alias`, if given).
-    pub async fn put_grant(
-        &self,
-        owner: &AccountName,
-        function: &FunctionName,
-        grantee: &AccountName,
-        alias: Option<AliasName>,
-    ) -> Result<(GrantRecord, bool), ApiError> {
-        let _w = self.writer.lock().await;
-        let snapshot = self.snapshot();
+/// Lets `grantee` alias `owner/function` (only `function:alias`, if given);
+/// answers the grant and whether it is new.
+pub struct PutGrant {
+    /// The granting account.
+    pub owner: AccountName,
+    /// Its function.
+    pub function: FunctionName,
+    /// The account that may alias it.
+    pub grantee: AccountName,
+    /// The only alias it may target.
+    pub alias: Option<AliasName>,
+    /// When, Unix seconds.
+    pub at: u64,
+}
+
+impl Command for PutGrant {
+    type Output = (GrantRecord, bool);
+
+    fn plan(&self, snapshot: &Snapshot, _: &StorageLimits) -> Result<Planned<Self::Output>> {
+        let (owner, function, grantee) = (&self.owner, &self.function, &self.grantee);
+        let mut txn = Txn::new();
+        guard_account(&mut txn, snapshot, owner)?;
         let entry = snapshot
             .function(owner, function)
-            .ok_or_else(|| ApiError::NotFound(format!("no function {function}")))?;
+            .ok_or_else(|| RegistryError::NotFound(format!("no function {function}")))?;
         if grantee == owner {
-            return Err(ApiError::BadRequest(
+            return Err(RegistryError::Invalid(
                 "an account needs no grant for its own functions".into(),
             ));
         }
-        if !snapshot.accounts.contains_key(grantee) {
-            return Err(ApiError::NotFound(format!("no account {grantee}")));
-        }
-        if let Some(alias) = &alias
+        rely_on_account(&mut txn, snapshot, grantee)?;
+        if let Some(alias) = &self.alias
             && !entry.aliases.contains_key(alias)
         {
-            return Err(ApiError::NotFound(format!("{function} has no alias {alias}")));
+            return Err(RegistryError::NotFound(format!("{function} has no alias {alias}")));
         }
         let existing = snapshot.grant(owner, function, grantee);
         let record = GrantRecord {
             owner: owner.clone(),
             function: function.clone(),
             grantee: grantee.clone(),
-            alias,
-            created_at: existing.map_or_else(now, |g| g.created_at),
+            alias: self.alias.clone(),
+            created_at: existing.map_or(self.at, |g| g.created_at),
         };
-        self.trees
-            .grants
-            .insert(grant_key(owner, function, grantee), encode(&record))
-            .map_err(ApiError::internal)?;
-        self.commit(&[owner]).await?;
-        Ok((record, existing.is_none()))
+        txn.put(layout::grant(owner, function, grantee), encode(&record));
+        Ok(Planned::new(txn, (record, existing.is_none())))
     }
+}
 
-    /// Revokes a grant; calls through the grantee's aliases fail from the
-    /// next one on.
-    pub async fn delete_grant(
-        &self,
-        owner: &AccountName,
-        function: &FunctionName,
-        grantee: &AccountName,
-    ) -> Result<(), ApiError> {
-        let _w = self.writer.lock().await;
-        let removed = self
-            .trees
-            .grants
-            .remove(grant_key(owner, function, grantee))
-            .map_err(ApiError::internal)?;
-        if removed.is_none() {
-            return Err(ApiError::NotFound(format!("{function} has no grant to {grantee}")));
+/// Revokes a grant; calls through the grantee's aliases fail from the next
+/// one on.
+pub struct DeleteGrant {
+    /// The granting account.
+    pub owner: AccountName,
+    /// Its function.
+    pub function: FunctionName,
+    /// The account it was given to.
+    pub grantee: AccountName,
+}
+
+impl Command for DeleteGrant {
+    type Output = ();
+
+    fn plan(&self, snapshot: &Snapshot, _: &StorageLimits) -> Result<Planned<()>> {
+        let (owner, function, grantee) = (&self.owner, &self.function, &self.grantee);
+        let mut txn = Txn::new();
+        guard_account(&mut txn, snapshot, owner)?;
+        if snapshot.grant(owner, function, grantee).is_none() {
+            return Err(RegistryError::NotFound(format!("{function} has no grant to {grantee}")));
         }
-        self.commit(&[owner]).await
+        txn.delete(layout::grant(owner, function, grantee));
+        Ok(Planned::new(txn, ()))
     }
+}
 
-    /// Creates or re-points a cross-account alias `account/name`.
-    pub async fn put_cross_alias(
-        &self,
-        account: &AccountName,
-        name: &FunctionName,
-        target: CrossTarget,
-        limits: LowerLimits,
-        mode: PutMode,
-    ) -> Result<(CrossAliasRecord, bool), ApiError> {
-        let _w = self.writer.lock().await;
-        let snapshot = self.snapshot();
+/// Creates or re-points the cross-account alias `account/name`; answers it
+/// and whether it is new.
+pub struct PutCrossAlias {
+    /// The account whose namespace holds it.
+    pub account: AccountName,
+    /// The name.
+    pub name: FunctionName,
+    /// What it points at.
+    pub target: CrossTarget,
+    /// Lower limits for calls through it.
+    pub limits: LowerLimits,
+    /// Create, update or either.
+    pub mode: PutMode,
+    /// When, Unix seconds.
+    pub at: u64,
+}
+
+impl Command for PutCrossAlias {
+    type Output = (CrossAliasRecord, bool);
+
+    fn plan(&self, snapshot: &Snapshot, limits: &StorageLimits) -> Result<Planned<Self::Output>> {
+        let (account, name) = (&self.account, &self.name);
+        let mut txn = Txn::new();
+        guard_account(&mut txn, snapshot, account)?;
         let existing = snapshot.cross_alias(account, name);
-        match (mode, existing) {
+        match (self.mode, existing) {
             (PutMode::Create, Some(_)) => {
-                return Err(ApiError::Conflict(format!(
+                return Err(RegistryError::Conflict(format!(
                     "the cross-account alias {name} already exists"
                 )));
             }
-            (PutMode::Update, None) => return Err(ApiError::NotFound(format!("no cross-account alias {name}"))),
+            (PutMode::Update, None) => {
+                return Err(RegistryError::NotFound(format!("no cross-account alias {name}")));
+            }
             _ => {}
         }
         if snapshot.function(account, name).is_some() {
-            return Err(ApiError::Conflict(format!(
+            return Err(RegistryError::Conflict(format!(
                 "{name} is one of your functions; functions and cross-account aliases share one namespace"
             )));
         }
         if existing.is_none() {
-            self.limits.check_new_alias(&snapshot, account)?;
+            limits.check_new_alias(snapshot, account)?;
         }
         if existing.is_none() && !crate::names::fits_host_label(name.as_str()) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(RegistryError::Invalid(format!(
                 "names may not contain `--`, which separates function and account in host names ({name})"
             )));
         }
@@ -151,70 +170,79 @@ impl Registry {
             owner,
             function,
             qualifier,
-        } = target;
-        if &owner == account {
-            return Err(ApiError::BadRequest(
+        } = &self.target;
+        if owner == account {
+            return Err(RegistryError::Invalid(
                 "a cross-account alias targets another account; use an alias of your function".into(),
             ));
         }
         // The grant first: without one, an existing function, a missing one
         // and another account's private cross-account alias answer alike,
         // so other accounts' names do not leak.
-        let grant = snapshot.grant(&owner, &function, account).ok_or_else(|| {
-            ApiError::Forbidden(format!(
+        let denied = || {
+            RegistryError::Forbidden(format!(
                 "account {owner} has not granted {account} access to {function}"
             ))
-        })?;
-        if snapshot.function(&owner, &function).is_none() && snapshot.cross_alias(&owner, &function).is_some() {
-            return Err(ApiError::BadRequest(format!(
+        };
+        let grant = snapshot.grant(owner, function, account).ok_or_else(denied)?;
+        if live_account(snapshot, owner).is_err() {
+            return Err(denied());
+        }
+        // The grant and the target are the owner's: compared, not rewritten.
+        rely_on_account(&mut txn, snapshot, owner)?;
+        if snapshot.function(owner, function).is_none() && snapshot.cross_alias(owner, function).is_some() {
+            return Err(RegistryError::Invalid(format!(
                 "{owner}/{function} is itself a cross-account alias; point at the function it names instead"
             )));
         }
-        if !grant_covers(grant, &qualifier) {
+        if !grant_covers(grant, qualifier) {
             let only = grant.alias.as_ref().map_or_else(String::new, |a| a.to_string());
-            return Err(ApiError::Forbidden(format!(
+            return Err(RegistryError::Forbidden(format!(
                 "account {owner} granted {account} only {function}:{only}"
             )));
         }
         snapshot
-            .resolve(&owner, &function, &qualifier, None)
-            .map_err(|_| ApiError::NotFound(format!("{owner}/{function} has no invocable version {qualifier}")))?;
-        if limits.timeout_ms == Some(0) || limits.memory_mb == Some(0) {
-            return Err(ApiError::BadRequest("limits must be at least 1".into()));
+            .resolve(owner, function, qualifier, None)
+            .map_err(|_| RegistryError::NotFound(format!("{owner}/{function} has no invocable version {qualifier}")))?;
+        if self.limits.timeout_ms == Some(0) || self.limits.memory_mb == Some(0) {
+            return Err(RegistryError::Invalid("limits must be at least 1".into()));
         }
-        let time = now();
         let record = CrossAliasRecord {
             account: account.clone(),
             name: name.clone(),
-            owner,
-            function,
+            owner: owner.clone(),
+            function: function.clone(),
             qualifier: match qualifier {
                 Qualifier::Latest => None,
                 other => Some(other.to_string()),
             },
-            limits,
-            created_at: existing.map_or(time, |c| c.created_at),
-            updated_at: time,
+            limits: self.limits,
+            created_at: existing.map_or(self.at, |c| c.created_at),
+            updated_at: self.at,
         };
-        self.trees
-            .cross_aliases
-            .insert(cross_alias_key(account, name), encode(&record))
-            .map_err(ApiError::internal)?;
-        self.commit(&[account]).await?;
-        Ok((record, existing.is_none()))
+        txn.put(layout::cross_alias(account, name), encode(&record));
+        Ok(Planned::new(txn, (record, existing.is_none())))
     }
+}
 
-    /// Deletes a cross-account alias.
-    pub async fn delete_cross_alias(&self, account: &AccountName, name: &FunctionName) -> Result<(), ApiError> {
-        let _w = self.writer.lock().await;
-        let removed = self
-            .trees
-            .cross_aliases
-            .remove(cross_alias_key(account, name))
-            .map_err(ApiError::internal)?;
-        if removed.is_none() {
-            return Err(ApiError::NotFound(format!("no cross-account alias {name}")));
+/// Deletes a cross-account alias.
+pub struct DeleteCrossAlias {
+    /// The account whose namespace holds it.
+    pub account: AccountName,
+    /// The name.
+    pub name: FunctionName,
+}
+
+impl Command for DeleteCrossAlias {
+    type Output = ();
+
+    fn plan(&self, snapshot: &Snapshot, _: &StorageLimits) -> Result<Planned<()>> {
+        let mut txn = Txn::new();
+        guard_account(&mut txn, snapshot, &self.account)?;
+        if snapshot.cross_alias(&self.account, &self.name).is_none() {
+            return Err(RegistryError::NotFound(format!("no cross-account alias {}", self.name)));
         }
-        self.commit(&[account]).await
+        txn.delete(layout::cross_alias(&self.account, &self.name));
+        Ok(Planned::new(txn, ()))
     }
 }

@@ -260,7 +260,7 @@ impl Kv {
     }
 
     async fn flush(&self) -> Result<(), KvError> {
-        super::flush(&self.db).await.map_err(unavailable)
+        flush(&self.db).await.map_err(unavailable)
     }
 }
 
@@ -411,6 +411,18 @@ impl KvBackend for Kv {
             }
         }
         Ok(())
+    }
+}
+
+/// Flushes `db` to disk without blocking the async workers.
+///
+/// sled 0.34's `flush_async` can deadlock when several flushes are pending at
+/// once (sled issue #1308), so the blocking flush runs on the blocking pool.
+async fn flush(db: &sled::Db) -> sled::Result<()> {
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || db.flush()).await {
+        Ok(result) => result.map(|_| ()),
+        Err(join) => Err(sled::Error::ReportableBug(format!("flush task failed: {join}"))),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The records kept in sled. Each is a serde struct stored as one format byte
+//! The records kept in the registry's store. Each is a serde struct stored as one format byte
 //! followed by JSON, so a later format can be told apart and migrated.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -9,7 +9,7 @@ pub use stratus_wire::config::{LowerLimits, Overrides, Reuse, Tenancy, VersionCo
 /// The format byte written before every record.
 const FORMAT: u8 = 1;
 
-/// Encodes a record for sled.
+/// Encodes a record for the store.
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     let mut out = vec![FORMAT];
     // Serialising these plain structs cannot fail: no maps with non-string keys.
@@ -19,7 +19,7 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     out
 }
 
-/// Decodes a record read from sled.
+/// Decodes a record read from the store.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
     match bytes.split_first() {
         Some((&FORMAT, rest)) => Ok(serde_json::from_slice(rest)?),
@@ -54,6 +54,10 @@ pub struct AccountRecord {
     pub id: String,
     /// Creation time, Unix seconds.
     pub created_at: u64,
+    /// Being deleted: nothing of it is served, and its name is not free
+    /// until the rest of its records are gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retiring: bool,
 }
 
 /// An account key. Only the SHA-256 of the secret is kept.
@@ -80,6 +84,10 @@ pub struct FunctionRecord {
     pub created_at: u64,
     /// The number the next deploy gets; never reused, even after deletes.
     pub next_version: u32,
+    /// Being deleted: nothing of it is served, and the name is not free
+    /// until its versions and aliases are gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retiring: bool,
 }
 
 /// Where a version is in its life.
@@ -234,6 +242,7 @@ mod tests {
             name: AccountName::parse("acme").unwrap_or_else(|e| panic!("{e}")),
             id: new_id(),
             created_at: 7,
+            retiring: false,
         };
         let bytes = encode(&rec);
         let back: AccountRecord = decode(&bytes).unwrap_or_else(|e| panic!("{e}"));

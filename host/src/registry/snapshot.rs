@@ -1,10 +1,11 @@
 //! The in-memory picture of the registry that the hot path reads.
 //!
-//! After each acknowledged change the single writer clones it (its maps
-//! share their shards, so that is cheap), reads again from the store the
-//! accounts the change touched, and swaps the result in whole: a reader
-//! always sees one consistent state and never touches disk, and a write
-//! costs what it changed rather than the size of the registry.
+//! It follows the store's change feed (see `follow.rs`): each batch is
+//! applied to a clone of the current snapshot (its maps share their
+//! shards, so that is cheap), re-deriving only the accounts the batch
+//! touched, and the result is swapped in whole. A reader always sees one
+//! consistent state, that of one store revision, and never touches the
+//! store; a write costs what it changed, not the size of the registry.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -18,6 +19,19 @@ use super::records::{
     VersionRecord, VersionState,
 };
 use super::sharded::Sharded;
+use super::store::Revision;
+
+/// A stored record as the snapshot last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// The revision that last changed it: what a command compares.
+    pub revision: Revision,
+    /// Its bytes.
+    pub value: Arc<[u8]>,
+}
+
+/// Records by key.
+pub(crate) type Records = BTreeMap<String, Stored>;
 
 /// A function with its versions.
 #[derive(Debug, Clone)]
@@ -104,6 +118,17 @@ pub struct Snapshot {
     /// What each account put in the maps keyed by something else than its
     /// name, so that re-reading an account takes exactly that out.
     pub(super) owned: Sharded<AccountName, Owned>,
+    /// Every stored record of each account (those of accounts being
+    /// deleted too), as of `revision`: what commands check and compare.
+    pub(super) records: Sharded<AccountName, Arc<Records>>,
+    /// The host-wide records.
+    pub(super) host: Arc<Records>,
+    /// Accounts being deleted: not served, not listed, their names not free.
+    pub(super) retiring: Sharded<AccountName, AccountRecord>,
+    /// How many accounts store each component, by its SHA-256.
+    pub(super) blob_users: Sharded<String, u32>,
+    /// The store revision this is the picture of.
+    pub(super) revision: Revision,
 }
 
 /// The entries of one account under other keys than its name.
@@ -115,6 +140,8 @@ pub(super) struct Owned {
     pub grant_functions: Vec<FunctionName>,
     /// Its reservations' keys (in `reservations`).
     pub reservations: Vec<(AccountName, FunctionName, String)>,
+    /// The components it stores (counted in `blob_users`).
+    pub blobs: Vec<String>,
 }
 
 /// Why a cross-account alias did not resolve.
@@ -136,6 +163,125 @@ pub enum ResolveError {
 }
 
 impl Snapshot {
+    /// The store revision this snapshot shows.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// The stored record at `key`, as of this snapshot.
+    pub(crate) fn stored(&self, key: &str) -> Option<&Stored> {
+        match super::layout::partition(key) {
+            super::layout::Partition::Host => self.host.get(key),
+            super::layout::Partition::Account(account) => {
+                let account = AccountName::parse(account).ok()?;
+                self.records.get(&account)?.get(key)
+            }
+        }
+    }
+
+    /// The stored records of `account` whose keys start with `prefix`.
+    pub(crate) fn stored_under<'a>(
+        &'a self,
+        account: &AccountName,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Stored)> + 'a {
+        self.records
+            .get(account)
+            .into_iter()
+            .flat_map(move |records| records.range(prefix.to_string()..))
+            .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+
+    /// Whether any account stores component `sha256`.
+    pub fn blob_is_stored(&self, sha256: &str) -> bool {
+        self.blob_users.get(&sha256.to_string()).is_some_and(|n| *n > 0)
+    }
+
+    /// Whether `account` is being deleted.
+    pub fn is_retiring(&self, account: &AccountName) -> bool {
+        self.retiring.contains_key(account)
+    }
+
+    /// The accounts being deleted.
+    pub(crate) fn retiring(&self) -> impl Iterator<Item = &AccountRecord> {
+        self.retiring.values()
+    }
+
+    /// The account `name`, if it exists (and is not being deleted).
+    pub fn account(&self, name: &AccountName) -> Option<&AccountRecord> {
+        self.accounts.get(name)
+    }
+
+    /// Every account, in no particular order.
+    pub fn accounts(&self) -> impl Iterator<Item = &AccountRecord> {
+        self.accounts.values()
+    }
+
+    /// How many accounts there are.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// The live key whose text hashes to `hash`.
+    pub fn key_by_hash(&self, hash: &[u8; 32]) -> Option<&KeyRecord> {
+        self.keys.get(hash)
+    }
+
+    /// Every reservation, with its (account, function, qualifier).
+    pub fn reservations(
+        &self,
+    ) -> impl Iterator<Item = (&(AccountName, FunctionName, String), &Arc<ReservationRecord>)> {
+        self.reservations.iter()
+    }
+
+    /// The reservation of `account/function:qualifier`.
+    pub fn reservation(
+        &self,
+        account: &AccountName,
+        function: &FunctionName,
+        qualifier: &str,
+    ) -> Option<&Arc<ReservationRecord>> {
+        self.reservations
+            .get(&(account.clone(), function.clone(), qualifier.to_string()))
+    }
+
+    /// The grants `owner` gave for `function`, by grantee.
+    pub fn grants_of(&self, owner: &AccountName, function: &FunctionName) -> impl Iterator<Item = &Arc<GrantRecord>> {
+        self.grants
+            .get(&(owner.clone(), function.clone()))
+            .into_iter()
+            .flat_map(BTreeMap::values)
+    }
+
+    /// Every grant `grantee` holds.
+    pub fn grants_to<'a>(&'a self, grantee: &'a AccountName) -> impl Iterator<Item = &'a Arc<GrantRecord>> + 'a {
+        self.grants
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(move |g| &g.grantee == grantee)
+    }
+
+    /// Every cross-account alias that targets a function of `owner`.
+    pub fn cross_aliases_targeting<'a>(
+        &'a self,
+        owner: &'a AccountName,
+    ) -> impl Iterator<Item = &'a Arc<CrossAliasRecord>> + 'a {
+        self.cross_aliases
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(move |c| &c.owner == owner)
+    }
+
+    /// The cross-account aliases `account` holds, by name.
+    pub fn cross_aliases_of(&self, account: &AccountName) -> impl Iterator<Item = &Arc<CrossAliasRecord>> {
+        self.cross_aliases.get(account).into_iter().flat_map(BTreeMap::values)
+    }
+
+    /// The ids of `account`'s live keys.
+    pub fn key_count(&self, account: &AccountName) -> usize {
+        self.key_ids.get(account).map_or(0, HashSet::len)
+    }
+
     /// The function `account/name`, if it exists.
     pub fn function(&self, account: &AccountName, name: &FunctionName) -> Option<&FunctionEntry> {
         self.functions.get(account)?.get(name)

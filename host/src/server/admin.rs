@@ -492,7 +492,7 @@ async fn deploy(
             "max_concurrency_per_sub_tenant must be at least 1".into(),
         ));
     }
-    let Some(size) = state.registry.blob_size_for(account, &body.blob)? else {
+    let Some(size) = state.registry.blob_size_for(account, &body.blob) else {
         return Err(ApiError::NotFound(format!(
             "account {account} has no blob {}: upload it with PUT /admin/v1/accounts/{account}/blobs/{{sha256}} first",
             body.blob

@@ -115,7 +115,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
-    let registry = Arc::new(Registry::open_with(&config.data_dir, config.storage.clone())?);
+    let registry = Arc::new(Registry::open_with(&config.data_dir, config.storage.clone()).await?);
     // After opening, so the files sled made are covered too; a shared code
     // cache given elsewhere is left to its owner's settings.
     // Through a symlink too: what the link points at is what holds the data.
@@ -135,7 +135,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
 
     let (operator, generated) = match &config.operator_key {
         Some(key) => (keys::hash(key), None),
-        None => match registry.meta("operator_key_hash")? {
+        None => match registry.meta("operator_key_hash") {
             Some(stored) => {
                 let mut hash = [0u8; 32];
                 hex::decode_to_slice(&stored, &mut hash)?;

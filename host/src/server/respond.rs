@@ -51,3 +51,28 @@ pub fn error(err: &ApiError) -> Response<Body> {
     }
     res
 }
+
+/// Registry outcomes as the client sees them: one status each.
+impl From<crate::registry::RegistryError> for ApiError {
+    fn from(err: crate::registry::RegistryError) -> Self {
+        use crate::registry::RegistryError as E;
+        use crate::registry::store::StoreError;
+        match err {
+            E::Invalid(message) => ApiError::BadRequest(message),
+            E::NotFound(message) => ApiError::NotFound(message),
+            E::Forbidden(message) => ApiError::Forbidden(message),
+            E::Conflict(message) => ApiError::Conflict(message),
+            E::TooLarge(message) => ApiError::TooLarge(message),
+            E::Busy(message) => ApiError::Unavailable {
+                message,
+                retry_after: 1,
+            },
+            E::Store(StoreError::Conflict) => ApiError::Unavailable {
+                message: "the registry changed while this was prepared; retry".into(),
+                retry_after: 1,
+            },
+            E::Store(err) => ApiError::internal(err),
+            E::Internal(err) => ApiError::Internal(err),
+        }
+    }
+}

@@ -83,7 +83,11 @@ async fn compares_guard_the_whole_transaction(store: &dyn MetaStore) {
     assert!(matches!(store.commit(&stale).await, Err(StoreError::Conflict)));
     assert!(store.get(b"acct/z").await.ok().flatten().is_none());
     assert!(store.get(b"acct/x").await.ok().flatten().is_some());
-    assert_eq!(store.revision().await.ok(), Some(updated), "a refused transaction uses no revision");
+    assert_eq!(
+        store.revision().await.ok(),
+        Some(updated),
+        "a refused transaction uses no revision"
+    );
     // Several compares: all must hold.
     let mut both = Txn::new();
     both.compare(&b"acct"[..], updated).compare(&b"acct/x"[..], 0);
@@ -123,7 +127,10 @@ async fn the_feed_has_every_batch_in_order(store: &dyn MetaStore) {
     let committed_before = commit(store, &txn).await;
     let mut feed = store.watch(start).await.unwrap_or_else(|e| panic!("{e}"));
     let batch = next(&mut feed).await;
-    assert_eq!(batch.revision, committed_before, "what was committed before the watch comes first");
+    assert_eq!(
+        batch.revision, committed_before,
+        "what was committed before the watch comes first"
+    );
     assert_eq!(
         batch.changes,
         [

@@ -109,12 +109,7 @@ impl MetaStore for MemStore {
             if after < oldest {
                 return Err(StoreError::Compacted { oldest });
             }
-            Ok(state
-                .history
-                .iter()
-                .filter(|b| b.revision > after)
-                .cloned()
-                .collect())
+            Ok(state.history.iter().filter(|b| b.revision > after).cloned().collect())
         };
         // Refused at once, as etcd refuses a watch from a compacted revision.
         read(after)?;
@@ -130,6 +125,6 @@ impl MetaStore for MemStore {
 mod tests {
     #[tokio::test]
     async fn the_in_memory_store_keeps_the_contract() {
-        super::super::contract::run(|history| super::MemStore::with_history(history)).await;
+        super::super::contract::run(super::MemStore::with_history).await;
     }
 }

@@ -205,7 +205,9 @@ impl MetaStore for SledStore {
     async fn watch(&self, after: Revision) -> Result<ChangeFeed, StoreError> {
         let trees = self.trees.clone();
         read_log(&trees, after)?;
-        Ok(local_feed(after, self.newest.subscribe(), move |after| read_log(&trees, after)))
+        Ok(local_feed(after, self.newest.subscribe(), move |after| {
+            read_log(&trees, after)
+        }))
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
@@ -245,7 +247,10 @@ mod tests {
         use futures::StreamExt;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let open = || {
-            let db = sled::Config::new().path(dir.path()).open().unwrap_or_else(|e| panic!("{e}"));
+            let db = sled::Config::new()
+                .path(dir.path())
+                .open()
+                .unwrap_or_else(|e| panic!("{e}"));
             super::SledStore::open(&db, 10).unwrap_or_else(|e| panic!("{e}"))
         };
         {
@@ -258,10 +263,19 @@ mod tests {
         }
         let store = open();
         assert_eq!(store.revision().await.ok(), Some(3));
-        let entry = store.get(&[b'k', 1]).await.ok().flatten().unwrap_or_else(|| panic!("k1"));
+        let entry = store
+            .get(&[b'k', 1])
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("k1"));
         assert_eq!(entry.mod_revision, 2);
         let mut feed = store.watch(1).await.unwrap_or_else(|e| panic!("{e}"));
-        let batch = feed.next().await.and_then(Result::ok).unwrap_or_else(|| panic!("no batch"));
+        let batch = feed
+            .next()
+            .await
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("no batch"));
         assert_eq!(batch.revision, 2);
     }
 }
