@@ -139,7 +139,7 @@ impl RegistryBench {
                 let account = AccountName::parse(&format!("account-{i}"))?;
                 let (_, key) = registry.create_account(&account).await?;
                 let version = registry
-                    .create_version(&account, &function, &sha, 1, config.clone())
+                    .create_version(&account, &function, &sha, 1, config.clone(), BOUNDS)
                     .await?;
                 registry
                     .finish_version(&account, &function, version.number, VersionState::Ready, Some(1))
@@ -226,3 +226,9 @@ impl RegistryBench {
         })
     }
 }
+
+/// The host's default bounds on a version's configuration.
+const BOUNDS: stratus::registry::functions::VersionBounds = stratus::registry::functions::VersionBounds {
+    max_timeout_ms: 15 * 60 * 1000,
+    max_memory_mb: 256,
+};

@@ -116,4 +116,129 @@ mod module_graph {
             visit(module, &graph, &mut Vec::new(), &mut done);
         }
     }
+
+    /// The modules a file of a folder refers to among its siblings, and
+    /// `mod` for the folder's own `mod.rs` (whose items a child reaches as
+    /// `super::Item`).
+    fn sibling_uses(code: &str, is_mod: bool, siblings: &BTreeSet<String>) -> BTreeSet<String> {
+        let ident = |rest: &str| -> String {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        };
+        let mut used = BTreeSet::new();
+        if is_mod {
+            // `child::…` paths, not after another `::` (or an identifier).
+            for sibling in siblings {
+                let needle = format!("{sibling}::");
+                for (i, _) in code.match_indices(&needle) {
+                    let before = code[..i].chars().next_back().unwrap_or(' ');
+                    if !(before.is_ascii_alphanumeric() || before == '_' || before == ':') {
+                        used.insert(sibling.clone());
+                    }
+                }
+            }
+            return used;
+        }
+        for (i, _) in code.match_indices("super::") {
+            let before = code[..i].chars().next_back().unwrap_or(' ');
+            if before == ':' {
+                continue; // `super::super::…`: another folder's business.
+            }
+            let rest = &code[i + "super::".len()..];
+            let names: Vec<String> = match rest.strip_prefix('{') {
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|part| ident(part.trim()))
+                    .collect(),
+                None => vec![ident(rest)],
+            };
+            for name in names.into_iter().filter(|n| !n.is_empty() && n != "super") {
+                used.insert(if siblings.contains(&name) { name } else { "mod".into() });
+            }
+        }
+        used
+    }
+
+    fn folder_has_no_cycle(dir: &Path) {
+        let mut files: BTreeMap<String, String> = BTreeMap::new();
+        let mut siblings = BTreeSet::new();
+        let root = std::fs::read_to_string(dir.join("mod.rs")).unwrap_or_default();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folder_has_no_cycle(&path);
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let code = std::fs::read_to_string(path.join("mod.rs")).unwrap_or_default();
+                siblings.insert(name.clone());
+                files.insert(name, code);
+                continue;
+            }
+            let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            // A file that is a unit-test module of the folder.
+            if root.contains(&format!("#[cfg(test)]\nmod {name};"))
+                || root.contains(&format!("#[cfg(test)]\npub(crate) mod {name};"))
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default().to_string();
+            if name != "mod" {
+                siblings.insert(name.clone());
+            }
+            files.insert(name, code);
+        }
+        let graph: BTreeMap<String, BTreeSet<String>> = files
+            .iter()
+            .map(|(name, code)| {
+                let mut used = sibling_uses(code, name == "mod", &siblings);
+                used.remove(name);
+                (name.clone(), used)
+            })
+            .collect();
+        fn visit(
+            node: &str,
+            graph: &BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<String>,
+            done: &mut BTreeSet<String>,
+            dir: &Path,
+        ) {
+            if done.contains(node) {
+                return;
+            }
+            if let Some(at) = path.iter().position(|n| n == node) {
+                panic!(
+                    "import cycle in {}: {} -> {node}",
+                    dir.display(),
+                    path[at..].join(" -> ")
+                );
+            }
+            path.push(node.to_string());
+            for next in graph.get(node).into_iter().flatten() {
+                visit(next, graph, path, done, dir);
+            }
+            path.pop();
+            done.insert(node.to_string());
+        }
+        let mut done = BTreeSet::new();
+        for node in graph.keys() {
+            visit(node, &graph, &mut Vec::new(), &mut done, dir);
+        }
+    }
+
+    #[test]
+    fn the_files_of_one_folder_have_no_import_cycle() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for module in MODULES {
+            let dir = src.join(module);
+            if dir.is_dir() {
+                folder_has_no_cycle(&dir);
+            }
+        }
+    }
 }

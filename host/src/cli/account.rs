@@ -3,7 +3,7 @@
 use http::Method;
 use serde_json::json;
 
-use super::Global;
+use super::global::Global;
 use super::output::{cell, done, print, time_cell};
 
 /// Account commands (operator key).

@@ -7,7 +7,7 @@
 use http::Method;
 use serde_json::json;
 
-use super::Global;
+use super::global::Global;
 use super::output::{cell, done, print, time_cell};
 
 /// Alias commands.

@@ -1,7 +1,5 @@
 //! `stratus completions bash|zsh|fish`: shell completions for the CLI.
 
-use clap::CommandFactory as _;
-
 /// Print a completion script for a shell.
 #[derive(Debug, clap::Args)]
 pub struct Completions {
@@ -11,8 +9,8 @@ pub struct Completions {
 
 impl Completions {
     /// Writes the script to stdout, e.g. `stratus completions bash > /etc/bash_completion.d/stratus`.
-    pub fn execute(self) {
-        let mut command = super::Cli::command();
+    /// `command` is the CLI's own definition, which the caller holds.
+    pub fn execute(self, mut command: clap::Command) {
         clap_complete::generate(self.shell, &mut command, "stratus", &mut std::io::stdout());
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use http::Method;
 use serde_json::json;
 
-use super::Global;
+use super::global::Global;
 use super::output::{cell, done, print};
 use crate::client::Client;
 use crate::registry::sha256_hex;

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http::Method;
 
-use super::Global;
+use super::global::Global;
 
 /// Calls a function through the HTTP trigger and prints its body.
 #[derive(Debug, clap::Args)]

@@ -2,7 +2,7 @@
 
 use http::Method;
 
-use super::Global;
+use super::global::Global;
 use super::output::{cell, done, print, time_cell};
 
 /// Account key commands.

@@ -5,7 +5,7 @@
 use http_body_util::BodyExt as _;
 use std::io::Write as _;
 
-use super::Global;
+use super::global::Global;
 
 /// Show (or follow) a function's logs.
 #[derive(Debug, clap::Args)]

@@ -5,6 +5,7 @@ mod alias;
 mod compile;
 mod completions;
 mod function;
+mod global;
 mod grant;
 mod invoke;
 mod key;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::client::Client;
+use global::Global;
 
 /// Stratus: a serverless host for WebAssembly components.
 #[derive(Debug, Parser)]
@@ -30,73 +31,6 @@ pub struct Cli {
     command: Command,
     #[command(flatten)]
     global: Global,
-}
-
-/// Flags every client command shares.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Global {
-    /// The Stratus server.
-    #[arg(long, global = true, env = "STRATUS_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// An account key, or the operator key.
-    #[arg(long, global = true, env = "STRATUS_KEY", hide_env_values = true)]
-    key: Option<String>,
-    /// The account to act on (needed with the operator key).
-    #[arg(long, global = true, env = "STRATUS_ACCOUNT")]
-    account: Option<String>,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
-}
-
-impl Global {
-    fn client(&self) -> Client {
-        // `STRATUS_KEY=` (set, but empty) is no key.
-        Client::new(&self.url, self.key.clone().filter(|key| !key.trim().is_empty()))
-    }
-
-    /// The account to act on: `--account`, or the key's own account.
-    async fn account(&self, client: &Client) -> anyhow::Result<String> {
-        if let Some(account) = &self.account {
-            return Ok(account.clone());
-        }
-        let me = client.admin(http::Method::GET, "/whoami", None).await?;
-        match me["account"].as_str() {
-            Some(account) => Ok(account.to_string()),
-            None => anyhow::bail!("the operator key acts on any account: name one with --account"),
-        }
-    }
-
-    /// A function's address as every command takes it: `ACCOUNT/FN` (with
-    /// an optional `:QUALIFIER`), or `FN` of the account acted on.
-    async fn function_address(&self, client: &Client, address: &str) -> anyhow::Result<(String, String)> {
-        let refuse =
-            |why: String| anyhow::anyhow!("{address:?} is not a function address ({why}): write ACCOUNT/FN or FN");
-        let (account, function) = match address.split_once('/') {
-            Some((account, function)) => {
-                crate::names::AccountName::parse(account).map_err(|e| refuse(e.to_string()))?;
-                if let Some(named) = &self.account
-                    && named != account
-                {
-                    anyhow::bail!("{address:?} names account {account}, but --account names {named}: drop one");
-                }
-                (account.to_string(), function)
-            }
-            None => (self.account(client).await?, address),
-        };
-        // `NAME` or `NAME:QUALIFIER` (a version number or an alias).
-        let (name, qualifier) = match function.split_once(':') {
-            Some((name, qualifier)) => (name, Some(qualifier)),
-            None => (function, None),
-        };
-        crate::names::FunctionName::parse(name).map_err(|e| refuse(e.to_string()))?;
-        if let Some(qualifier) = qualifier
-            && qualifier.parse::<u32>().is_err()
-        {
-            crate::names::AliasName::parse(qualifier).map_err(|e| refuse(e.to_string()))?;
-        }
-        Ok((account, function.to_string()))
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,7 +122,7 @@ async fn execute(cli: Cli, serve_matches: Option<&clap::ArgMatches>) -> anyhow::
         Command::Invoke(cmd) => cmd.execute(&global).await,
         Command::Logs(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Completions(cmd) => {
-            cmd.execute();
+            cmd.execute(<Cli as clap::CommandFactory>::command());
             Ok(ExitCode::SUCCESS)
         }
         Command::Reserve(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),

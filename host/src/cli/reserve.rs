@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::json;
 
-use super::Global;
+use super::global::Global;
 use super::output::{cell, done, print, time_cell};
 
 /// Keep environments of a function instantiated ahead of its calls.

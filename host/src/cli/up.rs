@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use http::Method;
 use serde_json::json;
 
-use super::Global;
 use super::function::DeployOptions;
+use super::global::Global;
 use crate::client::{Client, ClientError};
 use crate::config::ServeConfig;
 use crate::credentials::keys;

@@ -74,6 +74,50 @@ pub(crate) fn stored_size(snapshot: &Snapshot, account: &AccountName, sha256: &s
         .map(|s| owned_size(&s.value))
 }
 
+/// The host's bounds on a version's configuration, from its settings.
+#[derive(Debug, Clone, Copy)]
+pub struct VersionBounds {
+    /// The longest deadline a version may ask for (`--max-timeout`).
+    pub max_timeout_ms: u64,
+    /// The most memory a version may ask for: the environment slot size.
+    pub max_memory_mb: u32,
+}
+
+impl VersionBounds {
+    /// Refuses a configuration the host would not run as asked.
+    pub fn check(&self, config: &VersionConfig) -> Result<()> {
+        if config.timeout_ms == 0 || config.timeout_ms > self.max_timeout_ms {
+            return Err(RegistryError::Invalid(format!(
+                "timeout_ms must be between 1 and {}",
+                self.max_timeout_ms
+            )));
+        }
+        if config.memory_mb == 0 || config.memory_mb > self.max_memory_mb {
+            return Err(RegistryError::Invalid(format!(
+                "memory_mb must be between 1 and {} (the host's environment slot size)",
+                self.max_memory_mb
+            )));
+        }
+        if let Some(key) = stratus_wire::config::bad_env_name(&config.env) {
+            return Err(RegistryError::Invalid(format!(
+                "{key:?} is not an environment variable name"
+            )));
+        }
+        for entry in &config.allow_outbound {
+            let host = entry.rsplit_once(':').map_or(entry.as_str(), |(h, _)| h);
+            if host.is_empty() || entry.contains('/') || entry.contains(' ') {
+                return Err(RegistryError::Invalid(format!("{entry:?} is not HOST[:PORT]")));
+            }
+        }
+        if config.max_concurrency_per_sub_tenant == Some(0) {
+            return Err(RegistryError::Invalid(
+                "max_concurrency_per_sub_tenant must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Records a new version in state `Compiling`, creating the function if needed.
 pub struct CreateVersion {
     /// The owner.
@@ -88,6 +132,8 @@ pub struct CreateVersion {
     pub size: u64,
     /// Its configuration.
     pub config: VersionConfig,
+    /// What the host allows of it.
+    pub bounds: VersionBounds,
     /// When, Unix seconds.
     pub at: u64,
 }
@@ -97,6 +143,7 @@ impl Command for CreateVersion {
 
     fn plan(&self, snapshot: &Snapshot, limits: &StorageLimits) -> Result<Planned<VersionRecord>> {
         let (account, function) = (&self.account, &self.function);
+        self.bounds.check(&self.config)?;
         limits.check_env(&self.config.env)?;
         let mut txn = Txn::new();
         let owner = guard_account(&mut txn, snapshot, account)?;

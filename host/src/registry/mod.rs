@@ -421,6 +421,7 @@ impl Registry {
         sha256: &str,
         size: u64,
         config: VersionConfig,
+        bounds: functions::VersionBounds,
     ) -> Result<VersionRecord> {
         self.apply(functions::CreateVersion {
             account: account.clone(),
@@ -429,6 +430,7 @@ impl Registry {
             sha256: sha256.to_string(),
             size,
             config,
+            bounds,
             at: now(),
         })
         .await

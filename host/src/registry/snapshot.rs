@@ -102,19 +102,19 @@ pub struct Resolved<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// Accounts by name.
-    pub accounts: Sharded<AccountName, AccountRecord>,
+    pub(super) accounts: Sharded<AccountName, AccountRecord>,
     /// Account keys by SHA-256 of the key text.
-    pub keys: Sharded<[u8; 32], KeyRecord>,
+    pub(super) keys: Sharded<[u8; 32], KeyRecord>,
     /// Live key ids by account, so tokens issued with a key die with it.
-    pub key_ids: Sharded<AccountName, HashSet<String>>,
+    pub(super) key_ids: Sharded<AccountName, HashSet<String>>,
     /// Functions by owner, then by name (in order, for listings).
-    pub functions: Sharded<AccountName, BTreeMap<FunctionName, FunctionEntry>>,
+    pub(super) functions: Sharded<AccountName, BTreeMap<FunctionName, FunctionEntry>>,
     /// Grants by owner and function, then by grantee.
-    pub grants: Sharded<(AccountName, FunctionName), BTreeMap<AccountName, Arc<GrantRecord>>>,
+    pub(super) grants: Sharded<(AccountName, FunctionName), BTreeMap<AccountName, Arc<GrantRecord>>>,
     /// Cross-account aliases by the account whose namespace holds them.
-    pub cross_aliases: Sharded<AccountName, BTreeMap<FunctionName, Arc<CrossAliasRecord>>>,
+    pub(super) cross_aliases: Sharded<AccountName, BTreeMap<FunctionName, Arc<CrossAliasRecord>>>,
     /// Reservations by owner, function and qualifier (`latest`, `7`, `prod`).
-    pub reservations: Sharded<(AccountName, FunctionName, String), Arc<ReservationRecord>>,
+    pub(super) reservations: Sharded<(AccountName, FunctionName, String), Arc<ReservationRecord>>,
     /// What each account put in the maps keyed by something else than its
     /// name, so that re-reading an account takes exactly that out.
     pub(super) owned: Sharded<AccountName, Owned>,
@@ -251,6 +251,27 @@ impl Snapshot {
             .get(&(owner.clone(), function.clone()))
             .into_iter()
             .flat_map(BTreeMap::values)
+    }
+
+    /// Every grant `owner` gave, for all its functions.
+    pub fn grants_given<'a>(&'a self, owner: &'a AccountName) -> impl Iterator<Item = &'a Arc<GrantRecord>> + 'a {
+        self.owned
+            .get(owner)
+            .into_iter()
+            .flat_map(|o| o.grant_functions.iter())
+            .flat_map(move |f| self.grants_of(owner, f))
+    }
+
+    /// Every reservation of `account`'s functions, with its key.
+    pub fn reservations_of<'a>(
+        &'a self,
+        account: &'a AccountName,
+    ) -> impl Iterator<Item = (&'a (AccountName, FunctionName, String), &'a Arc<ReservationRecord>)> + 'a {
+        self.owned
+            .get(account)
+            .into_iter()
+            .flat_map(|o| o.reservations.iter())
+            .filter_map(move |key| self.reservations.get(key).map(|r| (key, r)))
     }
 
     /// Every grant `grantee` holds.

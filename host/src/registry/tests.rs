@@ -59,6 +59,11 @@ fn function(text: &str) -> FunctionName {
     FunctionName::parse(text).unwrap_or_else(|e| panic!("{e}"))
 }
 
+const BOUNDS: functions::VersionBounds = functions::VersionBounds {
+    max_timeout_ms: 60_000,
+    max_memory_mb: 256,
+};
+
 fn config() -> VersionConfig {
     VersionConfig {
         public: false,
@@ -107,7 +112,7 @@ async fn every_write_leaves_the_snapshot_a_full_rebuild_would_give() {
     let sha = "ab".repeat(32);
     for _ in 0..2 {
         let v = registry
-            .create_version(&acme, &hello, &sha, 10, config())
+            .create_version(&acme, &hello, &sha, 10, config(), BOUNDS)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         check(&registry, "creating a version").await;
@@ -196,7 +201,7 @@ async fn with_versions(public: bool) -> (tempfile::TempDir, Registry) {
         config.public = public;
         config.env.insert("WHO".into(), "version".into());
         let v = registry
-            .create_version(&acme, &hello, &sha, 10, config)
+            .create_version(&acme, &hello, &sha, 10, config, BOUNDS)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         if state != VersionState::Compiling {
@@ -249,7 +254,7 @@ async fn aliases_apply_their_overrides_and_keep_each_sub_tenant_on_one_version()
     let (acme, hello) = (name("acme"), function("hello"));
     // A second ready version for the weighted alias.
     let v = registry
-        .create_version(&acme, &hello, &"ef".repeat(32), 10, config())
+        .create_version(&acme, &hello, &"ef".repeat(32), 10, config(), BOUNDS)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     registry
@@ -398,7 +403,7 @@ async fn deletes_of_more_records_than_one_transaction_takes_remove_them_all() {
     for f in [&hello, &other] {
         for _ in 0..140 {
             let v = registry
-                .create_version(&acme, f, &"ab".repeat(32), 10, config())
+                .create_version(&acme, f, &"ab".repeat(32), 10, config(), BOUNDS)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             registry
@@ -458,7 +463,7 @@ async fn deletes_of_more_records_than_one_transaction_takes_remove_them_all() {
     assert_eq!(stored_keys(&store, "versions/acme/other/").await.len(), 140);
     // Deployed again, the name continues its numbering.
     let again = registry
-        .create_version(&acme, &hello, &"cd".repeat(32), 10, config())
+        .create_version(&acme, &hello, &"cd".repeat(32), 10, config(), BOUNDS)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.number, 141);
@@ -490,7 +495,7 @@ async fn a_retired_account_serves_nothing_and_a_restart_finishes_its_delete() {
         let (_dir, registry) = on_store(&store, roomy()).await;
         let (_, key) = registry.create_account(&acme).await.unwrap_or_else(|e| panic!("{e}"));
         let v = registry
-            .create_version(&acme, &hello, &"ab".repeat(32), 10, config())
+            .create_version(&acme, &hello, &"ab".repeat(32), 10, config(), BOUNDS)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         registry
@@ -560,7 +565,14 @@ async fn registries_sharing_a_store_see_each_others_writes_and_keep_the_bounds()
             let mut created = 0;
             for i in 0..10 {
                 match registry
-                    .create_version(acme, &function(&format!("{prefix}{i}")), &"ab".repeat(32), 1, config())
+                    .create_version(
+                        acme,
+                        &function(&format!("{prefix}{i}")),
+                        &"ab".repeat(32),
+                        1,
+                        config(),
+                        BOUNDS,
+                    )
                     .await
                 {
                     Ok(_) => created += 1,

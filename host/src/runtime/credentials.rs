@@ -49,15 +49,3 @@ impl Host for CredentialsAccess {
             .map_err(|e| wasmtime::format_err!("minting a token failed: {e:#}"))
     }
 }
-
-/// Links the credentials interface, reaching each store's [`CredentialsAccess`].
-pub fn add_to_linker(linker: &mut wasmtime::component::Linker<super::HostState>) -> wasmtime::Result<()> {
-    struct CredentialsData;
-    impl wasmtime::component::HasData for CredentialsData {
-        type Data<'a> = &'a mut CredentialsAccess;
-    }
-    super::bindings::stratus::function::credentials::add_to_linker::<super::HostState, CredentialsData>(
-        linker,
-        |state| &mut state.credentials,
-    )
-}

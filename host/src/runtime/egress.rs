@@ -6,7 +6,6 @@
 //! never reaches the internal one. HTTPS verifies the server's certificate
 //! against the name, as it would without pinning.
 
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +16,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
-use super::state::{is_private, port_of};
+use std::net::IpAddr;
 
 /// What finishes a request's connection in the background.
 pub type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -224,6 +223,66 @@ impl Body for IdleTimeout {
     }
 }
 
+/// The port a request for `uri` goes to.
+pub(crate) fn port_of(uri: &http::Uri) -> u16 {
+    uri.port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 })
+}
+
+/// Whether `ip` is an address a guest must not reach by default: loopback,
+/// private (RFC 1918, unique-local), link-local (cloud metadata lives
+/// there), carrier-grade NAT, unspecified, broadcast, multicast or
+/// documentation ranges.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            // NAT64 (64:ff9b::/96) reaches the IPv4 address in its last 32
+            // bits: as private as that address.
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = [seg[6].to_be_bytes(), seg[7].to_be_bytes()];
+                return is_private(IpAddr::V4(std::net::Ipv4Addr::new(a[0], a[1], b[0], b[1])));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+                // IPv4-compatible `::a.b.c.d` (deprecated; the whole ::/96).
+                || seg[..6] == [0; 6]
+                // IPv4-translated `::ffff:0:a.b.c.d` (SIIT).
+                || seg[..6] == [0, 0, 0, 0, 0xffff, 0]
+                // Local-use NAT64 (64:ff9b:1::/48) translates to anything.
+                || seg[..3] == [0x64, 0xff9b, 1]
+                // 6to4 and Teredo embed IPv4 addresses that may be private.
+                || seg[0] == 0x2002
+                || seg[..2] == [0x2001, 0]
+                // Documentation, site-local (deprecated), discard-only.
+                || seg[..2] == [0x2001, 0x0db8]
+                || seg[0] & 0xffc0 == 0xfec0
+                || seg[..4] == [0x100, 0, 0, 0]
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -350,5 +409,58 @@ mod tests {
             pinned(&tls, "93.184.216.34".parse().unwrap_or_else(|e| panic!("{e}"))),
             None
         );
+    }
+
+    #[test]
+    fn private_ranges_are_recognised() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::5db8:d822",
+            "::10.0.0.1",
+            "::93.184.216.34",
+            "::ffff:0:10.0.0.1",
+            "::ffff:0:93.184.216.34",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2002:a00:1::1",
+            "fec0::1",
+            "feff::1",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "2001:db8::1",
+        ] {
+            assert!(
+                is_private(private.parse().unwrap_or_else(|e| panic!("{e}"))),
+                "{private}"
+            );
+        }
+        // NAT64 to a public address is how IPv6-only networks reach the
+        // IPv4 internet; so is an ordinary global address near the ranges.
+        for public in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::5db8:d822",
+            "2001:4860::8888",
+            "101::1",
+        ] {
+            assert!(
+                !is_private(public.parse().unwrap_or_else(|e| panic!("{e}"))),
+                "{public}"
+            );
+        }
     }
 }

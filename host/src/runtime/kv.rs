@@ -67,12 +67,3 @@ impl Host for KvAccess {
             .map_err(to_wit)
     }
 }
-
-/// Links the KV interface, reaching each store's [`KvAccess`].
-pub fn add_to_linker(linker: &mut wasmtime::component::Linker<super::HostState>) -> wasmtime::Result<()> {
-    struct KvData;
-    impl wasmtime::component::HasData for KvData {
-        type Data<'a> = &'a mut KvAccess;
-    }
-    super::bindings::stratus::function::kv::add_to_linker::<super::HostState, KvData>(linker, |state| &mut state.kv)
-}

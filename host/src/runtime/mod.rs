@@ -8,6 +8,7 @@ pub mod compile;
 pub mod credentials;
 pub mod egress;
 pub mod kv;
+pub mod loopback;
 pub mod output;
 pub mod reserve;
 pub mod state;
@@ -77,17 +78,7 @@ pub struct RuntimeConfig {
 
 pub use crate::tenancy::lineage::{Lineage, MAX_NESTING_DEPTH};
 
-/// Serves a guest's request to the host's own origin in-process, as a
-/// nested call, without the network.
-pub trait Loopback: Send + Sync {
-    /// Whether a request for `uri` is for this host.
-    fn is_own_origin(&self, uri: &http::Uri) -> bool;
-    /// Serves the request as the host would serve it from outside.
-    fn call(
-        self: Arc<Self>,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<HyperOutgoingBody>> + Send>>;
-}
+pub use loopback::Loopback;
 
 /// Counters the host exposes as metrics.
 #[derive(Debug, Default)]
@@ -179,8 +170,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        kv::add_to_linker(&mut linker)?;
-        credentials::add_to_linker(&mut linker)?;
+        state::add_kv_to_linker(&mut linker)?;
+        state::add_credentials_to_linker(&mut linker)?;
 
         let code_cache = code_cache::DirCodeCache::open(&config.code_cache_dir, &engine, config.own_code_cache)?;
 

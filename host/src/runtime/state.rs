@@ -2,7 +2,6 @@
 //! limits, and the outbound policy.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 
 use wasmtime::component::ResourceTable;
@@ -176,7 +175,7 @@ pub(crate) struct Outbound {
     /// The guard and connector requests past the allow-list go through.
     pub egress: Arc<super::egress::Egress>,
     /// The host itself, for nested calls.
-    pub loopback: Option<Weak<dyn super::Loopback>>,
+    pub loopback: Option<Weak<dyn super::loopback::Loopback>>,
     /// The current call's deadline: no outgoing request waits past it.
     pub deadline: std::time::Instant,
     /// Where a refusal is written, for the function's log (wasi-http's
@@ -187,67 +186,8 @@ pub(crate) struct Outbound {
 impl Outbound {
     fn allows(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
-        let with_port = format!("{host}:{}", port_of(uri));
+        let with_port = format!("{host}:{}", super::egress::port_of(uri));
         self.allow.iter().any(|entry| entry == host || *entry == with_port)
-    }
-}
-
-pub(crate) fn port_of(uri: &http::Uri) -> u16 {
-    uri.port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 })
-}
-
-/// Whether `ip` is an address a guest must not reach by default: loopback,
-/// private (RFC 1918, unique-local), link-local (cloud metadata lives
-/// there), carrier-grade NAT, unspecified, broadcast, multicast or
-/// documentation ranges.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (18..20).contains(&b))
-                || a >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            // NAT64 (64:ff9b::/96) reaches the IPv4 address in its last 32
-            // bits: as private as that address.
-            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let [a, b] = [seg[6].to_be_bytes(), seg[7].to_be_bytes()];
-                return is_private(IpAddr::V4(std::net::Ipv4Addr::new(a[0], a[1], b[0], b[1])));
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || v6.is_unique_local()
-                || v6.is_unicast_link_local()
-                // IPv4-compatible `::a.b.c.d` (deprecated; the whole ::/96).
-                || seg[..6] == [0; 6]
-                // IPv4-translated `::ffff:0:a.b.c.d` (SIIT).
-                || seg[..6] == [0, 0, 0, 0, 0xffff, 0]
-                // Local-use NAT64 (64:ff9b:1::/48) translates to anything.
-                || seg[..3] == [0x64, 0xff9b, 1]
-                // 6to4 and Teredo embed IPv4 addresses that may be private.
-                || seg[0] == 0x2002
-                || seg[..2] == [0x2001, 0]
-                // Documentation, site-local (deprecated), discard-only.
-                || seg[..2] == [0x2001, 0x0db8]
-                || seg[0] & 0xffc0 == 0xfec0
-                || seg[..4] == [0x100, 0, 0, 0]
-        }
     }
 }
 
@@ -290,7 +230,7 @@ impl WasiHttpHooks for Outbound {
         let options = Some(options);
         // The guest chose the name: no longer in the log than a DNS name can be.
         let host: String = request.uri().host().unwrap_or("").chars().take(253).collect();
-        let target = format!("{host}:{}", port_of(request.uri()));
+        let target = format!("{host}:{}", super::egress::port_of(request.uri()));
         let output = self.output.clone();
         let note = move |line: String| {
             if let Some(output) = &output {
@@ -315,60 +255,23 @@ impl WasiHttpHooks for Outbound {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::is_private;
-
-    #[test]
-    fn private_ranges_are_recognised() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "::",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "64:ff9b::a00:1",
-            "64:ff9b::7f00:1",
-            "64:ff9b:1::5db8:d822",
-            "::10.0.0.1",
-            "::93.184.216.34",
-            "::ffff:0:10.0.0.1",
-            "::ffff:0:93.184.216.34",
-            "2001::1",
-            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
-            "2002:a00:1::1",
-            "fec0::1",
-            "feff::1",
-            "100::1",
-            "100::ffff:ffff:ffff:ffff",
-            "2001:db8::1",
-        ] {
-            assert!(
-                is_private(private.parse().unwrap_or_else(|e| panic!("{e}"))),
-                "{private}"
-            );
-        }
-        // NAT64 to a public address is how IPv6-only networks reach the
-        // IPv4 internet; so is an ordinary global address near the ranges.
-        for public in [
-            "93.184.216.34",
-            "1.1.1.1",
-            "2606:4700::1111",
-            "64:ff9b::5db8:d822",
-            "2001:4860::8888",
-            "101::1",
-        ] {
-            assert!(
-                !is_private(public.parse().unwrap_or_else(|e| panic!("{e}"))),
-                "{public}"
-            );
-        }
+/// Links the KV interface, reaching each store's [`KvAccess`](super::kv::KvAccess).
+pub fn add_kv_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    struct KvData;
+    impl wasmtime::component::HasData for KvData {
+        type Data<'a> = &'a mut super::kv::KvAccess;
     }
+    super::bindings::stratus::function::kv::add_to_linker::<HostState, KvData>(linker, |state| &mut state.kv)
+}
+
+/// Links the credentials interface, reaching each store's
+/// [`CredentialsAccess`](super::credentials::CredentialsAccess).
+pub fn add_credentials_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    struct CredentialsData;
+    impl wasmtime::component::HasData for CredentialsData {
+        type Data<'a> = &'a mut super::credentials::CredentialsAccess;
+    }
+    super::bindings::stratus::function::credentials::add_to_linker::<HostState, CredentialsData>(linker, |state| {
+        &mut state.credentials
+    })
 }

@@ -14,7 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 
-use super::HostState;
+use super::state::HostState;
 use crate::names::SubTenantId;
 use crate::registry::records::VersionConfig;
 

@@ -3,22 +3,19 @@
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::AppState;
-use super::request::{no_function, read_body, read_json, snapshot_with};
+use super::request::{no_function, read_json, snapshot_with};
 use super::respond::{self, Body};
+use super::state::AppState;
 use crate::credentials::tokens::MAX_SUB_TENANT_TTL_S;
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName, SubTenantId};
-use crate::registry::records::{KeyRecord, VersionConfig, VersionRecord, VersionState};
-use crate::registry::{FunctionEntry, sha256_hex};
-use crate::runtime::body::RateBody;
-use crate::runtime::validate::check_component;
+use crate::registry::FunctionEntry;
+use crate::registry::records::{KeyRecord, VersionRecord, VersionState};
 use crate::tenancy::{self, Principal};
-use stratus_wire::admin::{CreateAccount, Deploy, IssueSubTenantToken};
+use stratus_wire::admin::{CreateAccount, IssueSubTenantToken};
 
 /// Serves one admin request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
@@ -111,26 +108,13 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         (&Method::DELETE, ["accounts", account]) => {
             principal.operator_only()?;
             let account = AccountName::parse(account)?;
-            let snapshot = state.registry.snapshot();
-            let id = snapshot.account_id(&account).unwrap_or_default().to_string();
-            let versions = snapshot
-                .functions_of(&account)
-                .flat_map(|f| f.versions.values().map(|v| v.id.clone()))
-                .collect();
-            let shas = shas_of(snapshot.functions_of(&account));
-            state.registry.delete_account(&account).await?;
-            // What ran for it, as owner or as caller, goes now, not at the
-            // end of an idle TTL that traffic keeps renewing.
-            state.runtime.stop_account(&id);
-            state.runtime.retire(&versions, Some(&id));
-            evict_unused(state, &shas);
-            state.logs.forget(&id, None);
+            super::deploy::delete_account(state, &account).await?;
             Ok(respond::no_content())
         }
         (_, ["accounts", account, rest @ ..]) => {
             let account = AccountName::parse(account)?;
             principal.may_act_on(&account)?;
-            if !state.registry.snapshot().accounts.contains_key(&account) {
+            if state.registry.snapshot().account(&account).is_none() {
                 return Err(ApiError::NotFound(format!("no account {account}")));
             }
             account_route(state, req, &method, &principal, &account, rest, &query).await
@@ -181,7 +165,7 @@ async fn account_route(
             state.registry.revoke_key(account, id).await?;
             Ok(respond::no_content())
         }
-        (&Method::PUT, ["blobs", sha]) => put_blob(state, req, account, sha).await,
+        (&Method::PUT, ["blobs", sha]) => super::deploy::upload(state, req, account, sha).await,
         (&Method::POST, ["sub-tenant-tokens"]) => issue_sub_tenant_token(state, req, principal, account).await,
         (&Method::GET, ["functions"]) => {
             let snapshot = state.registry.snapshot();
@@ -261,21 +245,11 @@ async fn account_route(
         }
         (&Method::POST, ["functions", function, "versions"]) => {
             let function = FunctionName::parse(function)?;
-            deploy(state, req, account, &function, wait).await
+            super::deploy::deploy(state, req, account, &function, wait).await
         }
         (&Method::DELETE, ["functions", function]) => {
             let function = FunctionName::parse(function)?;
-            let snapshot = state.registry.snapshot();
-            let versions = snapshot
-                .function(account, &function)
-                .map(|f| f.versions.values().map(|v| v.id.clone()).collect())
-                .unwrap_or_default();
-            state.registry.delete_function(account, &function, force).await?;
-            state.runtime.retire(&versions, None);
-            evict_unused(state, &shas_of(snapshot.function(account, &function).into_iter()));
-            state
-                .logs
-                .forget(snapshot.account_id(account).unwrap_or_default(), Some(&function));
+            super::deploy::delete_function(state, account, &function, force).await?;
             Ok(respond::no_content())
         }
         (&Method::DELETE, ["functions", function, "versions", number]) => {
@@ -283,16 +257,7 @@ async fn account_route(
                 .parse::<u32>()
                 .map_err(|_| ApiError::BadRequest(format!("{number:?} is not a version number")))?;
             let function = FunctionName::parse(function)?;
-            let deleted = state
-                .registry
-                .snapshot()
-                .function(account, &function)
-                .and_then(|f| f.versions.get(&number).cloned());
-            state.registry.delete_version(account, &function, number).await?;
-            if let Some(deleted) = deleted {
-                state.runtime.retire(&[deleted.id.clone()].into(), None);
-                evict_unused(state, std::slice::from_ref(&deleted.sha256));
-            }
+            super::deploy::delete_version(state, account, &function, number).await?;
             Ok(respond::no_content())
         }
         _ => Err(ApiError::NotFound(format!(
@@ -331,23 +296,6 @@ async fn issue_sub_tenant_token(
     ))
 }
 
-/// The component hashes of `functions`' versions.
-fn shas_of<'a>(functions: impl Iterator<Item = &'a FunctionEntry>) -> Vec<String> {
-    functions
-        .flat_map(|f| f.versions.values().map(|v| v.sha256.clone()))
-        .collect()
-}
-
-/// Unloads the code of `shas` that no version of any account uses now.
-fn evict_unused(state: &AppState, shas: &[String]) {
-    let snapshot = state.registry.snapshot();
-    let in_use: std::collections::HashSet<&str> = snapshot
-        .all_functions()
-        .flat_map(|f| f.versions.values().map(|v| v.sha256.as_str()))
-        .collect();
-    state.runtime.evict_code(shas, |sha| in_use.contains(sha));
-}
-
 fn key_json(key: &KeyRecord) -> serde_json::Value {
     json!({ "id": key.id, "created_at": key.created_at })
 }
@@ -379,215 +327,4 @@ fn version_json(v: &VersionRecord) -> serde_json::Value {
         "compile_ms": v.compile_ms,
         "config": v.config,
     })
-}
-
-async fn put_blob(
-    state: &AppState,
-    req: Request<Incoming>,
-    account: &AccountName,
-    sha: &str,
-) -> Result<Response<Body>, ApiError> {
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-        return Err(ApiError::BadRequest(
-            "a blob is addressed by the lower-case hex SHA-256 of its bytes".into(),
-        ));
-    }
-    // Counted from the first byte: an account's uploads in progress, each
-    // up to the component limit in memory, are bounded.
-    let account_id = state.account_id(account);
-    let _upload = match state.uploads.enter(&account_id, account.as_str()) {
-        Ok(ticket) => ticket,
-        Err(refused) => {
-            // Read and drop the body (never held), so the client, still
-            // sending, gets the answer rather than a reset connection.
-            let body = RateBody::new(req.into_body(), state.config.min_body_rate, Default::default());
-            let mut body = Limited::new(body, state.config.limits.component_bytes as usize);
-            while let Some(Ok(_)) = body.frame().await {}
-            return Err(refused);
-        }
-    };
-    // Host-wide, uploads wait their turn before their bodies are read, so
-    // many accounts uploading at once hold a bounded amount of memory.
-    let wait = state.config.header_read_timeout;
-    let _slot = match tokio::time::timeout(wait, state.upload_slots.acquire()).await {
-        Ok(Ok(slot)) => slot,
-        _ => {
-            return Err(ApiError::Unavailable {
-                message: format!(
-                    "the host is receiving {} uploads already (--max-uploads); retry",
-                    state.config.accounts.max_uploads_total
-                ),
-                retry_after: 5,
-            });
-        }
-    };
-    let bytes = read_body(
-        req,
-        state.config.limits.component_bytes as usize,
-        state.config.min_body_rate,
-    )
-    .await?;
-    // Hashing and validating tens of MiB takes a core for a while: on the
-    // blocking pool, so the async workers keep serving calls.
-    let expected = sha.to_string();
-    // One check at a time: on a small host the other cores keep serving.
-    let _checking = state.upload_checks.acquire().await.map_err(ApiError::internal)?;
-    let bytes = tokio::task::spawn_blocking(move || {
-        let actual = sha256_hex(&bytes);
-        if actual != expected {
-            return Err(ApiError::BadRequest(format!(
-                "the body's SHA-256 is {actual}, not {expected}"
-            )));
-        }
-        // Validate before storing: a refused upload leaves nothing behind.
-        check_component(&bytes)?;
-        Ok(bytes)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    let created = state.registry.put_blob(account, sha, &bytes).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(respond::json(
-        status,
-        &json!({ "sha256": sha, "size": bytes.len(), "created": created }),
-    ))
-}
-
-async fn deploy(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    account: &AccountName,
-    function: &FunctionName,
-    wait: bool,
-) -> Result<Response<Body>, ApiError> {
-    let body: Deploy = read_json(&state.config, req).await?;
-    let limits = &state.config.limits;
-    let timeout_ms = body.timeout_ms.unwrap_or(limits.timeout_ms);
-    if timeout_ms == 0 || timeout_ms > limits.max_timeout_ms {
-        return Err(ApiError::BadRequest(format!(
-            "timeout_ms must be between 1 and {}",
-            limits.max_timeout_ms
-        )));
-    }
-    let memory_mb = body.memory_mb.unwrap_or(limits.memory_mb);
-    let max_memory = state.config.runtime.max_memory_mb;
-    if memory_mb == 0 || memory_mb > max_memory {
-        return Err(ApiError::BadRequest(format!(
-            "memory_mb must be between 1 and {max_memory} (the host's environment slot size)"
-        )));
-    }
-    if let Some(key) = stratus_wire::config::bad_env_name(&body.env) {
-        return Err(ApiError::BadRequest(format!(
-            "{key:?} is not an environment variable name"
-        )));
-    }
-    for entry in &body.allow_outbound {
-        let host = entry.rsplit_once(':').map_or(entry.as_str(), |(h, _)| h);
-        if host.is_empty() || entry.contains('/') || entry.contains(' ') {
-            return Err(ApiError::BadRequest(format!("{entry:?} is not HOST[:PORT]")));
-        }
-    }
-    if body.max_concurrency_per_sub_tenant == Some(0) {
-        return Err(ApiError::BadRequest(
-            "max_concurrency_per_sub_tenant must be at least 1".into(),
-        ));
-    }
-    let Some(size) = state.registry.blob_size_for(account, &body.blob) else {
-        return Err(ApiError::NotFound(format!(
-            "account {account} has no blob {}: upload it with PUT /admin/v1/accounts/{account}/blobs/{{sha256}} first",
-            body.blob
-        )));
-    };
-    let config = VersionConfig {
-        public: body.public,
-        tenancy: body.tenancy,
-        reuse: body.reuse,
-        timeout_ms,
-        memory_mb,
-        env: body.env,
-        allow_outbound: body.allow_outbound,
-        max_concurrency_per_sub_tenant: body.max_concurrency_per_sub_tenant,
-    };
-    // Counted before the version exists: a deploy past the account's bound
-    // of queued compiles leaves nothing behind.
-    let account_id = state.account_id(account);
-    let queued = state.runtime.enqueue_compile(&account_id, account.as_str())?;
-    let version = state
-        .registry
-        .create_version(account, function, &body.blob, size, config)
-        .await?;
-    let number = version.number;
-    if !wait {
-        tokio::spawn(compile_version(state.clone(), version, Some(queued)));
-        return Ok(respond::json(
-            StatusCode::ACCEPTED,
-            &json!({ "version": number, "sha256": body.blob, "state": "compiling" }),
-        ));
-    }
-    let started = std::time::Instant::now();
-    match state
-        .runtime
-        .prepare(&body.blob, &version.account_id, Some(queued), || {
-            state.component(&body.blob)
-        })
-        .await
-    {
-        Ok(_) => {
-            let compile_ms = started.elapsed().as_millis() as u64;
-            state
-                .registry
-                .finish_version(account, function, number, VersionState::Ready, Some(compile_ms))
-                .await?;
-            Ok(respond::json(
-                StatusCode::CREATED,
-                &json!({ "version": number, "sha256": body.blob, "compile_ms": compile_ms }),
-            ))
-        }
-        Err(err) => {
-            let message = err.to_string();
-            state
-                .registry
-                .finish_version(account, function, number, VersionState::Failed { message }, None)
-                .await?;
-            Err(err)
-        }
-    }
-}
-
-/// Compiles a version in the background and records the outcome.
-pub async fn compile_version(
-    state: Arc<AppState>,
-    version: VersionRecord,
-    queued: Option<crate::runtime::compile::Ticket>,
-) {
-    let started = std::time::Instant::now();
-    let outcome = state
-        .runtime
-        .prepare(&version.sha256, &version.account_id, queued, || {
-            state.component(&version.sha256)
-        })
-        .await
-        .map(|_| ());
-    let (new_state, compile_ms) = match outcome {
-        Ok(()) => (VersionState::Ready, Some(started.elapsed().as_millis() as u64)),
-        Err(err) => (
-            VersionState::Failed {
-                message: err.to_string(),
-            },
-            None,
-        ),
-    };
-    if let Err(err) = state
-        .registry
-        .finish_version(
-            &version.account,
-            &version.function,
-            version.number,
-            new_state,
-            compile_ms,
-        )
-        .await
-    {
-        tracing::error!(error = %err, "could not record a compile result");
-    }
 }

@@ -12,9 +12,9 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::AppState;
 use super::request::{no_function, read_json, snapshot_with};
 use super::respond::{self, Body};
+use super::state::AppState;
 use crate::error::ApiError;
 use crate::names::{AccountName, AliasName, FunctionName};
 use crate::registry::records::{AliasRecord, CrossAliasRecord, GrantRecord, LowerLimits};
@@ -129,12 +129,7 @@ pub async fn route(
 /// Every grant `account` gave, for all its functions.
 pub fn all_grants(state: &AppState, account: &AccountName) -> Result<Response<Body>, ApiError> {
     let snapshot = state.registry.snapshot();
-    let mut grants: Vec<&GrantRecord> = snapshot
-        .grants
-        .iter()
-        .filter(|((owner, _), _)| owner == account)
-        .flat_map(|(_, g)| g.values().map(Arc::as_ref))
-        .collect();
+    let mut grants: Vec<&GrantRecord> = snapshot.grants_given(account).map(Arc::as_ref).collect();
     grants.sort_by(|a, b| (&a.function, &a.grantee).cmp(&(&b.function, &b.grantee)));
     let grants: Vec<_> = grants.into_iter().map(grant_json).collect();
     Ok(respond::json(StatusCode::OK, &json!({ "grants": grants })))
@@ -152,13 +147,7 @@ pub async fn grants(
     let snapshot = snapshot_with(state, account, function)?;
     match (method, rest) {
         (&Method::GET, []) => {
-            let grants: Vec<_> = snapshot
-                .grants
-                .get(&(account.clone(), function.clone()))
-                .into_iter()
-                .flat_map(|g| g.values())
-                .map(|g| grant_json(g))
-                .collect();
+            let grants: Vec<_> = snapshot.grants_of(account, function).map(|g| grant_json(g)).collect();
             Ok(respond::json(StatusCode::OK, &json!({ "grants": grants })))
         }
         (&Method::PUT, [grantee]) => {
@@ -197,10 +186,7 @@ pub async fn cross_aliases(
     match (method, rest) {
         (&Method::GET, []) => {
             let aliases: Vec<_> = snapshot
-                .cross_aliases
-                .get(account)
-                .into_iter()
-                .flat_map(|c| c.values())
+                .cross_aliases_of(account)
                 .map(|c| cross_json(&snapshot, c))
                 .collect();
             Ok(respond::json(StatusCode::OK, &json!({ "aliases": aliases })))
@@ -270,11 +256,7 @@ fn reservation_json(record: &crate::registry::records::ReservationRecord) -> ser
 /// Every reservation of `account`'s functions.
 pub fn all_reservations(state: &AppState, account: &AccountName) -> Result<Response<Body>, ApiError> {
     let snapshot = state.registry.snapshot();
-    let mut reservations: Vec<_> = snapshot
-        .reservations
-        .iter()
-        .filter(|((owner, ..), _)| owner == account)
-        .collect();
+    let mut reservations: Vec<_> = snapshot.reservations_of(account).collect();
     reservations.sort_by_key(|(key, _)| *key);
     let reservations: Vec<_> = reservations.into_iter().map(|(_, r)| reservation_json(r)).collect();
     Ok(respond::json(StatusCode::OK, &json!({ "reservations": reservations })))
@@ -303,9 +285,8 @@ pub async fn reservations(
     match (method, rest) {
         (&Method::GET, []) => {
             let mut reservations: Vec<_> = snapshot
-                .reservations
-                .iter()
-                .filter(|((owner, name, _), _)| owner == account && name == function)
+                .reservations_of(account)
+                .filter(|((_, name, _), _)| name == function)
                 .collect();
             reservations.sort_by_key(|(key, _)| *key);
             let reservations: Vec<_> = reservations.into_iter().map(|(_, r)| reservation_json(r)).collect();

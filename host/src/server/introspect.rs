@@ -7,8 +7,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
-use super::AppState;
 use super::respond::{self, Body};
+use super::state::AppState;
 use crate::credentials::tokens::{InvocationClaims, TokenKind, Tokens};
 use crate::error::ApiError;
 use crate::runtime::body::RateBody;

@@ -14,7 +14,8 @@ use http::{Request, Response, StatusCode, Uri};
 use wasmtime_wasi_http::WasiBody;
 
 use super::respond::{self, Body};
-use super::{AppState, introspect, trigger};
+use super::state::AppState;
+use super::{introspect, trigger};
 use crate::error::ApiError;
 use crate::runtime::Loopback;
 

@@ -1,18 +1,14 @@
 //! `/metrics` in Prometheus text format.
 
-use http::{Request, Response, StatusCode};
+use http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 
-use super::respond::{self, Body};
-use super::{AppState, Role};
-use crate::error::ApiError;
 use crate::runtime::Runtime;
 use crate::tenancy::quota::Quotas;
-use crate::tenancy::{self, Principal};
 
 /// Labels of an invocation counter. Sub-tenants are never a label: their
 /// number is unbounded, and metrics must not grow with it.
@@ -64,6 +60,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Every metric, in the OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
     /// Adds a gauge kept elsewhere (e.g. by the logs) under `stratus_{name}`.
     pub fn register_gauge(&mut self, name: &str, help: &str, gauge: prometheus_client::metrics::gauge::Gauge) {
         self.registry.register(name, help, gauge);
@@ -186,27 +189,4 @@ impl Metrics {
         };
         self.durations.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
-}
-
-/// Serves the metrics; on the main listener they name accounts, so only the
-/// operator may read them there.
-pub fn handle(state: &AppState, req: &Request<hyper::body::Incoming>, role: Role) -> Response<Body> {
-    if role == Role::Main {
-        match tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator) {
-            Ok(Principal::Operator) => {}
-            Ok(Principal::Account { .. }) => {
-                return respond::error(&ApiError::Forbidden("metrics need the operator key".into()));
-            }
-            Err(err) => return respond::error(&err),
-        }
-    }
-    let mut text = String::new();
-    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry) {
-        return respond::error(&ApiError::internal(err));
-    }
-    respond::text(
-        StatusCode::OK,
-        text,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-    )
 }

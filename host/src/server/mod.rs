@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod aliases;
+pub mod deploy;
 pub mod introspect;
 pub mod logs;
 pub mod loopback;
@@ -15,6 +16,7 @@ mod request;
 pub mod reserve;
 pub mod respond;
 pub mod routes;
+mod state;
 pub mod trigger;
 
 use std::net::SocketAddr;
@@ -31,83 +33,12 @@ use crate::config::ServeConfig;
 use crate::credentials::keys;
 use crate::error::ApiError;
 use crate::registry::Registry;
-use crate::registry::records::{VersionRecord, VersionState};
-use crate::runtime::HostState;
+use crate::registry::records::VersionState;
 use crate::runtime::Runtime;
+use crate::tenancy::{self, Principal};
 use respond::Body;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-/// Shared by every request.
-pub struct AppState {
-    /// Accounts, functions and versions.
-    pub registry: Arc<Registry>,
-    /// The engine.
-    pub runtime: Arc<Runtime>,
-    /// SHA-256 of the operator key.
-    pub operator: [u8; 32],
-    /// Settings.
-    pub config: ServeConfig,
-    /// Signing keys and verified tokens.
-    pub tokens: Arc<crate::credentials::tokens::Tokens>,
-    /// Concurrency caps per account and sub-tenant.
-    pub quotas: crate::tenancy::quota::Quotas,
-    /// Counters.
-    pub metrics: metrics::Metrics,
-    /// The trigger listener's address, once bound: a guest's requests to it
-    /// are nested calls.
-    pub listening: std::sync::OnceLock<SocketAddr>,
-    /// What guests printed, per function.
-    pub logs: logs::Logs,
-    /// Component uploads in progress, per account.
-    pub uploads: Arc<crate::tenancy::inflight::InFlight>,
-    /// Uploads whose bodies are being received, host-wide.
-    pub upload_slots: tokio::sync::Semaphore,
-    /// Uploads being hashed and validated: one at a time, so that checking
-    /// tens of MiB never takes more than one core from serving.
-    pub upload_checks: tokio::sync::Semaphore,
-}
-
-impl AppState {
-    /// The pre-instantiated component of a ready version, loading it (from the
-    /// code cache, or by compiling) on first use.
-    pub async fn prepare_version(&self, version: &VersionRecord) -> Result<ProxyPre<HostState>, ApiError> {
-        if let Some(pre) = self.runtime.loaded(&version.sha256) {
-            return Ok(pre);
-        }
-        Ok(self
-            .runtime
-            .prepare(&version.sha256, &version.account_id, None, || {
-                self.component(&version.sha256)
-            })
-            .await?
-            .pre)
-    }
-
-    /// The stored bytes of component `sha256`, read when a compile needs them.
-    pub fn component(&self, sha256: &str) -> Result<bytes::Bytes, ApiError> {
-        self.registry
-            .blob(sha256)?
-            .ok_or_else(|| ApiError::InvalidComponent(format!("the component {sha256} is no longer stored")))
-    }
-
-    /// The id of the account that holds `account` now (empty if none does).
-    pub fn account_id(&self, account: &crate::names::AccountName) -> String {
-        self.registry
-            .snapshot()
-            .account_id(account)
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-/// Which routes a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Trigger, and admin unless a separate admin listener exists.
-    Main,
-    /// Admin API and open metrics only.
-    Admin,
-}
+pub use state::{AppState, Role};
 
 /// Opens the database, sets up the engine and the operator key. Fails before
 /// any listener binds if anything is wrong.
@@ -201,7 +132,7 @@ pub fn warm_up(state: &Arc<AppState>) {
                         }
                     }
                     VersionState::Compiling => {
-                        admin::compile_version(state.clone(), version.as_ref().clone(), None).await
+                        deploy::compile_version(state.clone(), version.as_ref().clone(), None).await
                     }
                     VersionState::Failed { .. } => {}
                 }
@@ -300,10 +231,33 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>, role: Role, _pee
         return respond::text(http::StatusCode::OK, "ok\n", "text/plain");
     }
     if path == "/metrics" && admin_here {
-        return metrics::handle(&state, &req, role);
+        return metrics_page(&state, &req, role);
     }
     if admin_here && (path == "/admin/v1" || path.starts_with("/admin/v1/")) {
         return admin::handle(state, req).await;
     }
     respond::error(&ApiError::NotFound(format!("no route {path}")))
+}
+
+/// Serves the metrics; on the main listener they name accounts, so only the
+/// operator may read them there.
+fn metrics_page(state: &AppState, req: &Request<hyper::body::Incoming>, role: Role) -> Response<Body> {
+    if role == Role::Main {
+        match tenancy::authenticate_admin(req.headers(), &state.registry.snapshot(), &state.operator) {
+            Ok(Principal::Operator) => {}
+            Ok(Principal::Account { .. }) => {
+                return respond::error(&ApiError::Forbidden("metrics need the operator key".into()));
+            }
+            Err(err) => return respond::error(&err),
+        }
+    }
+    let text = match state.metrics.encode() {
+        Ok(text) => text,
+        Err(err) => return respond::error(&ApiError::internal(err)),
+    };
+    respond::text(
+        http::StatusCode::OK,
+        text,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )
 }

@@ -8,7 +8,7 @@ use http::Request;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::AppState;
+use super::state::AppState;
 use crate::error::ApiError;
 use crate::names::{AccountName, FunctionName};
 use crate::runtime::body::{MinRate, RateBody};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::AppState;
+use super::state::AppState;
 use crate::names::Qualifier;
 use crate::runtime::reserve::{ReservedKey, Sizes};
 
@@ -31,7 +31,7 @@ async fn reconcile(state: &AppState) {
     let snapshot = state.registry.snapshot();
     let mut wanted = HashMap::new();
     let mut versions = HashMap::new();
-    for ((account, function, _), record) in snapshot.reservations.iter() {
+    for ((account, function, _), record) in snapshot.reservations() {
         let qualifier = match &record.qualifier {
             None => Qualifier::Latest,
             Some(text) => match Qualifier::parse(text) {

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Request, Response, Uri};
 use rand::RngCore;
 
-use super::AppState;
 use super::logs::LogEntry;
 use super::respond::{self, Body};
+use super::state::AppState;
 use crate::error::ApiError;
 use crate::names::{AccountName, AliasName, FunctionName, Qualifier, SubTenantId};
 use crate::registry::records::{LowerLimits, Tenancy, VersionRecord};

@@ -293,7 +293,7 @@ pub fn authenticate(
         },
         Credential::Key(token) => {
             let hash = keys::hash(token);
-            if let Some(key) = snapshot.keys.get(&hash) {
+            if let Some(key) = snapshot.key_by_hash(&hash) {
                 let caller = Caller::Account {
                     account: key.account.clone(),
                     id: snapshot.account_id(&key.account).unwrap_or_default().to_string(),
@@ -380,7 +380,7 @@ pub fn authenticate_admin(
     if &hash == operator {
         return Ok(Principal::Operator);
     }
-    match snapshot.keys.get(&hash) {
+    match snapshot.key_by_hash(&hash) {
         Some(key) => Ok(Principal::Account {
             account: key.account.clone(),
             key_id: key.id.clone(),
