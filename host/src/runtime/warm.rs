@@ -94,15 +94,14 @@ pub struct WarmLimits {
     pub max_idle_total: usize,
 }
 
-struct Idle {
-    env: Env,
+struct Idle<E> {
+    env: E,
     /// Identifies this idle period in `order`.
     seq: u64,
 }
 
-#[derive(Default)]
-struct Inner {
-    by_partition: HashMap<Partition, Vec<Idle>>,
+struct Inner<E> {
+    by_partition: HashMap<Partition, Vec<Idle<E>>>,
     /// Idle periods oldest first. Entries whose environment was taken again
     /// stay behind as stale entries and are skipped.
     order: VecDeque<(Partition, u64, Instant)>,
@@ -110,7 +109,18 @@ struct Inner {
     total: usize,
 }
 
-impl Inner {
+impl<E> Default for Inner<E> {
+    fn default() -> Self {
+        Self {
+            by_partition: HashMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+            total: 0,
+        }
+    }
+}
+
+impl<E> Inner<E> {
     fn is_idle(&self, partition: &Partition, seq: u64) -> bool {
         self.by_partition
             .get(partition)
@@ -118,14 +128,15 @@ impl Inner {
     }
 }
 
-/// Idle warm environments, by partition.
-pub struct WarmPool {
-    inner: Mutex<Inner>,
+/// Idle warm environments, by partition. Generic over what it keeps only
+/// so that its decisions can be tested without instantiating anything.
+pub struct WarmPool<E = Env> {
+    inner: Mutex<Inner<E>>,
     limits: WarmLimits,
     idle_gauge: Gauge,
 }
 
-impl WarmPool {
+impl<E> WarmPool<E> {
     /// An empty pool.
     pub fn new(limits: WarmLimits, idle_gauge: Gauge) -> Self {
         Self {
@@ -135,7 +146,7 @@ impl WarmPool {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<E>> {
         match self.inner.lock() {
             Ok(inner) => inner,
             Err(poisoned) => poisoned.into_inner(),
@@ -143,7 +154,7 @@ impl WarmPool {
     }
 
     /// An idle environment of exactly this partition, newest first.
-    pub fn take(&self, partition: &Partition) -> Option<Env> {
+    pub fn take(&self, partition: &Partition) -> Option<E> {
         let mut inner = self.lock();
         let list = inner.by_partition.get_mut(partition)?;
         let idle = list.pop()?;
@@ -158,7 +169,7 @@ impl WarmPool {
 
     /// Keeps an environment for later calls of its partition; drops it (and
     /// frees its slot) when the partition or the host is at its idle limit.
-    pub fn put(&self, partition: Partition, env: Env) {
+    pub fn put(&self, partition: Partition, env: E) {
         let evicted;
         {
             let mut inner = self.lock();
@@ -190,7 +201,7 @@ impl WarmPool {
         drop(evicted);
     }
 
-    fn pop_oldest(inner: &mut Inner) -> Option<Env> {
+    fn pop_oldest(inner: &mut Inner<E>) -> Option<E> {
         while let Some((partition, seq, _)) = inner.order.pop_front() {
             let Some(list) = inner.by_partition.get_mut(&partition) else {
                 continue;
@@ -266,5 +277,166 @@ impl WarmPool {
     /// Idle environments now.
     pub fn idle(&self) -> usize {
         self.lock().total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Stands for an environment: counts its drops (a freed slot).
+    struct Fake {
+        name: &'static str,
+        dropped: Arc<AtomicUsize>,
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Pool {
+        pool: WarmPool<Fake>,
+        dropped: Arc<AtomicUsize>,
+        gauge: Gauge,
+    }
+
+    impl Pool {
+        fn new(per_partition: usize, total: usize, ttl: Duration) -> Self {
+            let gauge = Gauge::default();
+            let limits = WarmLimits {
+                idle_ttl: ttl,
+                max_idle_per_partition: per_partition,
+                max_idle_total: total,
+            };
+            Self {
+                pool: WarmPool::new(limits, gauge.clone()),
+                dropped: Arc::default(),
+                gauge,
+            }
+        }
+
+        fn put(&self, partition: &Partition, name: &'static str) {
+            let env = Fake {
+                name,
+                dropped: self.dropped.clone(),
+            };
+            self.pool.put(partition.clone(), env);
+        }
+
+        fn take(&self, partition: &Partition) -> Option<&'static str> {
+            self.pool.take(partition).map(|env| env.name)
+        }
+
+        fn dropped(&self) -> usize {
+            self.dropped.load(Ordering::SeqCst)
+        }
+    }
+
+    fn partition(caller: &str, sub_tenant: Option<&str>) -> Partition {
+        Partition {
+            version: "v1".into(),
+            config: 7,
+            caller: caller.into(),
+            sub_tenant: sub_tenant.map(|s| SubTenantId::parse(s).unwrap_or_else(|e| panic!("{e}"))),
+            alias: None,
+            via: None,
+        }
+    }
+
+    #[test]
+    fn an_environment_serves_only_its_own_partition() {
+        let pool = Pool::new(4, 100, Duration::from_secs(60));
+        let alice = partition("acme-id", Some("alice"));
+        pool.put(&alice, "alice's");
+        let others = [
+            partition("acme-id", Some("bob")),
+            partition("acme-id", None),
+            partition("globex-id", Some("alice")),
+            Partition {
+                version: "v2".into(),
+                ..alice.clone()
+            },
+            Partition {
+                config: 8,
+                ..alice.clone()
+            },
+            Partition {
+                alias: Some("prod".into()),
+                ..alice.clone()
+            },
+            Partition {
+                via: Some("globex/theirs".into()),
+                ..alice.clone()
+            },
+        ];
+        for other in &others {
+            assert_eq!(pool.take(other), None, "{other:?} got alice's environment");
+        }
+        assert_eq!(pool.take(&alice), Some("alice's"));
+        assert_eq!(pool.take(&alice), None, "an environment is taken once");
+    }
+
+    #[test]
+    fn the_newest_idle_environment_is_taken_first_and_limits_drop_the_rest() {
+        let pool = Pool::new(2, 3, Duration::from_secs(60));
+        let (a, b) = (partition("a", None), partition("b", None));
+        pool.put(&a, "a1");
+        pool.put(&a, "a2");
+        pool.put(&a, "a3");
+        assert_eq!(
+            pool.dropped(),
+            1,
+            "past the per-partition limit, the environment is dropped"
+        );
+        pool.put(&b, "b1");
+        pool.put(&b, "b2");
+        // Past the host-wide limit, the least recently idle goes (a1).
+        assert_eq!(pool.dropped(), 2);
+        assert_eq!(pool.gauge.get(), 3);
+        assert_eq!(pool.take(&a), Some("a2"));
+        assert_eq!(pool.take(&a), None);
+        assert_eq!(pool.take(&b), Some("b2"));
+        assert_eq!(pool.gauge.get(), 1);
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_idle_and_skips_those_taken_since() {
+        let pool = Pool::new(4, 100, Duration::from_secs(60));
+        let (a, b) = (partition("a", None), partition("b", None));
+        pool.put(&a, "a1");
+        pool.put(&b, "b1");
+        pool.put(&a, "a2");
+        // a2 is taken and put back: it is now the most recent.
+        assert_eq!(pool.take(&a), Some("a2"));
+        pool.put(&a, "a2");
+        assert!(pool.pool.evict_oldest());
+        assert_eq!(pool.take(&a), Some("a2"), "a1 was the oldest");
+        assert!(pool.pool.evict_oldest());
+        assert_eq!(pool.take(&b), None, "then b1");
+        assert!(!pool.pool.evict_oldest(), "nothing left to evict");
+        // Two evicted, and the two taken (each dropped by `take` here).
+        assert_eq!(pool.dropped(), 4);
+    }
+
+    #[test]
+    fn idle_environments_expire_after_their_ttl_and_retire_with_their_version_or_caller() {
+        let pool = Pool::new(4, 100, Duration::from_millis(50));
+        let (a, b) = (partition("a", None), partition("b", None));
+        pool.put(&a, "old");
+        std::thread::sleep(Duration::from_millis(80));
+        pool.put(&b, "new");
+        pool.pool.expire();
+        assert_eq!(pool.take(&a), None, "idle past the TTL");
+        assert_eq!(pool.pool.idle(), 1);
+        pool.put(&a, "again");
+        pool.pool.retire(|p| p.caller == "b");
+        assert_eq!(pool.take(&b), None, "retired with its caller");
+        assert_eq!(pool.take(&a), Some("again"));
+        assert_eq!(pool.gauge.get(), 0);
     }
 }

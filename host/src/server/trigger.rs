@@ -17,11 +17,11 @@ use super::respond::{self, Body};
 use super::state::AppState;
 use crate::error::ApiError;
 use crate::names::{AccountName, AliasName, FunctionName, Qualifier, SubTenantId};
-use crate::registry::records::{LowerLimits, Tenancy, VersionRecord};
-use crate::registry::{CrossError, ResolveError, Snapshot};
+use crate::registry::records::{Tenancy, VersionRecord};
 use crate::runtime::CallContext;
 use crate::runtime::body::{LimitedBody, RateBody};
 use crate::tenancy::quota::Admission;
+use crate::tenancy::visibility::{Address, Route};
 use crate::tenancy::{self, Caller, Presented};
 
 /// Request headers reserved for the host; never shown to a guest.
@@ -79,102 +79,6 @@ fn parse<B>(state: &AppState, req: &Request<B>) -> Result<Target, ApiError> {
     })
 }
 
-/// What a call resolved to.
-struct Route {
-    /// The version to run, with alias overrides and limits applied.
-    version: Arc<VersionRecord>,
-    /// The owner's alias it went through.
-    alias: Option<AliasName>,
-    /// The cross-account alias it went through, as `account/name`.
-    via: Option<String>,
-}
-
-/// Finds the version this caller may call. Names the caller may not see
-/// answer as if they did not exist (401 for anonymous, 404 otherwise). A
-/// nested call sees what its owner sees in the owner's account, and the
-/// caller's cross-account aliases.
-fn resolve(
-    snapshot: &Snapshot,
-    presented: &Presented,
-    caller: &Caller,
-    sub_tenant: Option<&SubTenantId>,
-    target: &Target,
-) -> Result<Route, ApiError> {
-    let hidden = || match caller {
-        Caller::Anonymous => {
-            ApiError::Unauthorized("this function needs credentials: send `Authorization: Bearer <key>`".into())
-        }
-        Caller::Account { .. } => ApiError::NotFound(format!("no function {}/{}", target.account, target.name)),
-    };
-    let nested_owner = match presented {
-        Presented::Nested { owner, .. } => Some(owner),
-        _ => None,
-    };
-    let out_of_reach = |owner: &AccountName| {
-        ApiError::Forbidden(format!(
-            "an invocation token calls functions of {owner} and the caller's cross-account aliases only"
-        ))
-    };
-    if let Some(cross) = snapshot.cross_alias(&target.account, &target.name) {
-        // Only the account holding the alias sees it.
-        if caller.account() != Some(&target.account) {
-            return Err(nested_owner.map_or_else(hidden, out_of_reach));
-        }
-        if target.qualifier != Qualifier::Latest {
-            return Err(ApiError::BadRequest(format!(
-                "{} is a cross-account alias; it takes no version or alias",
-                target.name
-            )));
-        }
-        let resolved = snapshot.resolve_cross(cross, sub_tenant).map_err(|err| match err {
-            CrossError::Revoked => ApiError::GrantRevoked,
-            CrossError::NoQualifier => ApiError::NotFound(format!(
-                "{} points at {}, which has no invocable version",
-                target.name,
-                cross.target()
-            )),
-        })?;
-        let version = if cross.limits == LowerLimits::default() {
-            resolved.version.clone()
-        } else {
-            Arc::new(VersionRecord {
-                config: cross.limits.apply(&resolved.version.config),
-                ..resolved.version.as_ref().clone()
-            })
-        };
-        return Ok(Route {
-            version,
-            alias: resolved.alias.cloned(),
-            via: Some(format!("{}/{}", target.account, target.name)),
-        });
-    }
-    let own = match nested_owner {
-        Some(owner) if owner == &target.account => true,
-        Some(owner) => return Err(out_of_reach(owner)),
-        None => caller.account() == Some(&target.account),
-    };
-    if !own && !snapshot.is_public(&target.account, &target.name) {
-        return Err(hidden());
-    }
-    let resolved = snapshot
-        .resolve(&target.account, &target.name, &target.qualifier, sub_tenant)
-        .map_err(|err| match err {
-            ResolveError::NoFunction => ApiError::NotFound(format!("no function {}/{}", target.account, target.name)),
-            ResolveError::NoQualifier => ApiError::NotFound(format!(
-                "function {}/{} has no invocable version {}",
-                target.account, target.name, target.qualifier
-            )),
-        })?;
-    if !own && !resolved.version.config.public {
-        return Err(hidden());
-    }
-    Ok(Route {
-        version: resolved.version.clone(),
-        alias: resolved.alias.cloned(),
-        via: None,
-    })
-}
-
 fn new_invocation_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
@@ -227,7 +131,17 @@ where
         state.runtime.lineage(id)
     })?;
     let (caller, sub_tenant) = caller_of(&presented, req.headers())?;
-    let Route { version, alias, via } = resolve(&snapshot, &presented, &caller, sub_tenant.as_ref(), &target)?;
+    let Route { version, alias, via } = tenancy::visibility::route(
+        &snapshot,
+        &presented,
+        &caller,
+        sub_tenant.as_ref(),
+        &Address {
+            account: &target.account,
+            name: &target.name,
+            qualifier: &target.qualifier,
+        },
+    )?;
     *resolved = Some((version.account.to_string(), version.function.to_string()));
     authorize(&version, sub_tenant.as_ref())?;
     let admission = admit(state, &version, &caller, sub_tenant.as_ref()).await?;

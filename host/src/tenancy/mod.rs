@@ -9,6 +9,7 @@ pub mod lineage;
 
 pub use lineage::{Lineage, MAX_NESTING_DEPTH};
 pub mod quota;
+pub mod visibility;
 
 use http::HeaderMap;
 
