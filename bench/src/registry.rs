@@ -15,11 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::Digest as _;
-use stratus::credentials::tokens::Tokens;
+use stratus::bench::{Presented, Registry, Reuse, Snapshot, Tenancy, Tokens, VersionConfig, VersionState};
 use stratus::names::{AccountName, FunctionName, Qualifier};
-use stratus::registry::records::{Reuse, Tenancy, VersionConfig, VersionState};
-use stratus::registry::{Registry, Snapshot};
-use stratus::tenancy;
 
 use crate::server::{median, ns_per_op, provenance};
 
@@ -160,8 +157,8 @@ impl RegistryBench {
         // Check once that the path timed is the one a call takes.
         anyhow::ensure!(
             matches!(
-                tenancy::authenticate(&headers, &snapshot, &operator, &keys, |_| None)?,
-                tenancy::Presented::Stratus { .. }
+                stratus::bench::authenticate(&headers, &snapshot, &operator, &keys, |_| None)?,
+                Presented::Stratus { .. }
             ),
             "the key did not authenticate"
         );
@@ -180,7 +177,7 @@ impl RegistryBench {
             Ok(())
         };
         let authenticate_on = |snapshot: &Snapshot| -> anyhow::Result<()> {
-            let presented = tenancy::authenticate(black_box(&headers), snapshot, &operator, &keys, |_| None)?;
+            let presented = stratus::bench::authenticate(black_box(&headers), snapshot, &operator, &keys, |_| None)?;
             black_box(presented);
             Ok(())
         };
@@ -228,7 +225,7 @@ impl RegistryBench {
 }
 
 /// The host's default bounds on a version's configuration.
-const BOUNDS: stratus::registry::functions::VersionBounds = stratus::registry::functions::VersionBounds {
+const BOUNDS: stratus::bench::VersionBounds = stratus::bench::VersionBounds {
     max_timeout_ms: 15 * 60 * 1000,
     max_memory_mb: 256,
 };

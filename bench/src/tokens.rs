@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sha2::Digest as _;
-use stratus::credentials::tokens::Tokens as SigningKeys;
+use stratus::bench::{Invocation, Registry, Tokens as SigningKeys};
 use stratus::names::{AccountName, SubTenantId};
-use stratus::registry::Registry;
-use stratus::runtime::credentials::Invocation;
 
 use crate::server::{Server, median, ns_per_op, percentile, provenance};
 

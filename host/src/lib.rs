@@ -4,30 +4,42 @@
 //!
 //! A trigger call flows through the modules in this order:
 //!
-//! - [`server`] accepts the connection and parses the address (`/fn/…` or a
+//! - `server` accepts the connection and parses the address (`/fn/…` or a
 //!   function host name);
-//! - [`registry`] resolves account, function and version from an in-memory
-//!   snapshot of the sled database;
-//! - [`tenancy`] establishes the caller (account key, or anonymous) and the
+//! - `registry` resolves account, function and version from an in-memory
+//!   snapshot of the registry's store;
+//! - `tenancy` establishes the caller (account key, or anonymous) and the
 //!   sub-tenant, and decides what the caller may see;
-//! - [`credentials`] holds the keys that prove who a caller is;
-//! - [`runtime`] runs the call in a fresh wasmtime store from a
+//! - `credentials` holds the keys that prove who a caller is;
+//! - `runtime` runs the call in a fresh wasmtime store from a
 //!   pre-instantiated component, under a deadline and memory limit.
 //!
-//! [`cli`] is the `stratus` command, a thin client of the admin API except for
+//! `cli` is the `stratus` command, a thin client of the admin API except for
 //! `serve` and `up`.
 
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 mod clock;
-pub mod config;
-pub mod credentials;
-pub mod error;
+pub(crate) mod config;
+pub(crate) mod credentials;
+pub(crate) mod error;
 pub use stratus_wire::names;
-pub mod registry;
-pub mod runtime;
-pub mod server;
-pub mod tenancy;
+pub(crate) mod registry;
+pub(crate) mod runtime;
+pub(crate) mod server;
+pub(crate) mod tenancy;
+
+/// What the benchmarks in `bench/` time in process, and the tests' one
+/// helper: nothing else of the crate is public, so the compiler finds what
+/// nothing uses.
+pub mod bench {
+    pub use crate::credentials::tokens::Tokens;
+    pub use crate::registry::functions::VersionBounds;
+    pub use crate::registry::records::{Reuse, Tenancy, VersionConfig, VersionState};
+    pub use crate::registry::{Registry, Snapshot, sha256_hex};
+    pub use crate::runtime::credentials::Invocation;
+    pub use crate::tenancy::{Presented, authenticate};
+}
 
 #[cfg(test)]
 mod module_graph {

@@ -410,7 +410,7 @@ pub fn call_url(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) 
 
 /// Hex SHA-256.
 pub fn sha256(bytes: &[u8]) -> String {
-    stratus::registry::sha256_hex(bytes)
+    stratus::bench::sha256_hex(bytes)
 }
 
 /// `Authorization: Bearer KEY`.

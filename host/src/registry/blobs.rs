@@ -7,10 +7,8 @@
 //! beside the database, so components never sit in the database's page
 //! cache; [`MemBlobStore`] serves unit tests.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -190,13 +188,15 @@ impl BlobStore for FsBlobStore {
 }
 
 /// Blobs in memory, for tests.
+#[cfg(test)]
 #[derive(Default)]
 pub struct MemBlobStore {
-    blobs: Mutex<BTreeMap<String, Bytes>>,
+    blobs: std::sync::Mutex<std::collections::BTreeMap<String, Bytes>>,
 }
 
+#[cfg(test)]
 impl MemBlobStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Bytes>> {
         self.blobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -208,6 +208,7 @@ impl MemBlobStore {
     }
 }
 
+#[cfg(test)]
 impl BlobStore for MemBlobStore {
     fn put(&self, sha256: &str, bytes: &[u8]) -> Result<(), BlobError> {
         check_address(sha256)?;

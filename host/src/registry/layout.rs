@@ -40,11 +40,6 @@ pub fn partition(key: &str) -> Partition<'_> {
     Partition::Account(rest.split_once('/').map_or(rest, |(account, _)| account))
 }
 
-/// The kind of a key (its first segment).
-pub fn kind(key: &str) -> &str {
-    key.split_once('/').map_or(key, |(kind, _)| kind)
-}
-
 /// `accounts/{account}`: the account's record, also the guard every write
 /// to the account compares and rewrites.
 pub fn account(account: &AccountName) -> String {

@@ -41,13 +41,13 @@ use command::Command;
 pub use error::RegistryError;
 use error::Result;
 pub use grants::CrossTarget;
-pub use limits::{StorageLimits, env_bytes};
+pub use limits::StorageLimits;
 use records::{
     AccountRecord, AliasRecord, CrossAliasRecord, GrantRecord, KeyRecord, ReservationRecord, VersionConfig,
     VersionRecord, VersionState, now,
 };
 pub use reservations::{ReservationBounds, ReservationSpec};
-pub use snapshot::{CrossError, FunctionEntry, ResolveError, Resolved, Snapshot};
+pub use snapshot::{CrossError, FunctionEntry, ResolveError, Snapshot};
 use store::{MetaStore, StoreError};
 
 /// Bytes of sled's page cache.

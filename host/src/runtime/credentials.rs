@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::bindings::stratus::function::credentials::{Host, InvocationClaims};
 
-pub use crate::credentials::mint::{Invocation, MintFuture, Minter};
+pub use crate::credentials::mint::{Invocation, Minter};
 
 /// A call's view of its own invocation.
 pub struct CredentialsAccess {

@@ -26,11 +26,7 @@ pub mod state;
 pub mod validate;
 pub mod warm;
 
-pub use crate::tenancy::lineage::{Lineage, MAX_NESTING_DEPTH};
 pub use call::CallContext;
-pub use code::Compiled;
-pub use engine::{Runtime, RuntimeConfig, RuntimeStats};
-pub use failure::Failed;
-pub use invoke::Invoked;
+pub use engine::{Runtime, RuntimeConfig};
 pub use loopback::Loopback;
 pub use state::HostState;

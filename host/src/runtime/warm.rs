@@ -275,6 +275,7 @@ impl<E> WarmPool<E> {
     }
 
     /// Idle environments now.
+    #[cfg(test)]
     pub fn idle(&self) -> usize {
         self.lock().total
     }

@@ -194,13 +194,6 @@ impl Logs {
         }
     }
 
-    /// The kept lines of a function that pass `filter`, and how many lines
-    /// the bound has dropped so far.
-    pub fn read(&self, owner_id: &str, function: &FunctionName, filter: &Filter) -> (Vec<Arc<LogEntry>>, u64) {
-        let functions = lock(&self.functions);
-        Self::kept(&functions, owner_id, function, filter)
-    }
-
     fn kept(
         functions: &HashMap<LogKey, FunctionLog>,
         owner_id: &str,

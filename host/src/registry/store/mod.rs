@@ -17,6 +17,7 @@
 //!   than the store keeps answers [`StoreError::Compacted`], after which a
 //!   reader starts again from [`MetaStore::range`].
 
+#[cfg(test)]
 pub mod mem;
 pub mod sled;
 
