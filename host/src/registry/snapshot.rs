@@ -22,12 +22,47 @@ use super::sharded::Sharded;
 use super::store::Revision;
 
 /// A stored record as the snapshot last saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Stored {
     /// The revision that last changed it: what a command compares.
     pub revision: Revision,
     /// Its bytes.
     pub value: Arc<[u8]>,
+    /// The record decoded once, for the kinds an account holds many of
+    /// and whose environments make decoding dear: re-deriving an account
+    /// then decodes only what changed.
+    pub decoded: Decoded,
+}
+
+/// A record kept decoded beside its bytes.
+#[derive(Debug, Clone)]
+pub(crate) enum Decoded {
+    /// Decoded where it is used.
+    No,
+    /// A version.
+    Version(Arc<VersionRecord>),
+    /// An alias.
+    Alias(Arc<AliasRecord>),
+}
+
+impl Stored {
+    /// The record at `key` with `value`, last changed at `revision`.
+    pub(crate) fn new(key: &str, value: Arc<[u8]>, revision: Revision) -> anyhow::Result<Self> {
+        let decoded = match super::layout::partition(key) {
+            super::layout::Partition::Account(_) if key.starts_with("versions/") => {
+                Decoded::Version(Arc::new(super::records::decode(&value)?))
+            }
+            super::layout::Partition::Account(_) if key.starts_with("aliases/") => {
+                Decoded::Alias(Arc::new(super::records::decode(&value)?))
+            }
+            _ => Decoded::No,
+        };
+        Ok(Self {
+            revision,
+            value,
+            decoded,
+        })
+    }
 }
 
 /// Records by key.

@@ -350,7 +350,7 @@ async fn a_cross_account_alias_resolves_only_while_its_grant_covers_it() {
 
 /// A registry on `store`, as one node of several would be: its own KV
 /// database and an in-memory component store.
-async fn on_store(store: &store::mem::MemStore, limits: StorageLimits) -> (tempfile::TempDir, Registry) {
+async fn on_store<S: store::MetaStore + Clone>(store: &S, limits: StorageLimits) -> (tempfile::TempDir, Registry) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let db = sled::Config::new()
         .path(dir.path())
@@ -369,8 +369,7 @@ async fn on_store(store: &store::mem::MemStore, limits: StorageLimits) -> (tempf
 }
 
 /// Keys of `store` under `prefix`.
-async fn stored_keys(store: &store::mem::MemStore, prefix: &str) -> Vec<String> {
-    use store::MetaStore as _;
+async fn stored_keys(store: &dyn store::MetaStore, prefix: &str) -> Vec<String> {
     let (entries, _) = store.range(prefix.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
     entries
         .into_iter()
@@ -389,11 +388,25 @@ fn roomy() -> StorageLimits {
 
 /// The store refuses a transaction of more than 128 operations, as etcd
 /// does; deleting a function and an account with hundreds of records each
-/// still removes every one of them.
+/// still removes every one of them. On the in-memory store and on sled.
 #[tokio::test]
 async fn deletes_of_more_records_than_one_transaction_takes_remove_them_all() {
-    let store = store::mem::MemStore::default();
-    let (_dir, registry) = on_store(&store, roomy()).await;
+    deletes_past_the_transaction_limit(&store::mem::MemStore::default()).await;
+}
+
+#[tokio::test]
+async fn deletes_past_the_transaction_limit_on_sled_too() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = sled::Config::new()
+        .path(dir.path())
+        .open()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = store::sled::SledStore::open(&db, store::sled::HISTORY).unwrap_or_else(|e| panic!("{e}"));
+    deletes_past_the_transaction_limit(&store).await;
+}
+
+async fn deletes_past_the_transaction_limit<S: store::MetaStore + Clone>(store: &S) {
+    let (_dir, registry) = on_store(store, roomy()).await;
     let (acme, globex, hello, other) = (name("acme"), name("globex"), function("hello"), function("other"));
     registry.create_account(&acme).await.unwrap_or_else(|e| panic!("{e}"));
     registry.create_account(&globex).await.unwrap_or_else(|e| panic!("{e}"));
@@ -457,10 +470,10 @@ async fn deletes_of_more_records_than_one_transaction_takes_remove_them_all() {
         "grants/acme/hello/",
         "cross_aliases/globex/",
     ] {
-        assert_eq!(stored_keys(&store, prefix).await, Vec::<String>::new(), "{prefix}");
+        assert_eq!(stored_keys(store, prefix).await, Vec::<String>::new(), "{prefix}");
     }
-    assert!(stored_keys(&store, "functions/acme/hello").await.is_empty());
-    assert_eq!(stored_keys(&store, "versions/acme/other/").await.len(), 140);
+    assert!(stored_keys(store, "functions/acme/hello").await.is_empty());
+    assert_eq!(stored_keys(store, "versions/acme/other/").await.len(), 140);
     // Deployed again, the name continues its numbering.
     let again = registry
         .create_version(&acme, &hello, &"cd".repeat(32), 10, config(), BOUNDS)
@@ -471,7 +484,7 @@ async fn deletes_of_more_records_than_one_transaction_takes_remove_them_all() {
     registry.delete_account(&acme).await.unwrap_or_else(|e| panic!("{e}"));
     for kind in layout::ACCOUNT_KINDS {
         assert_eq!(
-            stored_keys(&store, &format!("{kind}/acme")).await,
+            stored_keys(store, &format!("{kind}/acme")).await,
             Vec::<String>::new(),
             "{kind}"
         );
@@ -617,4 +630,67 @@ async fn a_registry_behind_the_kept_history_reads_everything_again() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(canonical(&a.snapshot()), canonical(&b.snapshot()));
     follower.abort();
+}
+
+/// A delete checks what targets it in other accounts; a cross-account
+/// alias created meanwhile rewrites the owner's record, so a delete planned
+/// before it is refused by the store, and planned again it answers 409.
+#[tokio::test]
+async fn a_delete_planned_before_a_cross_account_alias_to_its_target_is_planned_again() {
+    use command::Command as _;
+    use store::MetaStore as _;
+    let store = store::mem::MemStore::default();
+    let (_dir, registry) = on_store(&store, roomy()).await;
+    let (acme, globex, hello) = (name("acme"), name("globex"), function("hello"));
+    registry.create_account(&acme).await.unwrap_or_else(|e| panic!("{e}"));
+    registry.create_account(&globex).await.unwrap_or_else(|e| panic!("{e}"));
+    let v = registry
+        .create_version(&acme, &hello, &"ab".repeat(32), 1, config(), BOUNDS)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    registry
+        .finish_version(&acme, &hello, v.number, VersionState::Ready, Some(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prod = alias_prod(&registry).await;
+    registry
+        .put_grant(&acme, &hello, &globex, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = registry.snapshot();
+    let delete_alias = aliases::DeleteAlias {
+        account: acme.clone(),
+        function: hello.clone(),
+        name: prod.clone(),
+    }
+    .plan(&snapshot, registry.limits())
+    .unwrap_or_else(|e| panic!("{e}"));
+    let delete_version = functions::DeleteVersion {
+        account: acme.clone(),
+        function: hello.clone(),
+        number: 1,
+    };
+    let cross = grants::PutCrossAlias {
+        account: globex.clone(),
+        name: function("theirs"),
+        target: CrossTarget::parse("acme/hello:prod").unwrap_or_else(|e| panic!("{e}")),
+        limits: Default::default(),
+        mode: PutMode::Create,
+        at: 1,
+    }
+    .plan(&snapshot, registry.limits())
+    .unwrap_or_else(|e| panic!("{e}"));
+    let revision = store.commit(&cross.txn).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(store.commit(&delete_alias.txn).await, Err(StoreError::Conflict)),
+        "both the alias's delete and an alias to it were taken"
+    );
+    registry.view.reached(revision).await.unwrap_or_else(|e| panic!("{e}"));
+    match registry.delete_alias(&acme, &hello, &prod).await {
+        Err(RegistryError::Conflict(message)) => assert!(message.contains("globex"), "{message}"),
+        other => panic!("the alias an alias targets was deleted: {other:?}"),
+    }
+    // Its version, behind the alias, is refused as well.
+    let planned = delete_version.plan(&registry.snapshot(), registry.limits());
+    assert!(matches!(planned, Err(RegistryError::Conflict(_))));
 }

@@ -138,6 +138,9 @@ fn build() -> OpenApi {
         } else {
             operation.response(route.ok.to_string(), json_response("Success.", None))
         };
+        if route.upsert {
+            operation = operation.response("201", json_response("Created.", None));
+        }
         if route.caller != Caller::Anyone {
             operation = operation
                 .security(SecurityRequirement::new("bearer", Vec::<String>::new()))

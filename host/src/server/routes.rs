@@ -47,6 +47,9 @@ pub struct Route {
     pub headers: &'static [(&'static str, &'static str)],
     /// Its success status.
     pub ok: u16,
+    /// Whether it also answers 201, when it created what it names (a `PUT`
+    /// that creates or replaces).
+    pub upsert: bool,
 }
 
 const fn route(method: Method, path: &'static str, summary: &'static str, caller: Caller) -> Route {
@@ -59,6 +62,7 @@ const fn route(method: Method, path: &'static str, summary: &'static str, caller
         query: &[],
         headers: &[],
         ok: 200,
+        upsert: false,
     }
 }
 
@@ -75,6 +79,12 @@ impl Route {
 
     const fn headers(mut self, headers: &'static [(&'static str, &'static str)]) -> Self {
         self.headers = headers;
+        self
+    }
+
+    /// 200 when it replaced, 201 when it created.
+    const fn upsert(mut self) -> Self {
+        self.upsert = true;
         self
     }
 
@@ -98,8 +108,8 @@ impl Route {
 }
 
 const CONDITIONAL: &[(&str, &str)] = &[
-    ("If-None-Match", "`*`: create only; 412 if the alias exists"),
-    ("If-Match", "`*`: update only; 412 if the alias does not exist"),
+    ("If-None-Match", "`*`: create only; 409 if the alias exists"),
+    ("If-Match", "`*`: update only; 404 if the alias does not exist"),
 ];
 
 use Caller::{AnyKey, Anyone, Operator, Owner};
@@ -235,6 +245,7 @@ pub static ADMIN: &[Route] = &[
         Owner,
     )
     .input(Input::Json("PutAlias"))
+    .upsert()
     .headers(CONDITIONAL),
     route(
         M::DELETE,
@@ -255,7 +266,8 @@ pub static ADMIN: &[Route] = &[
         "Let another account call the function (optionally one alias)",
         Owner,
     )
-    .input(Input::Json("PutGrant")),
+    .input(Input::Json("PutGrant"))
+    .upsert(),
     route(
         M::DELETE,
         "/accounts/{account}/functions/{function}/grants/{grantee}",
@@ -281,7 +293,8 @@ pub static ADMIN: &[Route] = &[
         "Keep environments ready for a version or alias",
         Owner,
     )
-    .input(Input::Json("PutReservation")),
+    .input(Input::Json("PutReservation"))
+    .upsert(),
     route(
         M::DELETE,
         "/accounts/{account}/functions/{function}/reservations/{qualifier}",
@@ -314,6 +327,7 @@ pub static ADMIN: &[Route] = &[
         Owner,
     )
     .input(Input::Json("PutCrossAlias"))
+    .upsert()
     .headers(CONDITIONAL),
     route(
         M::DELETE,
