@@ -117,28 +117,27 @@ fn load_account(snapshot: &mut Snapshot, account: &AccountName, records: &Record
         *snapshot.blob_users.get_or_default(sha.clone()) += 1;
         blobs.push(sha);
     }
-    let Some(stored) = records.get(&layout::account(account)) else {
-        snapshot.owned.insert(
-            account.clone(),
-            snapshot::Owned {
-                blobs,
-                ..Default::default()
-            },
-        );
-        return Ok(());
+    let record = match records.get(&layout::account(account)) {
+        Some(stored) => Some(decode::<AccountRecord>(&stored.value)?),
+        None => None,
     };
-    let record: AccountRecord = decode(&stored.value)?;
-    if record.retiring {
-        snapshot.retiring.insert(record.name.clone(), record);
-        snapshot.owned.insert(
-            account.clone(),
-            snapshot::Owned {
-                blobs,
-                ..Default::default()
-            },
-        );
-        return Ok(());
-    }
+    let record = match record {
+        Some(record) if !record.retiring => record,
+        // Its sweep has not removed every record yet, or is under way.
+        gone_or_retiring => {
+            if let Some(record) = gone_or_retiring {
+                snapshot.retiring.insert(record.name.clone(), record);
+            }
+            snapshot.owned.insert(
+                account.clone(),
+                snapshot::Owned {
+                    blobs,
+                    ..Default::default()
+                },
+            );
+            return Ok(());
+        }
+    };
     snapshot.accounts.insert(record.name.clone(), record);
     let mut owned = snapshot::Owned {
         blobs,

@@ -348,6 +348,19 @@ async fn a_cross_account_alias_resolves_only_while_its_grant_covers_it() {
     }
 }
 
+/// A new version of `account/function`, compiled.
+async fn ready_version(registry: &Registry, account: &AccountName, function: &FunctionName) -> VersionRecord {
+    let v = registry
+        .create_version(account, function, &"ab".repeat(32), 10, config(), BOUNDS)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    registry
+        .finish_version(account, function, v.number, VersionState::Ready, Some(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    v
+}
+
 /// A registry on `store`, as one node of several would be: its own KV
 /// database and an in-memory component store.
 async fn on_store<S: store::MetaStore + Clone>(store: &S, limits: StorageLimits) -> (tempfile::TempDir, Registry) {
@@ -507,14 +520,7 @@ async fn a_retired_account_serves_nothing_and_a_restart_finishes_its_delete() {
     let key = {
         let (_dir, registry) = on_store(&store, roomy()).await;
         let (_, key) = registry.create_account(&acme).await.unwrap_or_else(|e| panic!("{e}"));
-        let v = registry
-            .create_version(&acme, &hello, &"ab".repeat(32), 10, config(), BOUNDS)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        registry
-            .finish_version(&acme, &hello, v.number, VersionState::Ready, Some(1))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        ready_version(&registry, &acme, &hello).await;
         registry
             .apply(accounts::RetireAccount { name: acme.clone() })
             .await
@@ -644,14 +650,7 @@ async fn a_delete_planned_before_a_cross_account_alias_to_its_target_is_planned_
     let (acme, globex, hello) = (name("acme"), name("globex"), function("hello"));
     registry.create_account(&acme).await.unwrap_or_else(|e| panic!("{e}"));
     registry.create_account(&globex).await.unwrap_or_else(|e| panic!("{e}"));
-    let v = registry
-        .create_version(&acme, &hello, &"ab".repeat(32), 1, config(), BOUNDS)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    registry
-        .finish_version(&acme, &hello, v.number, VersionState::Ready, Some(1))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    ready_version(&registry, &acme, &hello).await;
     let prod = alias_prod(&registry).await;
     registry
         .put_grant(&acme, &hello, &globex, None)
