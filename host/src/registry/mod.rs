@@ -661,4 +661,4 @@ impl crate::credentials::tokens::KeyStore for Registry {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -59,12 +59,12 @@ fn function(text: &str) -> FunctionName {
     FunctionName::parse(text).unwrap_or_else(|e| panic!("{e}"))
 }
 
-const BOUNDS: functions::VersionBounds = functions::VersionBounds {
+pub(crate) const BOUNDS: functions::VersionBounds = functions::VersionBounds {
     max_timeout_ms: 60_000,
     max_memory_mb: 256,
 };
 
-fn config() -> VersionConfig {
+pub(crate) fn config() -> VersionConfig {
     VersionConfig {
         public: false,
         tenancy: Default::default(),

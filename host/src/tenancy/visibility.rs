@@ -124,7 +124,8 @@ mod tests {
     use super::*;
     use crate::registry::records::{VersionConfig, VersionState};
     use crate::registry::store::mem::MemStore;
-    use crate::registry::{PutMode, Registry, StorageLimits, blobs, functions::VersionBounds, kv};
+    use crate::registry::tests::{BOUNDS, config};
+    use crate::registry::{PutMode, Registry, StorageLimits, blobs, kv};
 
     fn name(text: &str) -> AccountName {
         AccountName::parse(text).unwrap_or_else(|e| panic!("{e}"))
@@ -193,23 +194,10 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         let acme = name("acme");
-        let bounds = VersionBounds {
-            max_timeout_ms: 60_000,
-            max_memory_mb: 256,
-        };
         for (f, public) in [("private", false), ("public", true), ("public", false), ("open", true)] {
-            let config = VersionConfig {
-                public,
-                tenancy: Default::default(),
-                reuse: Default::default(),
-                timeout_ms: 1000,
-                memory_mb: 16,
-                env: Default::default(),
-                allow_outbound: Vec::new(),
-                max_concurrency_per_sub_tenant: None,
-            };
+            let config = VersionConfig { public, ..config() };
             let v = registry
-                .create_version(&acme, &function(f), &"ab".repeat(32), 1, config, bounds)
+                .create_version(&acme, &function(f), &"ab".repeat(32), 1, config, BOUNDS)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             ok(registry
