@@ -17,7 +17,35 @@ TOOLS_DIR="$HOME/.cache/stratus/tools"
 CARGO_DENY_VERSION=0.20.2
 export PATH="$TOOLS_DIR/bin:$PATH"
 
+# Debian packages the build and the tests need: `protoc` builds the etcd
+# client, and the tests start their own `etcd` on loopback ports.
+DEBIAN_PACKAGES=(protobuf-compiler etcd-server)
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        echo "error: run as root, or install sudo, to: $*" >&2
+        return 1
+    fi
+}
+
+install_packages() {
+    command -v protoc >/dev/null && command -v etcd >/dev/null && return 0
+    command -v apt-get >/dev/null || {
+        echo "error: install protoc and etcd (Debian: apt-get install ${DEBIAN_PACKAGES[*]})" >&2
+        exit 1
+    }
+    echo "installing ${DEBIAN_PACKAGES[*]} (Debian packages)" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${DEBIAN_PACKAGES[@]}" >/dev/null ||
+        { as_root apt-get update -q >/dev/null &&
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${DEBIAN_PACKAGES[@]}" >/dev/null; }
+}
+
 setup() {
+    install_packages
     if ! command -v cargo >/dev/null; then
         echo "error: cargo is not installed; install Rust 1.95 with rustup first" >&2
         exit 1

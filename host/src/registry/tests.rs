@@ -565,7 +565,31 @@ async fn a_retired_account_serves_nothing_and_a_restart_finishes_its_delete() {
 /// made against a snapshot another writer overtook is made again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registries_sharing_a_store_see_each_others_writes_and_keep_the_bounds() {
-    let store = store::mem::MemStore::default();
+    two_registries_keep_the_bounds(&store::mem::MemStore::default()).await;
+}
+
+/// The same, as two nodes of a cluster on a real etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_etcd_see_each_others_writes_and_keep_the_bounds() {
+    let etcd = store::etcd::tests::TestEtcd::start();
+    let store = store::etcd::EtcdStore::connect(std::slice::from_ref(&etcd.url), "/two-nodes/", 10_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    two_registries_keep_the_bounds(&store).await;
+}
+
+/// Deletes past a transaction's limit, on a real etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_past_the_transaction_limit_on_etcd() {
+    let etcd = store::etcd::tests::TestEtcd::start();
+    let store = store::etcd::EtcdStore::connect(std::slice::from_ref(&etcd.url), "/big-deletes/", 10_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    deletes_past_the_transaction_limit(&store).await;
+}
+
+async fn two_registries_keep_the_bounds<S: store::MetaStore + Clone>(store: &S) {
+    let store = store.clone();
     let limits = StorageLimits {
         max_functions: 12,
         ..roomy()
@@ -605,10 +629,9 @@ async fn registries_sharing_a_store_see_each_others_writes_and_keep_the_bounds()
     let (from_a, from_b) = tokio::join!(deploy(&a, &acme, "a"), deploy(&b, &acme, "b"));
     assert_eq!(from_a + from_b, 12, "a: {from_a}, b: {from_b}");
     assert_eq!(stored_keys(&store, "functions/acme/").await.len(), 12);
-    let newest = {
-        use store::MetaStore as _;
-        store.revision().await.unwrap_or_else(|e| panic!("{e}"))
-    };
+    let newest = store::MetaStore::revision(&store)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     a.view.reached(newest).await.unwrap_or_else(|e| panic!("{e}"));
     b.view.reached(newest).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(canonical(&a.snapshot()), canonical(&b.snapshot()));

@@ -125,6 +125,6 @@ impl MetaStore for MemStore {
 mod tests {
     #[tokio::test]
     async fn the_in_memory_store_keeps_the_contract() {
-        super::super::contract::run(super::MemStore::with_history).await;
+        super::super::contract::run(|history| async move { super::MemStore::with_history(history) }).await;
     }
 }

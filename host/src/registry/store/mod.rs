@@ -17,6 +17,10 @@
 //!   than the store keeps answers [`StoreError::Compacted`], after which a
 //!   reader starts again from [`MetaStore::range`].
 
+// The cluster's store. `serve` does not offer it yet: a cluster also needs
+// its blobs, KV, compiled code and signing keys shared, which come next.
+#[allow(dead_code)]
+pub mod etcd;
 #[cfg(test)]
 pub mod mem;
 pub mod sled;
@@ -134,11 +138,26 @@ impl Txn {
         compares + ops
     }
 
-    /// Refuses what etcd would refuse, before anything is sent.
+    /// Refuses what etcd would refuse, before anything is sent: more than
+    /// its limits, or two writes of one key.
     pub fn check_limits(&self) -> Result<(), StoreError> {
         let (compares, ops, bytes) = (self.compares.len(), self.ops.len(), self.bytes());
         if compares > MAX_TXN_OPS || ops > MAX_TXN_OPS || bytes > MAX_TXN_BYTES {
             return Err(StoreError::TooLarge { compares, ops, bytes });
+        }
+        let mut keys: Vec<&[u8]> = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, .. } | Op::Delete { key } => key.as_slice(),
+            })
+            .collect();
+        keys.sort_unstable();
+        if let Some(pair) = keys.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(StoreError::Backend(format!(
+                "a transaction writes {:?} twice",
+                String::from_utf8_lossy(pair[0])
+            )));
         }
         Ok(())
     }

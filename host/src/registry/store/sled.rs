@@ -236,7 +236,8 @@ mod tests {
                 .open()
                 .unwrap_or_else(|e| panic!("{e}"));
             dirs.lock().unwrap_or_else(|p| p.into_inner()).push(dir);
-            super::SledStore::open(&db, history).unwrap_or_else(|e| panic!("{e}"))
+            let store = super::SledStore::open(&db, history).unwrap_or_else(|e| panic!("{e}"));
+            async move { store }
         })
         .await;
     }
