@@ -94,7 +94,7 @@ impl Namespace {
 #[async_trait::async_trait]
 pub trait KvBackend: Send + Sync {
     /// The value of `key`.
-    fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    async fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, KvError>;
     /// Sets `key`.
     async fn set(&self, ns: &Namespace, key: &str, value: Vec<u8>) -> Result<(), KvError>;
     /// Removes `key`; true if it existed.
@@ -102,10 +102,10 @@ pub trait KvBackend: Send + Sync {
     /// Adds `delta` to the decimal integer at `key` (absent is 0), atomically.
     async fn increment(&self, ns: &Namespace, key: &str, delta: i64) -> Result<i64, KvError>;
     /// Keys starting with `prefix`, at most 1000.
-    fn list_keys(&self, ns: &Namespace, prefix: &str) -> Result<Vec<String>, KvError>;
+    async fn list_keys(&self, ns: &Namespace, prefix: &str) -> Result<Vec<String>, KvError>;
     /// Keys starting with `prefix` and their values, from just after
     /// `cursor`, at most `limit` (brought into 1..=1000), and the next cursor.
-    fn list(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, KvError>;
+    async fn list(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, KvError>;
     /// Sets (or, with `None`, removes) `key` if its value is `expected`.
     async fn compare_and_set(
         &self,
@@ -115,7 +115,7 @@ pub trait KvBackend: Send + Sync {
         value: Option<Vec<u8>>,
     ) -> Result<bool, KvError>;
     /// Removes every namespace the account with id `account` owns or called in.
-    fn drop_account(&self, account: &str) -> Result<(), KvError>;
+    async fn drop_account(&self, account: &str) -> Result<(), KvError>;
 }
 
 /// The store.
@@ -267,7 +267,7 @@ impl Kv {
 #[async_trait::async_trait]
 impl KvBackend for Kv {
     /// The value of `key`.
-    fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+    async fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.check_key(key)?;
         Ok(self.data.get(ns.key(key)).map_err(unavailable)?.map(|v| v.to_vec()))
     }
@@ -306,7 +306,7 @@ impl KvBackend for Kv {
     }
 
     /// Keys starting with `prefix`, at most 1000.
-    fn list_keys(&self, ns: &Namespace, prefix: &str) -> Result<Vec<String>, KvError> {
+    async fn list_keys(&self, ns: &Namespace, prefix: &str) -> Result<Vec<String>, KvError> {
         self.check_key(prefix)?;
         let mut keys = Vec::new();
         for item in self.data.scan_prefix(ns.key(prefix)).keys().take(1000) {
@@ -319,7 +319,7 @@ impl KvBackend for Kv {
     /// Keys starting with `prefix` and their values, in key order, from
     /// just after `cursor`: at most `limit` (1..=1000), and the cursor of
     /// the next page if there is more.
-    fn list(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, KvError> {
+    async fn list(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, KvError> {
         self.check_key(prefix)?;
         let limit = limit.clamp(1, 1000) as usize;
         let full_prefix = ns.key(prefix);
@@ -378,7 +378,7 @@ impl KvBackend for Kv {
 
     /// Removes every namespace the account with id `account` owns or
     /// called in (account deletion).
-    fn drop_account(&self, account: &str) -> Result<(), KvError> {
+    async fn drop_account(&self, account: &str) -> Result<(), KvError> {
         if account.is_empty() {
             return Ok(());
         }
@@ -454,10 +454,15 @@ mod tests {
         let other_caller = ns("acme", "globex", Some("a"));
         kv.set(&a, "k", b"1".to_vec()).await.unwrap_or_else(|e| panic!("{e}"));
         for other in [&b, &none, &other_caller] {
-            assert_eq!(kv.get(other, "k").unwrap_or_else(|e| panic!("{e}")), None);
-            assert!(kv.list_keys(other, "").unwrap_or_else(|e| panic!("{e}")).is_empty());
+            assert_eq!(kv.get(other, "k").await.unwrap_or_else(|e| panic!("{e}")), None);
+            assert!(
+                kv.list_keys(other, "")
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .is_empty()
+            );
         }
-        assert_eq!(kv.list_keys(&a, "").unwrap_or_else(|e| panic!("{e}")), ["k"]);
+        assert_eq!(kv.list_keys(&a, "").await.unwrap_or_else(|e| panic!("{e}")), ["k"]);
     }
 
     #[tokio::test]
@@ -473,14 +478,17 @@ mod tests {
         kv.set(&ns("acme", "acme", Some("s")), "t/9", vec![9])
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let (first, next) = kv.list(&n, "t/", None, 2).unwrap_or_else(|e| panic!("{e}"));
+        let (first, next) = kv.list(&n, "t/", None, 2).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(first, [("t/0".to_string(), vec![0]), ("t/1".to_string(), vec![1])]);
         assert_eq!(next.as_deref(), Some("t/1"));
-        let (rest, end) = kv.list(&n, "t/", next.as_deref(), 10).unwrap_or_else(|e| panic!("{e}"));
+        let (rest, end) = kv
+            .list(&n, "t/", next.as_deref(), 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let keys: Vec<_> = rest.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!((keys, end), (vec!["t/2", "t/3", "t/4"], None));
         // A cursor before the prefix starts at the prefix.
-        let (from_a, _) = kv.list(&n, "t/", Some("a"), 10).unwrap_or_else(|e| panic!("{e}"));
+        let (from_a, _) = kv.list(&n, "t/", Some("a"), 10).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(from_a.len(), 5);
 
         assert!(
@@ -488,7 +496,7 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"))
         );
-        assert_eq!(kv.get(&n, "u").unwrap_or_else(|e| panic!("{e}")), Some(vec![9]));
+        assert_eq!(kv.get(&n, "u").await.unwrap_or_else(|e| panic!("{e}")), Some(vec![9]));
         assert!(
             kv.compare_and_set(&n, "u", Some(vec![9]), Some(vec![2]))
                 .await
@@ -509,7 +517,7 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"))
         );
-        assert_eq!(kv.get(&n, "new").unwrap_or_else(|e| panic!("{e}")), None);
+        assert_eq!(kv.get(&n, "new").await.unwrap_or_else(|e| panic!("{e}")), None);
     }
 
     #[tokio::test]

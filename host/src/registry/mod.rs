@@ -270,7 +270,7 @@ impl Registry {
         {}
         // Its data as an owner and as a caller of other accounts' functions:
         // an account that takes the name later starts with nothing.
-        self.kv.drop_account(&record.id).map_err(anyhow::Error::from)?;
+        self.kv.drop_account(&record.id).await.map_err(anyhow::Error::from)?;
         self.collect_unowned_blobs(None).await
     }
 

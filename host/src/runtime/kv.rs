@@ -25,7 +25,7 @@ fn to_wit(err: KvError) -> Error {
 
 impl Host for KvAccess {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
-        self.store.get(&self.namespace, &key).map_err(to_wit)
+        self.store.get(&self.namespace, &key).await.map_err(to_wit)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
@@ -41,13 +41,14 @@ impl Host for KvAccess {
     }
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, Error> {
-        self.store.list_keys(&self.namespace, &prefix).map_err(to_wit)
+        self.store.list_keys(&self.namespace, &prefix).await.map_err(to_wit)
     }
 
     async fn list_entries(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Result<Page, Error> {
         let (entries, next) = self
             .store
             .list(&self.namespace, &prefix, cursor.as_deref(), limit)
+            .await
             .map_err(to_wit)?;
         Ok(Page {
             entries: entries.into_iter().map(|(key, value)| Entry { key, value }).collect(),
