@@ -16,16 +16,8 @@ TOOLS="${STRATUS_BENCH_TOOLS:-$HOME/.cache/stratus/tools}"
 # The newest official 48.x release: our engine's major version.
 WASMTIME_VERSION="48.0.2"
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        echo "run as root, or install sudo, to: $*" >&2
-        return 1
-    fi
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 benches=("$@")
 [ ${#benches[@]} -gt 0 ] || benches=(deploy fairness isolation tokens registry throughput)

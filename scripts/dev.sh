@@ -5,6 +5,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # Builds are kept outside the clone so repeated runs (and CI on the same
 # machine) reuse them; a fresh machine simply starts from nothing.
@@ -21,16 +23,6 @@ export PATH="$TOOLS_DIR/bin:$PATH"
 # client, and the tests start their own `etcd` on loopback ports.
 DEBIAN_PACKAGES=(protobuf-compiler etcd-server)
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        echo "error: run as root, or install sudo, to: $*" >&2
-        return 1
-    fi
-}
 
 install_packages() {
     command -v protoc >/dev/null && command -v etcd >/dev/null && return 0
