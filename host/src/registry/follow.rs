@@ -97,7 +97,7 @@ pub(crate) async fn follow(store: Arc<dyn MetaStore>, view: Arc<View>) {
                 Ok(next) => view.swap(next),
                 Err(err) => {
                     tracing::error!(%err, revision = batch.revision, "a change could not be applied; reading the registry again");
-                    recover(&*store, &view, StoreError::Compacted { oldest: batch.revision }).await;
+                    reload(&*store, &view).await;
                     break;
                 }
             }
@@ -110,16 +110,23 @@ pub(crate) async fn follow(store: Arc<dyn MetaStore>, view: Arc<View>) {
 /// After a feed failed: history that is gone means reading everything
 /// again; anything else, a pause before the feed is asked for again.
 async fn recover(store: &dyn MetaStore, view: &View, err: StoreError) {
-    if let StoreError::Compacted { .. } = err {
-        match load(store).await {
-            Ok(snapshot) => {
-                view.swap(snapshot);
-                return;
-            }
-            Err(err) => tracing::error!(%err, "reading the registry again failed"),
+    match err {
+        StoreError::Compacted { .. } => reload(store, view).await,
+        err => {
+            tracing::warn!(%err, "the registry's change feed failed; asking again");
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-    } else {
-        tracing::warn!(%err, "the registry's change feed failed; asking again");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// Reads everything again and shows it; on failure, a pause before the
+/// feed is asked for again.
+async fn reload(store: &dyn MetaStore, view: &View) {
+    match load(store).await {
+        Ok(snapshot) => view.swap(snapshot),
+        Err(err) => {
+            tracing::error!(%err, "reading the registry again failed");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }

@@ -571,21 +571,24 @@ async fn registries_sharing_a_store_see_each_others_writes_and_keep_the_bounds()
 /// The same, as two nodes of a cluster on a real etcd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_etcd_see_each_others_writes_and_keep_the_bounds() {
-    let etcd = store::etcd::tests::TestEtcd::start();
-    let store = store::etcd::EtcdStore::connect(std::slice::from_ref(&etcd.url), "/two-nodes/", 10_000)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (_etcd, store) = on_etcd().await;
     two_registries_keep_the_bounds(&store).await;
 }
 
 /// Deletes past a transaction's limit, on a real etcd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_past_the_transaction_limit_on_etcd() {
+    let (_etcd, store) = on_etcd().await;
+    deletes_past_the_transaction_limit(&store).await;
+}
+
+/// A store on a real etcd of its own, kept running while the first is held.
+async fn on_etcd() -> (store::etcd::tests::TestEtcd, store::etcd::EtcdStore) {
     let etcd = store::etcd::tests::TestEtcd::start();
-    let store = store::etcd::EtcdStore::connect(std::slice::from_ref(&etcd.url), "/big-deletes/", 10_000)
+    let store = store::etcd::EtcdStore::connect(std::slice::from_ref(&etcd.url), "/stratus/", 10_000)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    deletes_past_the_transaction_limit(&store).await;
+    (etcd, store)
 }
 
 async fn two_registries_keep_the_bounds<S: store::MetaStore + Clone>(store: &S) {
