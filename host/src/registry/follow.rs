@@ -21,15 +21,33 @@ const CATCH_UP: Duration = Duration::from_secs(30);
 pub(crate) struct View {
     snapshot: RwLock<Arc<Snapshot>>,
     applied: tokio::sync::watch::Sender<Revision>,
+    /// When the feed last showed the snapshot current: its last batch or
+    /// progress report. `None` for a store no one else writes.
+    current_at: Option<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl View {
-    /// A view showing `snapshot`.
-    pub(crate) fn new(snapshot: Snapshot) -> Self {
+    /// A view showing `snapshot`; `shared` when others write to the store.
+    pub(crate) fn new(snapshot: Snapshot, shared: bool) -> Self {
         let revision = snapshot.revision();
         Self {
             snapshot: RwLock::new(Arc::new(snapshot)),
             applied: tokio::sync::watch::channel(revision).0,
+            current_at: shared.then(|| std::sync::Mutex::new(std::time::Instant::now())),
+        }
+    }
+
+    /// How long since the feed last showed the snapshot current (zero for a
+    /// store no one else writes, whose feed cannot fall behind).
+    pub(crate) fn lag(&self) -> Duration {
+        self.current_at.as_ref().map_or(Duration::ZERO, |at| {
+            at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed()
+        })
+    }
+
+    fn mark_current(&self) {
+        if let Some(at) = &self.current_at {
+            *at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
         }
     }
 
@@ -89,6 +107,7 @@ pub(crate) async fn follow(store: Arc<dyn MetaStore>, view: Arc<View>) {
                     break;
                 }
             };
+            view.mark_current();
             let current = view.current();
             if batch.revision <= current.revision() {
                 continue;
@@ -123,7 +142,10 @@ async fn recover(store: &dyn MetaStore, view: &View, err: StoreError) {
 /// feed is asked for again.
 async fn reload(store: &dyn MetaStore, view: &View) {
     match load(store).await {
-        Ok(snapshot) => view.swap(snapshot),
+        Ok(snapshot) => {
+            view.swap(snapshot);
+            view.mark_current();
+        }
         Err(err) => {
             tracing::error!(%err, "reading the registry again failed");
             tokio::time::sleep(Duration::from_millis(500)).await;

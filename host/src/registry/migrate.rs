@@ -49,7 +49,7 @@ pub(crate) async fn from_trees(db: &sled::Db, store: &dyn MetaStore, blobs: &dyn
                 .collect::<Result<_, _>>()?)
         };
         assign_ids(db)?;
-        move_blobs_out_of_sled(&tree("blobs")?, blobs)?;
+        move_blobs_out_of_sled(&tree("blobs")?, blobs).await?;
         let mut writes: Vec<(String, Vec<u8>)> = Vec::new();
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         for (_, value) in old("accounts")? {
@@ -87,7 +87,7 @@ pub(crate) async fn from_trees(db: &sled::Db, store: &dyn MetaStore, blobs: &dyn
                     let at = value
                         .get(..8)
                         .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
-                    owner_value(at, blobs.size(sha)?.unwrap_or(0))
+                    owner_value(at, blobs.size(sha).await?.unwrap_or(0))
                 }
             };
             writes.push((format!("blob_owners/{account}/{sha}"), value));
@@ -196,14 +196,14 @@ fn assign_ids(db: &sled::Db) -> anyhow::Result<()> {
 /// Moves components stored in the database (before the blob store) into
 /// `store`, each checked against its address, and empties the tree. Safe to
 /// repeat after a crash: a blob is removed from the tree only once stored.
-fn move_blobs_out_of_sled(tree: &sled::Tree, store: &dyn BlobStore) -> anyhow::Result<()> {
+async fn move_blobs_out_of_sled(tree: &sled::Tree, store: &dyn BlobStore) -> anyhow::Result<()> {
     use sha2::Digest as _;
     for item in tree.iter() {
         let (sha, bytes) = item?;
         let sha = String::from_utf8_lossy(&sha).into_owned();
         let actual = hex::encode(sha2::Sha256::digest(&bytes));
         anyhow::ensure!(actual == sha, "the stored component {sha} hashes to {actual}");
-        store.put(&sha, &bytes)?;
+        store.put(&sha, bytes::Bytes::copy_from_slice(&bytes)).await?;
         tree.remove(sha.as_bytes())?;
     }
     tree.flush()?;

@@ -158,7 +158,7 @@ impl Registry {
         blobs: Arc<dyn blobs::BlobStore>,
         limits: StorageLimits,
     ) -> Result<Self> {
-        let view = Arc::new(follow::View::new(follow::load(&*store).await?));
+        let view = Arc::new(follow::View::new(follow::load(&*store).await?, store.shared()));
         let follower = tokio::spawn(follow::follow(store.clone(), view.clone()));
         let registry = Self {
             store,
@@ -188,6 +188,13 @@ impl Registry {
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.view.current()
+    }
+
+    /// How long since the snapshot was last known current with the store:
+    /// zero on one node; on a cluster, about a second while etcd answers,
+    /// growing while it does not.
+    pub fn lag(&self) -> std::time::Duration {
+        self.view.lag()
     }
 
     /// Applies `command`: plans it against the current snapshot, commits
@@ -357,11 +364,9 @@ impl Registry {
         // The bytes first, durably: an owner record never points at a blob
         // that is not there (a crash in between leaves an unowned blob,
         // which the next collection removes).
-        let store = self.blobs.clone();
-        let (sha, data) = (sha256.to_string(), bytes.to_vec());
-        tokio::task::spawn_blocking(move || store.put(&sha, &data))
+        self.blobs
+            .put(sha256, bytes::Bytes::copy_from_slice(bytes))
             .await
-            .map_err(anyhow::Error::from)?
             .map_err(anyhow::Error::from)?;
         self.apply(own).await
     }
@@ -374,8 +379,8 @@ impl Registry {
 
     /// The component bytes of `sha256`, checked against it, for compiling
     /// a version that refers to them.
-    pub fn blob(&self, sha256: &str) -> Result<Option<bytes::Bytes>> {
-        Ok(self.blobs.get(sha256).map_err(anyhow::Error::from)?)
+    pub async fn blob(&self, sha256: &str) -> Result<Option<bytes::Bytes>> {
+        Ok(self.blobs.get(sha256).await.map_err(anyhow::Error::from)?)
     }
 
     /// Gives up `account`'s ownership of those of `shas` none of its
@@ -403,11 +408,11 @@ impl Registry {
         let snapshot = self.snapshot();
         let candidates = match candidates {
             Some(shas) => shas,
-            None => self.blobs.list().map_err(anyhow::Error::from)?,
+            None => self.blobs.list().await.map_err(anyhow::Error::from)?,
         };
         for sha in candidates {
             if !snapshot.blob_is_stored(&sha) {
-                self.blobs.remove(&sha).map_err(anyhow::Error::from)?;
+                self.blobs.remove(&sha).await.map_err(anyhow::Error::from)?;
             }
         }
         Ok(())

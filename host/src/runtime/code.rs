@@ -30,15 +30,15 @@ impl Runtime {
 
     /// Loads `sha256` from the disk cache, or compiles it and caches it.
     /// The compile is `account`'s (its id): it waits in that account's line
-    /// for the one compile slot, and only then are its bytes read, with
-    /// `bytes`. A deploy passes its place in the account's bound of queued
+    /// for the one compile slot, and only then are its bytes read, by
+    /// awaiting `bytes`. A deploy passes its place in the account's bound of queued
     /// compiles ([`Runtime::enqueue_compile`]).
     pub async fn prepare<B>(
         self: &Arc<Self>,
         sha256: &str,
         account: &str,
         queued: Option<compile::Ticket>,
-        bytes: impl FnOnce() -> Result<B, ApiError>,
+        bytes: impl Future<Output = Result<B, ApiError>>,
     ) -> Result<Compiled, ApiError>
     where
         B: AsRef<[u8]>,
@@ -60,9 +60,7 @@ impl Runtime {
                     let fetch = bytes.take().ok_or_else(|| {
                         ApiError::internal(anyhow::anyhow!("a fresh artifact of {sha256} is unusable"))
                     })?;
-                    // Reading (and hashing) tens of MiB from the blob store
-                    // must not stall an async worker that serves calls.
-                    let bytes = tokio::task::block_in_place(fetch)?;
+                    let bytes = fetch.await?;
                     self.compiler.compile(bytes.as_ref(), &path).await?;
                     self.stats.compiles.inc();
                     compiled_now = true;

@@ -52,17 +52,16 @@ impl AppState {
         }
         Ok(self
             .runtime
-            .prepare(&version.sha256, &version.account_id, None, || {
-                self.component(&version.sha256)
-            })
+            .prepare(&version.sha256, &version.account_id, None, self.component(&version.sha256))
             .await?
             .pre)
     }
 
     /// The stored bytes of component `sha256`, read when a compile needs them.
-    pub fn component(&self, sha256: &str) -> Result<bytes::Bytes, ApiError> {
+    pub async fn component(&self, sha256: &str) -> Result<bytes::Bytes, ApiError> {
         self.registry
-            .blob(sha256)?
+            .blob(sha256)
+            .await?
             .ok_or_else(|| ApiError::InvalidComponent(format!("the component {sha256} is no longer stored")))
     }
 

@@ -14,10 +14,14 @@ async fn commit(store: &dyn MetaStore, txn: &Txn) -> u64 {
     store.commit(txn).await.unwrap_or_else(|e| panic!("commit: {e}"))
 }
 
+/// The next batch with changes: the empty ones only report progress.
 async fn next(feed: &mut super::ChangeFeed) -> Batch {
-    match tokio::time::timeout(std::time::Duration::from_secs(5), feed.next()).await {
-        Ok(Some(Ok(batch))) => batch,
-        other => panic!("no batch: {other:?}"),
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), feed.next()).await {
+            Ok(Some(Ok(batch))) if batch.changes.is_empty() => continue,
+            Ok(Some(Ok(batch))) => return batch,
+            other => panic!("no batch: {other:?}"),
+        }
     }
 }
 
@@ -206,8 +210,11 @@ async fn an_old_feed_is_compacted(store: &dyn MetaStore) {
 /// memory) or as its first item (etcd answers a watch asynchronously).
 async fn first_batch(store: &dyn MetaStore, after: u64) -> Result<Batch, StoreError> {
     let mut feed = store.watch(after).await?;
-    match tokio::time::timeout(std::time::Duration::from_secs(5), feed.next()).await {
-        Ok(Some(item)) => item,
-        _ => panic!("the feed from {after} yielded nothing"),
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), feed.next()).await {
+            Ok(Some(Ok(batch))) if batch.changes.is_empty() => continue,
+            Ok(Some(item)) => return item,
+            _ => panic!("the feed from {after} yielded nothing"),
+        }
     }
 }

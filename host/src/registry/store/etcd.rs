@@ -2,14 +2,15 @@
 //! prefix. Revisions are etcd's own, so they are shared by every node;
 //! compares are etcd compares on `mod_revision` (0 for an absent key); the
 //! feed is an etcd watch on the prefix, its events grouped by revision into
-//! one batch per transaction. Stratus compacts the history itself, keeping
-//! the last `history` revisions.
+//! one batch per transaction. Revisions are spent outside the prefix too
+//! (KV, blobs, membership), so the feed also yields empty batches, etcd's
+//! progress reports: nothing under the prefix up to that revision. Stratus
+//! compacts the history itself, keeping the last `history` revisions.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, TxnOp, WatchOptions};
-use futures::StreamExt;
 
 use super::{Batch, Change, ChangeFeed, Entry, MetaStore, Op, Revision, StoreError, Txn};
 
@@ -21,7 +22,12 @@ pub struct EtcdStore {
     history: u64,
     /// The newest revision compacted to, so each is asked for once.
     compacted: Arc<AtomicU64>,
+    /// Moved by every `revision()`, so open feeds ask etcd for progress.
+    asked: Arc<tokio::sync::watch::Sender<u64>>,
 }
+
+/// How often a feed asks etcd how far it is, when nothing else does.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn backend(err: etcd_client::Error) -> StoreError {
     StoreError::Backend(format!("etcd: {err}"))
@@ -41,6 +47,7 @@ impl EtcdStore {
             prefix: prefix.as_bytes().to_vec(),
             history: history.max(1) as u64,
             compacted: Arc::default(),
+            asked: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -52,6 +59,53 @@ impl EtcdStore {
 
     fn strip(&self, key: &[u8]) -> Vec<u8> {
         key.strip_prefix(self.prefix.as_slice()).unwrap_or(key).to_vec()
+    }
+
+    /// The batches of one watch answer: its events grouped by revision, or
+    /// one empty batch at the answer's revision when it is a progress
+    /// report (the feed is current up to there).
+    fn batches_of(&self, response: &etcd_client::WatchResponse) -> Vec<Result<Batch, StoreError>> {
+        if response.compact_revision() > 0 {
+            return vec![Err(StoreError::Compacted {
+                oldest: response.compact_revision() as u64,
+            })];
+        }
+        if response.canceled() {
+            return vec![Err(StoreError::Backend(format!(
+                "etcd cancelled the watch: {}",
+                response.cancel_reason()
+            )))];
+        }
+        if response.events().is_empty() {
+            // The answer to the watch's creation carries no progress.
+            if response.created() {
+                return Vec::new();
+            }
+            return vec![Ok(Batch {
+                revision: revision_of(response.header()),
+                changes: Vec::new(),
+            })];
+        }
+        let mut batches: Vec<Batch> = Vec::new();
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let revision = kv.mod_revision().max(0) as u64;
+            let change = Change {
+                key: self.strip(kv.key()),
+                value: match event.event_type() {
+                    EventType::Put => Some(kv.value().to_vec()),
+                    EventType::Delete => None,
+                },
+            };
+            match batches.last_mut() {
+                Some(batch) if batch.revision == revision => batch.changes.push(change),
+                _ => batches.push(Batch {
+                    revision,
+                    changes: vec![change],
+                }),
+            }
+        }
+        batches.into_iter().map(Ok).collect()
     }
 
     /// Drops history older than the kept revisions.
@@ -134,54 +188,59 @@ impl MetaStore for EtcdStore {
 
     async fn watch(&self, after: Revision) -> Result<ChangeFeed, StoreError> {
         let options = WatchOptions::new().with_prefix().with_start_revision(after as i64 + 1);
-        let stream = self
+        let mut stream = self
             .client
             .clone()
             .watch(self.prefix.clone(), Some(options))
             .await
             .map_err(backend)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Batch, StoreError>>(64);
         let store = self.clone();
-        let feed = stream.flat_map(move |item| {
-            let batches: Vec<Result<Batch, StoreError>> = match item {
-                Err(err) => vec![Err(backend(err))],
-                Ok(response) if response.compact_revision() > 0 => vec![Err(StoreError::Compacted {
-                    oldest: response.compact_revision() as u64,
-                })],
-                Ok(response) if response.canceled() => vec![Err(StoreError::Backend(format!(
-                    "etcd cancelled the watch: {}",
-                    response.cancel_reason()
-                )))],
-                Ok(response) => {
-                    // Events in revision order, one batch per revision.
-                    let mut batches: Vec<Batch> = Vec::new();
-                    for event in response.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let revision = kv.mod_revision().max(0) as u64;
-                        let change = Change {
-                            key: store.strip(kv.key()),
-                            value: match event.event_type() {
-                                EventType::Put => Some(kv.value().to_vec()),
-                                EventType::Delete => None,
-                            },
-                        };
-                        match batches.last_mut() {
-                            Some(batch) if batch.revision == revision => batch.changes.push(change),
-                            _ => batches.push(Batch {
-                                revision,
-                                changes: vec![change],
-                            }),
-                        }
+        let mut asked = self.asked.subscribe();
+        // The feed's own task: it forwards etcd's answers as batches and asks
+        // etcd for its progress every second and whenever `revision()` was
+        // read, so a reader learns that revisions spent outside the prefix
+        // (KV, blobs) hold nothing for it.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let item = tokio::select! {
+                    item = stream.message() => item,
+                    _ = tick.tick() => {
+                        if stream.request_progress().await.is_err() { break }
+                        continue;
                     }
-                    batches.into_iter().map(Ok).collect()
+                    Ok(()) = asked.changed() => {
+                        if stream.request_progress().await.is_err() { break }
+                        continue;
+                    }
+                    () = tx.closed() => break,
+                };
+                let batches = match item {
+                    Ok(Some(response)) => store.batches_of(&response),
+                    Ok(None) => break,
+                    Err(err) => vec![Err(backend(err))],
+                };
+                let failed = batches.iter().any(Result::is_err);
+                for batch in batches {
+                    if tx.send(batch).await.is_err() {
+                        return;
+                    }
                 }
-            };
-            futures::stream::iter(batches)
+                if failed {
+                    break;
+                }
+            }
         });
-        Ok(Box::pin(feed))
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })))
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
         // A read of no key still carries the store's revision.
+        self.asked.send_modify(|n| *n = n.wrapping_add(1));
         let response = self
             .client
             .clone()
@@ -189,6 +248,10 @@ impl MetaStore for EtcdStore {
             .await
             .map_err(backend)?;
         Ok(revision_of(response.header()))
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 }
 
@@ -249,6 +312,43 @@ pub(crate) mod tests {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revisions_spent_outside_the_prefix_reach_a_feed_as_progress() {
+        use super::super::MetaStore as _;
+        use futures::StreamExt as _;
+        let etcd = TestEtcd::start();
+        let endpoints = vec![etcd.url.clone()];
+        let store = super::EtcdStore::connect(&endpoints, "/progress/registry/", 100)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let start = store.revision().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut feed = store.watch(start).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut other = etcd_client::Client::connect(&endpoints, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..3 {
+            other
+                .put(format!("/progress/kv/{i}"), "x", None)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let wanted = store.revision().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(wanted >= start + 3);
+        let reached = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(item) = feed.next().await {
+                let batch = item.unwrap_or_else(|e| panic!("{e}"));
+                assert!(batch.changes.is_empty(), "a write outside the prefix was fed: {batch:?}");
+                if batch.revision >= wanted {
+                    return batch.revision;
+                }
+            }
+            panic!("the feed ended")
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no progress up to {wanted} within 5 s"));
+        assert!(reached >= wanted);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

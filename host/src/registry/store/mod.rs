@@ -15,11 +15,12 @@
 //! - [`MetaStore::watch`] yields every change after a revision, one batch
 //!   per transaction, in order, the caller's own included; history older
 //!   than the store keeps answers [`StoreError::Compacted`], after which a
-//!   reader starts again from [`MetaStore::range`].
+//!   reader starts again from [`MetaStore::range`];
+//! - a batch with no changes reports progress: nothing changed up to its
+//!   revision. A store whose revisions are also spent on other data (etcd)
+//!   sends them, so that a reader waiting for the revision that
+//!   [`MetaStore::revision`] returned is not left waiting.
 
-// The cluster's store. `serve` does not offer it yet: a cluster also needs
-// its blobs, KV, compiled code and signing keys shared, which come next.
-#[allow(dead_code)]
 pub mod etcd;
 #[cfg(test)]
 pub mod mem;
@@ -241,6 +242,12 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// The newest revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
+
+    /// Whether other processes write to the store too (a feed can then
+    /// fall behind them; a local store's feed is current by construction).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Applies `ops` to a map of key → (revision, value), returning the batch

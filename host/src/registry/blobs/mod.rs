@@ -7,6 +7,8 @@
 //! beside the database, so components never sit in the database's page
 //! cache; [`MemBlobStore`] serves unit tests.
 
+pub mod etcd;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -39,18 +41,21 @@ pub enum BlobError {
 }
 
 /// Content-addressed storage of component bytes.
+#[async_trait::async_trait]
 pub trait BlobStore: Send + Sync {
     /// Stores `bytes` under `sha256`, which the caller has checked; storing
     /// the same address again changes nothing. Durable when it returns.
-    fn put(&self, sha256: &str, bytes: &[u8]) -> Result<(), BlobError>;
+    async fn put(&self, sha256: &str, bytes: Bytes) -> Result<(), BlobError>;
     /// The bytes at `sha256`, checked against it; `None` if absent.
-    fn get(&self, sha256: &str) -> Result<Option<Bytes>, BlobError>;
+    async fn get(&self, sha256: &str) -> Result<Option<Bytes>, BlobError>;
     /// The size of the blob at `sha256`, without reading it.
-    fn size(&self, sha256: &str) -> Result<Option<u64>, BlobError>;
-    /// Removes the blob at `sha256`, if there is one.
-    fn remove(&self, sha256: &str) -> Result<(), BlobError>;
+    async fn size(&self, sha256: &str) -> Result<Option<u64>, BlobError>;
+    /// Removes the blob at `sha256`, if there is one (a store shared by
+    /// several nodes may keep one stored moments ago, which an upload on
+    /// another node may be about to own; a later collection removes it).
+    async fn remove(&self, sha256: &str) -> Result<(), BlobError>;
     /// Every stored address.
-    fn list(&self) -> Result<Vec<String>, BlobError>;
+    async fn list(&self) -> Result<Vec<String>, BlobError>;
 }
 
 fn check_address(sha256: &str) -> Result<(), BlobError> {
@@ -74,6 +79,7 @@ fn verified(sha256: &str, bytes: Bytes) -> Result<Bytes, BlobError> {
 }
 
 /// One file per blob under a directory: `ab/abcdef…`.
+#[derive(Clone)]
 pub struct FsBlobStore {
     dir: PathBuf,
 }
@@ -108,8 +114,8 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-impl BlobStore for FsBlobStore {
-    fn put(&self, sha256: &str, bytes: &[u8]) -> Result<(), BlobError> {
+impl FsBlobStore {
+    fn put_now(&self, sha256: &str, bytes: &[u8]) -> Result<(), BlobError> {
         check_address(sha256)?;
         let path = self.path(sha256);
         if path.exists() {
@@ -136,7 +142,7 @@ impl BlobStore for FsBlobStore {
         })
     }
 
-    fn get(&self, sha256: &str) -> Result<Option<Bytes>, BlobError> {
+    fn get_now(&self, sha256: &str) -> Result<Option<Bytes>, BlobError> {
         check_address(sha256)?;
         let path = self.path(sha256);
         match std::fs::read(&path) {
@@ -146,7 +152,7 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    fn size(&self, sha256: &str) -> Result<Option<u64>, BlobError> {
+    fn size_now(&self, sha256: &str) -> Result<Option<u64>, BlobError> {
         check_address(sha256)?;
         let path = self.path(sha256);
         match std::fs::metadata(&path) {
@@ -156,7 +162,7 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    fn remove(&self, sha256: &str) -> Result<(), BlobError> {
+    fn remove_now(&self, sha256: &str) -> Result<(), BlobError> {
         check_address(sha256)?;
         let path = self.path(sha256);
         match std::fs::remove_file(&path) {
@@ -166,7 +172,7 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    fn list(&self) -> Result<Vec<String>, BlobError> {
+    fn list_now(&self) -> Result<Vec<String>, BlobError> {
         let mut all = Vec::new();
         let shards = std::fs::read_dir(&self.dir).map_err(|e| self.io(&self.dir, e))?;
         for shard in shards {
@@ -184,6 +190,46 @@ impl BlobStore for FsBlobStore {
         }
         all.sort();
         Ok(all)
+    }
+
+    /// Runs a file operation on the blocking pool: reading and hashing tens
+    /// of MiB must not stall a worker that serves calls.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Self) -> Result<T, BlobError> + Send + 'static,
+    ) -> Result<T, BlobError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || work(&this))
+            .await
+            .map_err(|join| BlobError::Io {
+                path: self.dir.display().to_string(),
+                source: std::io::Error::other(join.to_string()),
+            })?
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FsBlobStore {
+    async fn put(&self, sha256: &str, bytes: Bytes) -> Result<(), BlobError> {
+        let sha = sha256.to_string();
+        self.blocking(move |this| this.put_now(&sha, &bytes)).await
+    }
+
+    async fn get(&self, sha256: &str) -> Result<Option<Bytes>, BlobError> {
+        let sha = sha256.to_string();
+        self.blocking(move |this| this.get_now(&sha)).await
+    }
+
+    async fn size(&self, sha256: &str) -> Result<Option<u64>, BlobError> {
+        self.size_now(sha256)
+    }
+
+    async fn remove(&self, sha256: &str) -> Result<(), BlobError> {
+        self.remove_now(sha256)
+    }
+
+    async fn list(&self) -> Result<Vec<String>, BlobError> {
+        self.blocking(Self::list_now).await
     }
 }
 
@@ -209,39 +255,38 @@ impl MemBlobStore {
 }
 
 #[cfg(test)]
+#[async_trait::async_trait]
 impl BlobStore for MemBlobStore {
-    fn put(&self, sha256: &str, bytes: &[u8]) -> Result<(), BlobError> {
+    async fn put(&self, sha256: &str, bytes: Bytes) -> Result<(), BlobError> {
         check_address(sha256)?;
-        self.lock()
-            .entry(sha256.to_string())
-            .or_insert_with(|| Bytes::copy_from_slice(bytes));
+        self.lock().entry(sha256.to_string()).or_insert(bytes);
         Ok(())
     }
 
-    fn get(&self, sha256: &str) -> Result<Option<Bytes>, BlobError> {
+    async fn get(&self, sha256: &str) -> Result<Option<Bytes>, BlobError> {
         check_address(sha256)?;
         let bytes = self.lock().get(sha256).cloned();
         bytes.map(|b| verified(sha256, b)).transpose()
     }
 
-    fn size(&self, sha256: &str) -> Result<Option<u64>, BlobError> {
+    async fn size(&self, sha256: &str) -> Result<Option<u64>, BlobError> {
         check_address(sha256)?;
         Ok(self.lock().get(sha256).map(|b| b.len() as u64))
     }
 
-    fn remove(&self, sha256: &str) -> Result<(), BlobError> {
+    async fn remove(&self, sha256: &str) -> Result<(), BlobError> {
         check_address(sha256)?;
         self.lock().remove(sha256);
         Ok(())
     }
 
-    fn list(&self) -> Result<Vec<String>, BlobError> {
+    async fn list(&self) -> Result<Vec<String>, BlobError> {
         Ok(self.lock().keys().cloned().collect())
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn sha(bytes: &[u8]) -> String {
@@ -249,52 +294,62 @@ mod tests {
     }
 
     /// What every implementation must do.
-    fn contract(store: &dyn BlobStore) {
+    pub(crate) async fn contract(store: &dyn BlobStore) {
+        let (sa, sb) = contract_without_removal(store).await;
+        store.remove(&sa).await.unwrap_or_else(|e| panic!("{e}"));
+        store.remove(&sa).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.get(&sa).await.unwrap_or_else(|e| panic!("{e}")), None);
+        assert_eq!(store.list().await.unwrap_or_else(|e| panic!("{e}")), vec![sb]);
+    }
+
+    /// The contract but for removal, which a shared store may defer; the
+    /// addresses of the two blobs it stored.
+    pub(crate) async fn contract_without_removal(store: &dyn BlobStore) -> (String, String) {
         let a = b"component a".as_slice();
         let b = vec![7u8; 300_000];
         let (sa, sb) = (sha(a), sha(&b));
-        assert_eq!(store.get(&sa).unwrap_or_else(|e| panic!("{e}")), None);
-        store.put(&sa, a).unwrap_or_else(|e| panic!("{e}"));
-        store.put(&sa, a).unwrap_or_else(|e| panic!("{e}"));
-        store.put(&sb, &b).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(store.get(&sa).unwrap_or_else(|e| panic!("{e}")).as_deref(), Some(a));
-        assert_eq!(store.size(&sb).unwrap_or_else(|e| panic!("{e}")), Some(300_000));
+        assert_eq!(store.get(&sa).await.unwrap_or_else(|e| panic!("{e}")), None);
+        store.put(&sa, Bytes::copy_from_slice(a)).await.unwrap_or_else(|e| panic!("{e}"));
+        store.put(&sa, Bytes::copy_from_slice(a)).await.unwrap_or_else(|e| panic!("{e}"));
+        store.put(&sb, Bytes::copy_from_slice(&b)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.get(&sa).await.unwrap_or_else(|e| panic!("{e}")).as_deref(), Some(a));
+        assert_eq!(store.size(&sb).await.unwrap_or_else(|e| panic!("{e}")), Some(300_000));
         let mut both = vec![sa.clone(), sb.clone()];
         both.sort();
-        assert_eq!(store.list().unwrap_or_else(|e| panic!("{e}")), both);
-        store.remove(&sa).unwrap_or_else(|e| panic!("{e}"));
-        store.remove(&sa).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(store.get(&sa).unwrap_or_else(|e| panic!("{e}")), None);
-        assert_eq!(store.list().unwrap_or_else(|e| panic!("{e}")), vec![sb]);
+        assert_eq!(store.list().await.unwrap_or_else(|e| panic!("{e}")), both);
         for bad in ["../../etc/passwd", "ABCDEF", ""] {
-            assert!(matches!(store.get(bad), Err(BlobError::BadAddress(_))), "{bad}");
-            assert!(matches!(store.put(bad, a), Err(BlobError::BadAddress(_))), "{bad}");
+            assert!(matches!(store.get(bad).await, Err(BlobError::BadAddress(_))), "{bad}");
+            assert!(
+                matches!(store.put(bad, Bytes::copy_from_slice(a)).await, Err(BlobError::BadAddress(_))),
+                "{bad}"
+            );
         }
+        (sa, sb)
     }
 
-    #[test]
-    fn the_file_store_keeps_the_contract_and_refuses_corrupt_bytes() {
+    #[tokio::test]
+    async fn the_file_store_keeps_the_contract_and_refuses_corrupt_bytes() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = FsBlobStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        contract(&store);
+        contract(&store).await;
         let bytes = b"will rot".as_slice();
         let address = sha(bytes);
-        store.put(&address, bytes).unwrap_or_else(|e| panic!("{e}"));
+        store.put(&address, Bytes::copy_from_slice(bytes)).await.unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(store.path(&address), b"rotten").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(store.get(&address), Err(BlobError::Corrupt { .. })));
+        assert!(matches!(store.get(&address).await, Err(BlobError::Corrupt { .. })));
         // An upload a crash cut short is cleared on open and never listed.
         std::fs::write(dir.path().join("incoming").join("partial"), b"half").unwrap_or_else(|e| panic!("{e}"));
         let reopened = FsBlobStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert!(!dir.path().join("incoming").join("partial").exists());
-        assert!(reopened.list().unwrap_or_else(|e| panic!("{e}")).contains(&address));
+        assert!(reopened.list().await.unwrap_or_else(|e| panic!("{e}")).contains(&address));
     }
 
-    #[test]
-    fn the_memory_store_keeps_the_contract_and_refuses_corrupt_bytes() {
+    #[tokio::test]
+    async fn the_memory_store_keeps_the_contract_and_refuses_corrupt_bytes() {
         let store = MemBlobStore::default();
-        contract(&store);
+        contract(&store).await;
         let address = sha(b"fine");
         store.corrupt(&address, b"not fine");
-        assert!(matches!(store.get(&address), Err(BlobError::Corrupt { .. })));
+        assert!(matches!(store.get(&address).await, Err(BlobError::Corrupt { .. })));
     }
 }

@@ -12,6 +12,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::names::SubTenantId;
 
+pub mod etcd;
+
 /// Size limits of the store.
 #[derive(Debug, Clone)]
 pub struct KvLimits {
@@ -81,6 +83,21 @@ impl Namespace {
         }
     }
 
+    /// Where a listing of `prefix` from just after `cursor` starts: just
+    /// past the cursor (the smallest key greater than it), but never before
+    /// the prefix, so a cursor from elsewhere cannot end the listing early.
+    fn list_start(&self, prefix: &str, cursor: Option<&str>) -> Vec<u8> {
+        let full_prefix = self.key(prefix);
+        match cursor {
+            Some(cursor) => {
+                let mut after = self.key(cursor);
+                after.push(0);
+                after.max(full_prefix)
+            }
+            None => full_prefix,
+        }
+    }
+
     fn key(&self, key: &str) -> Vec<u8> {
         let mut full = self.prefix.clone();
         full.extend_from_slice(key.as_bytes());
@@ -116,6 +133,92 @@ pub trait KvBackend: Send + Sync {
     ) -> Result<bool, KvError>;
     /// Removes every namespace the account with id `account` owns or called in.
     async fn drop_account(&self, account: &str) -> Result<(), KvError>;
+}
+
+/// What a write leaves: the new value (`None`: removed), and the
+/// namespace's and the owner's usage after it.
+pub(crate) struct Planned {
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) after: u64,
+    pub(crate) total_after: u64,
+}
+
+/// The write `new` makes of `key` (holding `old`), checked against the
+/// limits, given the namespace's usage `used` and the owner's `total`. The
+/// same rules for every store.
+pub(crate) fn plan_write(
+    limits: &KvLimits,
+    key: &str,
+    old: Option<&[u8]>,
+    new: impl Fn(Option<&[u8]>) -> Result<Option<Vec<u8>>, KvError>,
+    used: u64,
+    total: u64,
+) -> Result<Planned, KvError> {
+    let value = new(old)?;
+    let max_value = limits.max_value_bytes;
+    if let Some(value) = &value
+        && value.len() > max_value
+    {
+        return Err(KvError::TooLarge(format!(
+            "the value is {} bytes; values are at most {max_value} bytes",
+            value.len()
+        )));
+    }
+    let size = |v: Option<&[u8]>| v.map_or(0, |v| (key.len() + v.len()) as u64);
+    let (new_size, old_size) = (size(value.as_deref()), size(old));
+    let after = (used + new_size).saturating_sub(old_size);
+    let growing = new_size > old_size;
+    let quota = limits.quota_bytes;
+    if after > quota && growing {
+        return Err(KvError::QuotaExceeded(format!(
+            "this namespace would hold {after} bytes; its quota is {quota} bytes"
+        )));
+    }
+    let total_after = (total + new_size).saturating_sub(old_size);
+    let account_quota = limits.account_quota_bytes;
+    if total_after > account_quota && growing {
+        return Err(KvError::QuotaExceeded(format!(
+            "the owner's data would hold {total_after} bytes over all its callers and sub-tenants; the account's quota is {account_quota} bytes"
+        )));
+    }
+    Ok(Planned {
+        value,
+        after,
+        total_after,
+    })
+}
+
+/// The value `increment` by `delta` writes over `old`.
+pub(crate) fn incremented(key: &str, old: Option<&[u8]>, delta: i64) -> Result<Option<Vec<u8>>, KvError> {
+    let current = match old {
+        None => 0,
+        Some(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.trim().parse::<i64>().ok())
+            .ok_or_else(|| KvError::NotAnInteger(format!("the value at {key:?} is not a decimal integer")))?,
+    };
+    let next = current
+        .checked_add(delta)
+        .ok_or_else(|| KvError::NotAnInteger("the result does not fit in 64 bits".into()))?;
+    Ok(Some(next.to_string().into_bytes()))
+}
+
+/// The integer an increment wrote.
+pub(crate) fn read_back(value: Option<Vec<u8>>) -> Result<i64, KvError> {
+    value
+        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+        .ok_or_else(|| KvError::Unavailable("the new value could not be read back".into()))
+}
+
+/// The page of `list` that `entries` (in key order, from the start key on,
+/// at most `limit + 1`, keys within the namespace) give.
+pub(crate) fn page_of(mut entries: Vec<(String, Vec<u8>)>, limit: usize) -> Page {
+    if entries.len() > limit {
+        entries.truncate(limit);
+        let next = entries.last().map(|(k, _)| k.clone());
+        return (entries, next);
+    }
+    (entries, None)
 }
 
 /// The store.
@@ -214,40 +317,15 @@ impl Kv {
     ) -> Result<Change, KvError> {
         self.check_key(key)?;
         let full = ns.key(key);
-        let quota = self.limits.quota_bytes;
-        let account_quota = self.limits.account_quota_bytes;
-        let max_value = self.limits.max_value_bytes;
         (&self.data, &self.usage)
             .transaction(|(data, usage)| {
                 let old = data.get(&full)?.map(|v| v.to_vec());
-                let value = match new(old.as_deref()) {
-                    Ok(value) => value,
+                let used = read_usage(usage, &ns.prefix)?;
+                let total = read_usage(usage, ns.owner_total())?;
+                let Planned { value, after, total_after } = match plan_write(&self.limits, key, old.as_deref(), &new, used, total) {
+                    Ok(planned) => planned,
                     Err(err) => return abort(err),
                 };
-                if let Some(value) = &value
-                    && value.len() > max_value
-                {
-                    return abort(KvError::TooLarge(format!(
-                        "the value is {} bytes; values are at most {max_value} bytes",
-                        value.len()
-                    )));
-                }
-                let size = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
-                let used = read_usage(usage, &ns.prefix)?;
-                let after = (used + size(&value)).saturating_sub(size(&old));
-                let growing = size(&value) > size(&old);
-                if after > quota && growing {
-                    return abort(KvError::QuotaExceeded(format!(
-                        "this namespace would hold {after} bytes; its quota is {quota} bytes"
-                    )));
-                }
-                let total = read_usage(usage, ns.owner_total())?;
-                let total_after = (total + size(&value)).saturating_sub(size(&old));
-                if total_after > account_quota && growing {
-                    return abort(KvError::QuotaExceeded(format!(
-                        "the owner's data would hold {total_after} bytes over all its callers and sub-tenants; the account's quota is {account_quota} bytes"
-                    )));
-                }
                 match &value {
                     Some(value) => data.insert(full.as_slice(), value.as_slice())?,
                     None => data.remove(full.as_slice())?,
@@ -287,22 +365,9 @@ impl KvBackend for Kv {
 
     /// Adds `delta` to the decimal integer at `key`, atomically and durably.
     async fn increment(&self, ns: &Namespace, key: &str, delta: i64) -> Result<i64, KvError> {
-        let (_, new) = self.write(ns, key, |old| {
-            let current = match old {
-                None => 0,
-                Some(bytes) => std::str::from_utf8(bytes)
-                    .ok()
-                    .and_then(|text| text.trim().parse::<i64>().ok())
-                    .ok_or_else(|| KvError::NotAnInteger(format!("the value at {key:?} is not a decimal integer")))?,
-            };
-            let next = current
-                .checked_add(delta)
-                .ok_or_else(|| KvError::NotAnInteger("the result does not fit in 64 bits".into()))?;
-            Ok(Some(next.to_string().into_bytes()))
-        })?;
+        let (_, new) = self.write(ns, key, |old| incremented(key, old, delta))?;
         self.flush().await?;
-        new.and_then(|v| String::from_utf8(v).ok()?.parse().ok())
-            .ok_or_else(|| KvError::Unavailable("the new value could not be read back".into()))
+        read_back(new)
     }
 
     /// Keys starting with `prefix`, at most 1000.
@@ -322,19 +387,11 @@ impl KvBackend for Kv {
     async fn list(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, KvError> {
         self.check_key(prefix)?;
         let limit = limit.clamp(1, 1000) as usize;
+        if let Some(cursor) = cursor {
+            self.check_key(cursor)?;
+        }
         let full_prefix = ns.key(prefix);
-        let start = match cursor {
-            Some(cursor) => {
-                self.check_key(cursor)?;
-                // Just past the cursor (the smallest key greater than it),
-                // but never before the prefix: a cursor from elsewhere must
-                // not end the listing early.
-                let mut after = ns.key(cursor);
-                after.push(0);
-                after.max(full_prefix.clone())
-            }
-            None => full_prefix.clone(),
-        };
+        let start = ns.list_start(prefix, cursor);
         let mut entries = Vec::new();
         for item in self.data.range(start..) {
             let (key, value) = item.map_err(unavailable)?;
@@ -427,27 +484,63 @@ async fn flush(db: &sled::Db) -> sled::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-
-    fn store(limits: KvLimits) -> (tempfile::TempDir, Kv) {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let db = sled::Config::new()
-            .path(dir.path())
-            .open()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let kv = Kv::open(&db, limits).unwrap_or_else(|e| panic!("{e}"));
-        (dir, kv)
-    }
 
     fn ns(owner: &str, caller: &str, sub: Option<&str>) -> Namespace {
         let sub = sub.map(|s| SubTenantId::parse(s).unwrap_or_else(|e| panic!("{e}")));
         Namespace::new(owner, caller, sub.as_ref())
     }
 
+    /// What every store must do; `make(limits)` gives an empty one.
+    pub(crate) async fn contract<K: KvBackend>(make: impl Fn(KvLimits) -> K) {
+        namespaces_are_apart(&make(KvLimits::default())).await;
+        list_pages_with_values_and_compare_and_set_swaps_only_on_a_match(&make(KvLimits::default())).await;
+        limits_and_quota_are_typed_errors(&make(KvLimits {
+            max_key_bytes: 8,
+            max_value_bytes: 16,
+            quota_bytes: 40,
+            account_quota_bytes: 1000,
+        }))
+        .await;
+        an_owners_namespaces_share_one_account_quota(&make(KvLimits {
+            max_key_bytes: 8,
+            max_value_bytes: 16,
+            quota_bytes: 40,
+            account_quota_bytes: 60,
+        }))
+        .await;
+        dropping_an_account_frees_its_data_and_its_share_of_owners_totals(&make(KvLimits {
+            max_key_bytes: 8,
+            max_value_bytes: 16,
+            quota_bytes: 40,
+            account_quota_bytes: 60,
+        }))
+        .await;
+    }
+
     #[tokio::test]
-    async fn namespaces_are_apart() {
-        let (_dir, kv) = store(KvLimits::default());
+    async fn the_sled_store_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = sled::Config::new()
+            .path(dir.path())
+            .open()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        contract(|limits| {
+            // One tree pair per check: the same database, fresh trees.
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Kv {
+                db: db.clone(),
+                data: db.open_tree(format!("kv{n}")).unwrap_or_else(|e| panic!("{e}")),
+                usage: db.open_tree(format!("kv_usage{n}")).unwrap_or_else(|e| panic!("{e}")),
+                limits,
+            }
+        })
+        .await;
+    }
+
+    async fn namespaces_are_apart(kv: &dyn KvBackend) {
         let a = ns("acme", "acme", Some("a"));
         let b = ns("acme", "acme", Some("b"));
         let none = ns("acme", "acme", None);
@@ -465,9 +558,7 @@ mod tests {
         assert_eq!(kv.list_keys(&a, "").await.unwrap_or_else(|e| panic!("{e}")), ["k"]);
     }
 
-    #[tokio::test]
-    async fn list_pages_with_values_and_compare_and_set_swaps_only_on_a_match() {
-        let (_dir, kv) = store(KvLimits::default());
+    async fn list_pages_with_values_and_compare_and_set_swaps_only_on_a_match(kv: &dyn KvBackend) {
         let n = ns("acme", "acme", None);
         for i in 0..5 {
             kv.set(&n, &format!("t/{i}"), vec![i])
@@ -520,14 +611,7 @@ mod tests {
         assert_eq!(kv.get(&n, "new").await.unwrap_or_else(|e| panic!("{e}")), None);
     }
 
-    #[tokio::test]
-    async fn limits_and_quota_are_typed_errors() {
-        let (_dir, kv) = store(KvLimits {
-            max_key_bytes: 8,
-            max_value_bytes: 16,
-            quota_bytes: 40,
-            account_quota_bytes: 1000,
-        });
+    async fn limits_and_quota_are_typed_errors(kv: &dyn KvBackend) {
         let n = ns("acme", "acme", None);
         assert!(matches!(
             kv.set(&n, "much-too-long", vec![]).await,
@@ -550,14 +634,7 @@ mod tests {
         assert_eq!(kv.increment(&n, "i", -7).await.unwrap_or_else(|e| panic!("{e}")), -2);
     }
 
-    #[tokio::test]
-    async fn an_owners_namespaces_share_one_account_quota() {
-        let (_dir, kv) = store(KvLimits {
-            max_key_bytes: 8,
-            max_value_bytes: 16,
-            quota_bytes: 40,
-            account_quota_bytes: 60,
-        });
+    async fn an_owners_namespaces_share_one_account_quota(kv: &dyn KvBackend) {
         // Each invented sub-tenant has room of its own, the owner does not.
         for sub in ["a", "b", "c"] {
             let n = ns("owner", "caller", Some(sub));
@@ -580,5 +657,27 @@ mod tests {
         kv.set(&fourth, "k", vec![0; 16])
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    async fn dropping_an_account_frees_its_data_and_its_share_of_owners_totals(kv: &dyn KvBackend) {
+        let gone = ns("gone", "gone", None);
+        let as_caller = ns("owner", "gone", Some("s"));
+        let stays = ns("owner", "other", None);
+        kv.set(&gone, "k", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
+        kv.set(&as_caller, "k", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
+        kv.set(&as_caller, "j", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
+        kv.set(&stays, "k", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
+        // The owner's total (60) is nearly used: 3 × 17 bytes.
+        assert!(matches!(
+            kv.set(&stays, "j", vec![0; 16]).await,
+            Err(KvError::QuotaExceeded(_))
+        ));
+        kv.drop_account("gone").await.unwrap_or_else(|e| panic!("{e}"));
+        for (n, key) in [(&gone, "k"), (&as_caller, "k"), (&as_caller, "j")] {
+            assert_eq!(kv.get(n, key).await.unwrap_or_else(|e| panic!("{e}")), None);
+        }
+        assert_eq!(kv.get(&stays, "k").await.unwrap_or_else(|e| panic!("{e}")), Some(vec![0; 16]));
+        // What the dropped caller held left the owner's total.
+        kv.set(&stays, "j", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
     }
 }
