@@ -104,6 +104,11 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Bytes of guest output kept per function for `stratus logs`.
     pub function_log_bytes: usize,
+    /// How far apart the clocks of the nodes minting and checking tokens may
+    /// be (`nbf` and `iat` only).
+    pub clock_skew: Duration,
+    /// The cluster this node is one of; `None` for one node on sled.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl ServeConfig {
@@ -150,6 +155,8 @@ impl ServeConfig {
             },
             shutdown_grace: Duration::from_secs(30),
             function_log_bytes: 1024 * 1024,
+            clock_skew: Duration::from_secs(1),
+            cluster: None,
         }
     }
 

@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub(crate) mod client;
+pub(crate) mod cluster;
 mod clock;
 pub(crate) mod config;
 pub(crate) mod credentials;
@@ -52,6 +53,7 @@ mod module_graph {
     const MODULES: &[&str] = &[
         "cli",
         "client",
+        "cluster",
         "clock",
         "config",
         "credentials",

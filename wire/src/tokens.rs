@@ -59,6 +59,24 @@ pub struct Registered {
     pub jti: String,
 }
 
+/// A token's claims, which all carry the registered ones.
+pub trait Claims {
+    /// The registered claims.
+    fn registered(&self) -> &Registered;
+}
+
+impl Claims for SubTenantClaims {
+    fn registered(&self) -> &Registered {
+        &self.registered
+    }
+}
+
+impl Claims for InvocationClaims {
+    fn registered(&self) -> &Registered {
+        &self.registered
+    }
+}
+
 impl Registered {
     /// Claims issued at `iat` and valid from then until `exp`.
     pub fn issued(iss: &str, aud: String, sub: String, iat: u64, exp: u64, jti: String) -> Self {
@@ -137,12 +155,15 @@ pub enum VerifyError {
 /// Checks `token` as one of `kind` from `issuer`: its header, its signature
 /// by the key `key_for` returns for its `kid` (`None`: unknown or no longer
 /// trusted), its times and its claims. `audience` pins `aud`; `None` only
-/// requires one.
-pub fn verify<T: DeserializeOwned>(
+/// requires one. `skew_s` is how far ahead of this clock the signer's may
+/// be: `nbf` and `iat` may be that much in the future (a token minted on
+/// another node a moment ago), `exp` is never stretched.
+pub fn verify<T: DeserializeOwned + Claims>(
     token: &str,
     kind: TokenKind,
     issuer: &str,
     audience: Option<&str>,
+    skew_s: u64,
     key_for: impl FnOnce(&str) -> Option<DecodingKey>,
 ) -> Result<T, VerifyError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::WrongKind)?;
@@ -152,7 +173,8 @@ pub fn verify<T: DeserializeOwned>(
     let key = header.kid.as_deref().and_then(key_for).ok_or(VerifyError::UnknownKey)?;
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.leeway = 0;
-    validation.validate_nbf = true;
+    // Checked below, with the skew that `exp` does not get.
+    validation.validate_nbf = false;
     validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
     validation.set_issuer(&[issuer]);
     match audience {
@@ -160,7 +182,18 @@ pub fn verify<T: DeserializeOwned>(
         // `aud` stays required (above); only its value is not pinned.
         None => validation.validate_aud = false,
     }
-    jsonwebtoken::decode::<T>(token, &key, &validation)
+    let claims = jsonwebtoken::decode::<T>(token, &key, &validation)
         .map(|data| data.claims)
-        .map_err(|e| VerifyError::Invalid(e.to_string()))
+        .map_err(|e| VerifyError::Invalid(e.to_string()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let registered = claims.registered();
+    if registered.nbf > now + skew_s {
+        return Err(VerifyError::Invalid("the token is not valid yet (nbf)".into()));
+    }
+    if registered.iat > now + skew_s {
+        return Err(VerifyError::Invalid("the token was issued in the future (iat)".into()));
+    }
+    Ok(claims)
 }

@@ -154,6 +154,33 @@ pub struct Serve {
     /// The `iss` of every token the host signs, e.g. its public URL.
     #[arg(long, env = "STRATUS_ISSUER", default_value = defaults().issuer.as_str())]
     issuer: String,
+    /// Run as a node of a cluster on etcd: `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`
+    /// (prefix `/stratus` by default). DATA then holds only this node's caches.
+    #[arg(long, env = "STRATUS_CLUSTER", value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's id, unique among the cluster's live nodes (e.g. the pod name).
+    #[arg(long, env = "STRATUS_NODE_ID", requires = "cluster")]
+    node_id: Option<String>,
+    /// The URL other nodes reach this node at (default: http:// and the
+    /// listening address).
+    #[arg(long, env = "STRATUS_ADVERTISE", requires = "cluster")]
+    advertise: Option<String>,
+    /// CA certificate (PEM) to verify etcd's with; turns on TLS.
+    #[arg(long, env = "STRATUS_CLUSTER_CA", requires = "cluster")]
+    cluster_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present to etcd.
+    #[arg(long, env = "STRATUS_CLUSTER_CERT", requires = "cluster")]
+    cluster_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "STRATUS_CLUSTER_KEY", requires = "cluster")]
+    cluster_key: Option<PathBuf>,
+    /// etcd user; its password is read from STRATUS_CLUSTER_PASSWORD.
+    #[arg(long, env = "STRATUS_CLUSTER_USER", requires = "cluster")]
+    cluster_user: Option<String>,
+    /// How far apart the nodes' clocks may be: tokens' `nbf` and `iat` are
+    /// allowed this much (never `exp`), e.g. `1s`.
+    #[arg(long, env = "STRATUS_CLOCK_SKEW", default_value = "1s", value_parser = humantime::parse_duration)]
+    clock_skew: std::time::Duration,
     /// Log format.
     #[arg(long, env = "STRATUS_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -331,13 +358,56 @@ impl Serve {
         config.issuer = self.issuer.clone();
         config.limits.request_body_bytes = self.max_request_body;
         config.operator_key = std::env::var("STRATUS_OPERATOR_KEY").ok();
+        config.clock_skew = self.clock_skew;
         config
+    }
+
+    /// The cluster settings from the flags, if `--cluster` was given.
+    fn cluster(&self) -> anyhow::Result<Option<crate::cluster::ClusterConfig>> {
+        let Some(url) = &self.cluster else {
+            return Ok(None);
+        };
+        let (endpoints, prefix) = crate::cluster::ClusterConfig::parse_url(url)?;
+        let node_id = match &self.node_id {
+            Some(id) => id.clone(),
+            None => hostname(),
+        };
+        anyhow::ensure!(
+            !node_id.is_empty()
+                && node_id.len() <= 63
+                && node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
+            "--node-id {node_id:?} must be 1–63 letters, digits, '-', '_' or '.'"
+        );
+        let advertise = match &self.advertise {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                anyhow::ensure!(
+                    !self.listen.ip().is_unspecified(),
+                    "--advertise is needed when --listen is {}: other nodes cannot reach an unspecified address",
+                    self.listen
+                );
+                // The port may still be 0 here: filled in once bound.
+                format!("http://{}", self.listen)
+            }
+        };
+        Ok(Some(crate::cluster::ClusterConfig {
+            endpoints,
+            prefix,
+            node_id,
+            advertise,
+            ca: self.cluster_ca.clone(),
+            cert: self.cluster_cert.clone(),
+            key: self.cluster_key.clone(),
+            user: self.cluster_user.clone(),
+            password: std::env::var("STRATUS_CLUSTER_PASSWORD").ok(),
+        }))
     }
 
     /// Runs until SIGTERM or Ctrl-C; with `--print-config`, prints the
     /// settings instead.
     pub async fn execute(self, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
-        let config = self.config();
+        let mut config = self.config();
+        config.cluster = self.cluster()?;
         // Checked before anything binds or opens, with the flag's name.
         config.validate()?;
         if self.print_config {
@@ -351,6 +421,15 @@ impl Serve {
         let (state, listener, admin) = start(config).await?;
         server::run(state, listener, admin, shutdown_signal()).await
     }
+}
+
+/// The machine's host name, the default node id (a pod's name on Kubernetes).
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Sets up host logs; `RUST_LOG` overrides the default level.
@@ -390,6 +469,21 @@ pub async fn start(
     }
     let listening = listener.local_addr()?;
     let _ = state.listening.set(listening);
+    if let Some(node) = &state.cluster {
+        // Announced once it listens, at the port it got.
+        let mut cluster = node.config.clone();
+        if cluster.advertise == format!("http://{}", config.listen) {
+            cluster.advertise = format!("http://{listening}");
+        }
+        let membership = crate::cluster::members::join(&node.client, &cluster).await?;
+        let _ = node.advertise.set(cluster.advertise.clone());
+        let _ = node.membership.set(membership);
+        println!(
+            "stratus node {} joined the cluster at {}",
+            cluster.node_id,
+            cluster.endpoints.join(",")
+        );
+    }
     println!("stratus listening on http://{listening}");
     if let Some(admin) = &admin {
         println!("stratus admin listening on http://{}", admin.local_addr()?);

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::now;
 use crate::error::ApiError;
 use crate::names::{AccountName, SubTenantId};
-pub use stratus_wire::tokens::{InvocationClaims, Registered, SubTenantClaims, TokenKind, VerifyError};
+pub use stratus_wire::tokens::{Claims, InvocationClaims, Registered, SubTenantClaims, TokenKind, VerifyError};
 
 /// The longest a sub-tenant token may live.
 pub const MAX_SUB_TENANT_TTL_S: u64 = 24 * 3600;
@@ -119,13 +119,18 @@ impl KeyRing {
 const INVOCATION_LEASE_S: u64 = 60;
 
 /// Where the signing keys are kept: a durable value of the host's own, by
-/// key. The registry is one; the seam keeps credentials from depending on it.
+/// key, that every node of a cluster shares. The registry is one; the seam
+/// keeps credentials from depending on it.
 #[async_trait::async_trait]
 pub trait KeyStore: Send + Sync {
-    /// The value at `key`, if any.
-    fn meta(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
-    /// Sets `key`, durably.
-    async fn set_meta(&self, key: &str, value: &[u8]) -> anyhow::Result<()>;
+    /// The value at `key` and the revision that wrote it, if any.
+    fn meta(&self, key: &str) -> Option<(Vec<u8>, u64)>;
+    /// The revision that last wrote `key` (0: none), cheaply: read on
+    /// every use of the keys, to notice another node's change.
+    fn meta_revision(&self, key: &str) -> u64;
+    /// Sets `key` durably if it was last written at `expected` (0: if it is
+    /// absent); false, changing nothing, if someone wrote it since.
+    async fn set_meta_if(&self, key: &str, value: &[u8], expected: u64) -> anyhow::Result<bool>;
 }
 
 /// The signing keys and the verified-token cache.
@@ -133,6 +138,12 @@ pub struct Tokens {
     issuer: String,
     registry: Arc<dyn KeyStore>,
     ring: RwLock<KeyRing>,
+    /// The revision of the stored keys the ring holds: when the store's
+    /// differs, another node (or this one) changed them, and the ring is
+    /// read again.
+    revision: AtomicU64,
+    /// Seconds ahead of this clock another node's may be (`nbf`, `iat`).
+    skew_s: u64,
     /// Serialises writes of the stored keys (lease extensions, rotation).
     writer: tokio::sync::Mutex<()>,
     /// Verified tokens by SHA-256, until they expire: verifying EdDSA costs
@@ -151,38 +162,74 @@ fn encode<T: Serialize>(key: &KeyPair, kind: TokenKind, claims: &T) -> Result<St
 }
 const META_KEY: &str = "signing_keys";
 
+/// The ring of the stored keys `bytes`.
+fn ring_of(bytes: &[u8]) -> anyhow::Result<KeyRing> {
+    let stored: Vec<StoredKey> = serde_json::from_slice(bytes)?;
+    if stored.is_empty() {
+        anyhow::bail!("the database holds no signing key");
+    }
+    let keys = stored
+        .into_iter()
+        .map(|key| KeyPair::new(key).map(Arc::new))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(KeyRing(keys))
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Tokens {
-    /// Loads the signing keys from `registry`, creating one on first start.
+    /// Loads the signing keys from `registry`, creating one on first start
+    /// (the first node of a cluster; the others load what it stored).
     pub async fn load_or_create<S: KeyStore + 'static>(registry: &Arc<S>, issuer: &str) -> anyhow::Result<Self> {
-        let stored: Vec<StoredKey> = match registry.meta(META_KEY)? {
-            Some(bytes) => serde_json::from_slice(&bytes)?,
-            None => {
-                let keys = vec![StoredKey::generate()];
-                registry.set_meta(META_KEY, &serde_json::to_vec(&keys)?).await?;
-                keys
-            }
-        };
-        if stored.is_empty() {
-            anyhow::bail!("the database holds no signing key");
+        if registry.meta(META_KEY).is_none() {
+            let keys = vec![StoredKey::generate()];
+            // Another node starting at once may store its own first: then
+            // that one is the cluster's.
+            registry.set_meta_if(META_KEY, &serde_json::to_vec(&keys)?, 0).await?;
         }
-        let keys = stored
-            .into_iter()
-            .map(|key| KeyPair::new(key).map(Arc::new))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (bytes, revision) = registry
+            .meta(META_KEY)
+            .ok_or_else(|| anyhow::anyhow!("the database holds no signing key"))?;
         Ok(Self {
             issuer: issuer.to_string(),
             registry: registry.clone() as Arc<dyn KeyStore>,
-            ring: RwLock::new(KeyRing(keys)),
+            ring: RwLock::new(ring_of(&bytes)?),
+            revision: AtomicU64::new(revision),
+            skew_s: 1,
             writer: tokio::sync::Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Allows `skew` between the clocks of the nodes that mint and check
+    /// tokens, on `nbf` and `iat` only (rounded up to whole seconds, the
+    /// claims' unit).
+    pub fn with_clock_skew(mut self, skew: std::time::Duration) -> Self {
+        self.skew_s = skew.as_secs() + u64::from(skew.subsec_nanos() > 0);
+        self
+    }
+
+    /// The keys as stored now, when they differ from the ring's.
+    fn follow(&self) {
+        if self.registry.meta_revision(META_KEY) == self.revision.load(Ordering::Acquire) {
+            return;
+        }
+        let Some((bytes, revision)) = self.registry.meta(META_KEY) else {
+            return;
+        };
+        match ring_of(&bytes) {
+            Ok(ring) => {
+                *self.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner) = ring;
+                self.revision.store(revision, Ordering::Release);
+            }
+            Err(err) => tracing::error!(%err, "the stored signing keys cannot be read; keeping the ones loaded"),
+        }
+    }
+
     fn ring(&self) -> std::sync::RwLockReadGuard<'_, KeyRing> {
+        self.follow();
         self.ring.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -205,8 +252,10 @@ impl Tokens {
     }
 
     /// Stores the keys as they are now, dropping retired keys that no longer
-    /// verify. Callers hold `writer`.
-    async fn store(&self, keys: &[Arc<KeyPair>]) -> Result<(), ApiError> {
+    /// verify, unless someone changed the stored keys since the ring was
+    /// read; then the ring holds what is stored (whoever wrote), and false
+    /// says the caller's change is to be made again. Callers hold `writer`.
+    async fn store(&self, keys: &[Arc<KeyPair>]) -> Result<bool, ApiError> {
         let time = now();
         let stored: Vec<StoredKey> = keys
             .iter()
@@ -214,10 +263,15 @@ impl Tokens {
             .map(|key| key.to_stored())
             .collect();
         let bytes = serde_json::to_vec(&stored).map_err(ApiError::internal)?;
-        self.registry
-            .set_meta(META_KEY, &bytes)
+        let expected = self.revision.load(Ordering::Acquire);
+        let written = self
+            .registry
+            .set_meta_if(META_KEY, &bytes, expected)
             .await
-            .map_err(ApiError::Internal)
+            .map_err(ApiError::Internal)?;
+        // Either way the store now holds the truth: read it back.
+        self.follow();
+        Ok(written)
     }
 
     /// Signs with the current key, first recording that it signs until at
@@ -235,8 +289,14 @@ impl Tokens {
             let keys = self.ring().0.clone();
             let current = &keys[keys.len() - 1];
             if current.signed_until.load(Ordering::Acquire) < exp {
-                current.signed_until.store(exp + lease, Ordering::Release);
-                self.store(&keys).await?;
+                // Raised on a copy: the ring shows it only once stored.
+                let mut raised = current.to_stored();
+                raised.signed_until = exp + lease;
+                let mut next = keys.clone();
+                next.pop();
+                next.push(Arc::new(KeyPair::new(raised).map_err(ApiError::internal)?));
+                // Lost to another node's write: look again at what it stored.
+                self.store(&next).await?;
             }
         }
     }
@@ -245,21 +305,28 @@ impl Tokens {
     /// JWKS) until the latest `exp` it signed has passed. Returns the new `kid`.
     pub async fn rotate(&self) -> Result<String, ApiError> {
         let _writer = self.writer.lock().await;
-        let mut keys = self.ring().0.clone();
-        let time = now();
-        let retiring = keys
-            .pop()
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no signing key")))?;
-        let mut retired = retiring.to_stored();
-        retired.retired_at = Some(time);
-        keys.push(Arc::new(KeyPair::new(retired).map_err(ApiError::internal)?));
-        let fresh = KeyPair::new(StoredKey::generate()).map_err(ApiError::internal)?;
-        let kid = fresh.stored.kid.clone();
-        keys.push(Arc::new(fresh));
-        keys.retain(|key| key.verifies_at(time));
-        self.store(&keys).await?;
-        *self.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner) = KeyRing(keys);
-        Ok(kid)
+        for _ in 0..16 {
+            let mut keys = self.ring().0.clone();
+            let time = now();
+            let retiring = keys
+                .pop()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no signing key")))?;
+            let mut retired = retiring.to_stored();
+            retired.retired_at = Some(time);
+            keys.push(Arc::new(KeyPair::new(retired).map_err(ApiError::internal)?));
+            let fresh = KeyPair::new(StoredKey::generate()).map_err(ApiError::internal)?;
+            let kid = fresh.stored.kid.clone();
+            keys.push(Arc::new(fresh));
+            keys.retain(|key| key.verifies_at(time));
+            if self.store(&keys).await? {
+                return Ok(kid);
+            }
+            // Another node changed the keys meanwhile: rotate what it stored.
+        }
+        Err(ApiError::Unavailable {
+            message: "the signing keys kept changing on other nodes; retry".into(),
+            retry_after: 1,
+        })
     }
 
     /// Issues a sub-tenant token; returns it with its expiry (Unix seconds).
@@ -309,17 +376,17 @@ impl Tokens {
 
     /// The one verification path for every kind of token, with the kind's
     /// own audience.
-    pub fn verify<T: DeserializeOwned>(&self, token: &str, kind: TokenKind) -> Result<T, VerifyError> {
+    pub fn verify<T: DeserializeOwned + Claims>(&self, token: &str, kind: TokenKind) -> Result<T, VerifyError> {
         self.verify_with(token, kind, false)
     }
 
     /// Verifies an invocation token whatever its audience (introspection
     /// answers for tokens minted for an upstream too).
-    pub fn verify_any_audience<T: DeserializeOwned>(&self, token: &str, kind: TokenKind) -> Result<T, VerifyError> {
+    pub fn verify_any_audience<T: DeserializeOwned + Claims>(&self, token: &str, kind: TokenKind) -> Result<T, VerifyError> {
         self.verify_with(token, kind, true)
     }
 
-    fn verify_with<T: DeserializeOwned>(
+    fn verify_with<T: DeserializeOwned + Claims>(
         &self,
         token: &str,
         kind: TokenKind,
@@ -327,7 +394,7 @@ impl Tokens {
     ) -> Result<T, VerifyError> {
         let time = now();
         let audience = (!any_audience).then(|| kind.audience(&self.issuer));
-        stratus_wire::tokens::verify(token, kind, &self.issuer, audience.as_deref(), |kid| {
+        stratus_wire::tokens::verify(token, kind, &self.issuer, audience.as_deref(), self.skew_s, |kid| {
             self.ring()
                 .0
                 .iter()
@@ -491,6 +558,14 @@ mod tests {
         let mut early = claims(now);
         early["nbf"] = json!(now + 30);
         assert!(refused(&tokens, TokenKind::SubTenant, &early), "token used before nbf");
+        // Minted on a node whose clock is a little ahead: within the skew.
+        let mut ahead = claims(now);
+        ahead["nbf"] = json!(now + 1);
+        ahead["iat"] = json!(now + 1);
+        assert!(!refused(&tokens, TokenKind::SubTenant, &ahead), "a skew of 1 s refused");
+        let mut future = claims(now);
+        future["iat"] = json!(now + 30);
+        assert!(refused(&tokens, TokenKind::SubTenant, &future), "issued in the future");
         let mut audience = claims(now);
         audience["aud"] = json!("stratus");
         assert!(

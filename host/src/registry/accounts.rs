@@ -193,14 +193,30 @@ pub struct SetMeta {
     pub name: String,
     /// Its bytes.
     pub value: Vec<u8>,
+    /// Written only if the value was last written at this revision (0: if
+    /// there is none); `None` writes whatever is there. Nodes sharing a
+    /// value (the signing keys) write it this way, so that none undoes
+    /// another's change.
+    pub expected: Option<u64>,
 }
 
 impl Command for SetMeta {
     type Output = ();
 
-    fn plan(&self, _: &Snapshot, _: &StorageLimits) -> Result<Planned<()>> {
+    fn plan(&self, snapshot: &Snapshot, _: &StorageLimits) -> Result<Planned<()>> {
+        let key = layout::meta(&self.name);
         let mut txn = Txn::new();
-        txn.put(layout::meta(&self.name), self.value.clone());
+        if let Some(expected) = self.expected {
+            let current = snapshot.stored(&key).map_or(0, |stored| stored.revision);
+            if current != expected {
+                return Err(RegistryError::Conflict(format!(
+                    "{} changed meanwhile (revision {current}, not {expected})",
+                    self.name
+                )));
+            }
+            txn.compare(key.clone(), expected);
+        }
+        txn.put(key, self.value.clone());
         Ok(Planned::new(txn, ()))
     }
 }

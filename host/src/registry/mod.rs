@@ -150,6 +150,15 @@ impl Registry {
         Ok(registry)
     }
 
+    /// A cluster node's registry: records, components and KV in etcd under
+    /// `prefix` (`{cluster prefix}/v1/`), shared with every other node.
+    pub async fn on_etcd(client: etcd_client::Client, prefix: &str, limits: StorageLimits) -> Result<Self, OpenError> {
+        let store = store::etcd::EtcdStore::new(client.clone(), &format!("{prefix}registry/"), store::sled::HISTORY);
+        let blobs = blobs::etcd::EtcdBlobStore::new(client.clone(), format!("{prefix}blobs/"));
+        let kv = kv::etcd::EtcdKv::new(client, format!("{prefix}kv/"), limits.kv.clone());
+        Ok(Self::start(Arc::new(store), Arc::new(kv), Arc::new(blobs), limits).await?)
+    }
+
     /// A registry on the given stores: reads everything once, follows the
     /// store's changes from then on, and finishes deletes a crash cut short.
     pub async fn start(
@@ -238,6 +247,7 @@ impl Registry {
         self.apply(accounts::SetMeta {
             name: name.to_string(),
             value: value.to_vec(),
+            expected: None,
         })
         .await
     }
@@ -656,12 +666,32 @@ fn key_record(key: &AccountKey, account: &AccountName) -> KeyRecord {
 
 #[async_trait::async_trait]
 impl crate::credentials::tokens::KeyStore for Registry {
-    fn meta(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(Registry::meta(self, key))
+    fn meta(&self, key: &str) -> Option<(Vec<u8>, u64)> {
+        self.snapshot()
+            .stored(&layout::meta(key))
+            .map(|stored| (stored.value.to_vec(), stored.revision))
     }
 
-    async fn set_meta(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
-        Ok(Registry::set_meta(self, key, value).await?)
+    fn meta_revision(&self, key: &str) -> u64 {
+        self.view
+            .current()
+            .stored(&layout::meta(key))
+            .map_or(0, |stored| stored.revision)
+    }
+
+    async fn set_meta_if(&self, key: &str, value: &[u8], expected: u64) -> anyhow::Result<bool> {
+        match self
+            .apply(accounts::SetMeta {
+                name: key.to_string(),
+                value: value.to_vec(),
+                expected: Some(expected),
+            })
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(RegistryError::Conflict(_)) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
     }
 }
 

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     /// Time to the response head, by owner and function.
     pub durations: Family<FunctionLabels, Histogram, fn() -> Histogram>,
+    /// The store revision the registry snapshot has reached.
+    pub registry_revision: prometheus_client::metrics::gauge::Gauge,
+    /// How long since the snapshot was last known current.
+    pub registry_lag: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -93,6 +97,18 @@ impl Metrics {
             "invocation_duration_seconds",
             "Time from request to response head, by owner and function",
             durations.clone(),
+        );
+        let registry_revision = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "registry_revision",
+            "The store revision the registry snapshot has reached",
+            registry_revision.clone(),
+        );
+        let registry_lag = prometheus_client::metrics::gauge::Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "registry_lag_seconds",
+            "Time since the registry snapshot was last known current with the store (0 on one node)",
+            registry_lag.clone(),
         );
         registry.register(
             "code_cache_hits",
@@ -154,6 +170,8 @@ impl Metrics {
             invocations,
             errors,
             durations,
+            registry_revision,
+            registry_lag,
         }
     }
 

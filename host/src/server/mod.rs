@@ -46,7 +46,27 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
-    let registry = Arc::new(Registry::open_with(&config.data_dir, config.storage.clone()).await?);
+    let (registry, cluster, operator_key) = match &config.cluster {
+        None => {
+            let registry = Arc::new(Registry::open_with(&config.data_dir, config.storage.clone()).await?);
+            (registry, None, None)
+        }
+        Some(cluster) => {
+            let client = cluster.connect().await?;
+            let joined =
+                crate::cluster::settings::join(&client, cluster, &shared_settings(&config), config.operator_key.as_deref())
+                    .await?;
+            let registry =
+                Arc::new(Registry::on_etcd(client.clone(), &cluster.key(""), config.storage.clone()).await?);
+            let node = state::ClusterNode {
+                config: cluster.clone(),
+                client,
+                advertise: std::sync::OnceLock::new(),
+                membership: std::sync::OnceLock::new(),
+            };
+            (registry, Some(node), Some(joined))
+        }
+    };
     // After opening, so the files sled made are covered too; a shared code
     // cache given elsewhere is left to its owner's settings.
     // Through a symlink too: what the link points at is what holds the data.
@@ -61,12 +81,17 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
         )
     })?;
     private::check_code_cache(&config.runtime.code_cache_dir)?;
-    let tokens = Arc::new(crate::credentials::tokens::Tokens::load_or_create(&registry, &config.issuer).await?);
+    let tokens = Arc::new(
+        crate::credentials::tokens::Tokens::load_or_create(&registry, &config.issuer)
+            .await?
+            .with_clock_skew(config.clock_skew),
+    );
     let runtime = Runtime::new(&config.runtime, registry.kv(), tokens.clone())?;
 
-    let (operator, generated) = match &config.operator_key {
-        Some(key) => (keys::hash(key), None),
-        None => match registry.meta("operator_key_hash") {
+    let (operator, generated) = match (operator_key, &config.operator_key) {
+        (Some(joined), _) => (joined.operator_hash, joined.generated),
+        (None, Some(key)) => (keys::hash(key), None),
+        (None, None) => match registry.meta("operator_key_hash") {
             Some(stored) => {
                 let mut hash = [0u8; 32];
                 hex::decode_to_slice(&stored, &mut hash)?;
@@ -110,10 +135,33 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
             "uploads in progress",
             "--max-uploads-per-account",
         ),
+        cluster,
     });
     let loopback: std::sync::Weak<dyn crate::runtime::Loopback> = Arc::downgrade(&state) as _;
     state.runtime.set_loopback(loopback);
     Ok((state, generated))
+}
+
+/// The settings every node of a cluster must share, by flag name.
+fn shared_settings(config: &ServeConfig) -> crate::cluster::settings::Settings {
+    let storage = &config.storage;
+    let pairs: [(&str, String); 14] = [
+        ("issuer", config.issuer.clone()),
+        ("base-domain", config.base_domain.clone().unwrap_or_default()),
+        ("clock-skew", humantime::format_duration(config.clock_skew).to_string()),
+        ("max-keys-per-account", storage.max_keys.to_string()),
+        ("max-functions-per-account", storage.max_functions.to_string()),
+        ("max-versions-per-account", storage.max_versions.to_string()),
+        ("max-aliases-per-account", storage.max_aliases.to_string()),
+        ("max-env-bytes", storage.max_env_bytes.to_string()),
+        ("max-blob-bytes-per-account", storage.max_blob_bytes.to_string()),
+        ("kv-quota-per-account", storage.kv.account_quota_bytes.to_string()),
+        ("kv-quota-per-namespace", storage.kv.quota_bytes.to_string()),
+        ("kv-max-key-bytes", storage.kv.max_key_bytes.to_string()),
+        ("kv-max-value-bytes", storage.kv.max_value_bytes.to_string()),
+        ("max-reserved-per-account", config.accounts.max_reserved.to_string()),
+    ];
+    crate::cluster::settings::Settings(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
 /// Compiles versions left half-done by a crash and loads the ready ones from
@@ -230,6 +278,9 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>, role: Role, _pee
     if path == "/healthz" {
         return respond::text(http::StatusCode::OK, "ok\n", "text/plain");
     }
+    if path == "/readyz" {
+        return readyz(&state);
+    }
     if path == "/metrics" && admin_here {
         return metrics_page(&state, &req, role);
     }
@@ -237,6 +288,24 @@ async fn dispatch(state: Arc<AppState>, req: Request<Incoming>, role: Role, _pee
         return admin::handle(state, req).await;
     }
     respond::error(&ApiError::NotFound(format!("no route {path}")))
+}
+
+/// Whether this node serves: its registry snapshot has caught up (it has,
+/// once the listener is up: the registry is read before), and how far
+/// behind the store it may be now. A node cut off from etcd stays ready and
+/// keeps serving from its snapshot, so an orchestrator does not take every
+/// node out at once.
+fn readyz(state: &AppState) -> Response<Body> {
+    let lag = state.registry.lag();
+    respond::json(
+        http::StatusCode::OK,
+        &serde_json::json!({
+            "ready": true,
+            "node": state.cluster.as_ref().map(|c| c.config.node_id.clone()),
+            "revision": state.registry.snapshot().revision(),
+            "lag_seconds": lag.as_secs_f64(),
+        }),
+    )
 }
 
 /// Serves the metrics; on the main listener they name accounts, so only the
@@ -251,6 +320,8 @@ fn metrics_page(state: &AppState, req: &Request<hyper::body::Incoming>, role: Ro
             Err(err) => return respond::error(&err),
         }
     }
+    state.metrics.registry_revision.set(state.registry.snapshot().revision() as i64);
+    state.metrics.registry_lag.set(state.registry.lag().as_secs_f64());
     let text = match state.metrics.encode() {
         Ok(text) => text,
         Err(err) => return respond::error(&ApiError::internal(err)),

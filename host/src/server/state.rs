@@ -41,6 +41,20 @@ pub struct AppState {
     /// Uploads being hashed and validated: one at a time, so that checking
     /// tens of MiB never takes more than one core from serving.
     pub upload_checks: tokio::sync::Semaphore,
+    /// The cluster this node is one of, if any.
+    pub cluster: Option<ClusterNode>,
+}
+
+/// What a cluster node keeps of its cluster.
+pub struct ClusterNode {
+    /// How it reaches the cluster and names itself.
+    pub config: crate::cluster::ClusterConfig,
+    /// Its etcd connection.
+    pub client: etcd_client::Client,
+    /// The URL it announced, once it listens.
+    pub advertise: std::sync::OnceLock<String>,
+    /// Its entry among the live nodes, once it listens.
+    pub membership: std::sync::OnceLock<crate::cluster::members::Membership>,
 }
 
 impl AppState {

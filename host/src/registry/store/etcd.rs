@@ -40,15 +40,22 @@ fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> Revision {
 impl EtcdStore {
     /// Connects to `endpoints`, keeping the store's keys under `prefix` and
     /// the last `history` revisions for feeds.
+    #[cfg(test)]
     pub async fn connect(endpoints: &[String], prefix: &str, history: usize) -> Result<Self, StoreError> {
         let client = Client::connect(endpoints, None).await.map_err(backend)?;
-        Ok(Self {
+        Ok(Self::new(client, prefix, history))
+    }
+
+    /// The store through `client`, under `prefix`, keeping the last
+    /// `history` revisions for feeds.
+    pub fn new(client: Client, prefix: &str, history: usize) -> Self {
+        Self {
             client,
             prefix: prefix.as_bytes().to_vec(),
             history: history.max(1) as u64,
             compacted: Arc::default(),
             asked: Arc::new(tokio::sync::watch::channel(0).0),
-        })
+        }
     }
 
     fn full(&self, key: &[u8]) -> Vec<u8> {
@@ -223,6 +230,11 @@ impl MetaStore for EtcdStore {
                     Err(err) => vec![Err(backend(err))],
                 };
                 let failed = batches.iter().any(Result::is_err);
+                // Revisions spent on KV and blobs count toward the history
+                // too: a progress report compacts as a commit does.
+                if let Some(Ok(last)) = batches.last() {
+                    store.compact(last.revision).await;
+                }
                 for batch in batches {
                     if tx.send(batch).await.is_err() {
                         return;

@@ -1,0 +1,137 @@
+//! Who the nodes are: each live node holds an etcd lease on
+//! `v1/nodes/{id}`, whose value is its advertised URL. A node that stops
+//! renewing (killed, cut off) drops out when the lease expires.
+
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use super::ClusterConfig;
+
+/// How long a node's entry outlives its last renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+
+/// A live node, as it announced itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    /// Its `--node-id`.
+    pub id: String,
+    /// Its `--advertise` URL.
+    pub advertise: String,
+    /// When it joined (Unix seconds).
+    pub started_at: u64,
+    /// The build it runs.
+    pub version: String,
+}
+
+/// This node's membership; renewed until dropped.
+pub struct Membership {
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.renew.abort();
+    }
+}
+
+async fn claim(client: &mut Client, key: &str, value: &[u8]) -> anyhow::Result<Option<i64>> {
+    let lease = client.lease_grant(LEASE_TTL.as_secs() as i64, None).await?.id();
+    let txn = Txn::new()
+        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)))]);
+    if client.txn(txn).await?.succeeded() {
+        Ok(Some(lease))
+    } else {
+        let _ = client.lease_revoke(lease).await;
+        Ok(None)
+    }
+}
+
+/// Announces this node. A node id still held (by a live node, or by one
+/// stopped less than [`LEASE_TTL`] ago) is waited for that long, then
+/// refused.
+pub async fn join(client: &Client, cluster: &ClusterConfig) -> anyhow::Result<Membership> {
+    let mut client = client.clone();
+    let key = cluster.key(&format!("nodes/{}", cluster.node_id));
+    let member = Member {
+        id: cluster.node_id.clone(),
+        advertise: cluster.advertise.clone(),
+        started_at: crate::clock::now(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let value = serde_json::to_vec(&member)?;
+    let deadline = tokio::time::Instant::now() + LEASE_TTL + Duration::from_secs(1);
+    let lease = loop {
+        if let Some(lease) = claim(&mut client, &key, &value).await? {
+            break lease;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let holder = client.get(key.clone(), None).await?;
+            let at = holder
+                .kvs()
+                .first()
+                .and_then(|kv| serde_json::from_slice::<Member>(kv.value()).ok())
+                .map_or_else(String::new, |m| format!(" (at {})", m.advertise));
+            anyhow::bail!(
+                "--node-id {} is held by a live node{at}: give each node its own id",
+                cluster.node_id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let renew = tokio::spawn(renew(client, key, value, lease));
+    Ok(Membership { renew })
+}
+
+/// Keeps the lease alive; when it was lost (etcd unreachable past the TTL),
+/// joins again with a new one.
+async fn renew(mut client: Client, key: String, value: Vec<u8>, mut lease: i64) {
+    loop {
+        match client.lease_keep_alive(lease).await {
+            Ok((mut keeper, mut answers)) => loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match answers.message().await {
+                    Ok(Some(answer)) if answer.ttl() > 0 => {}
+                    // Expired, or the stream ended: start over.
+                    _ => break,
+                }
+                tokio::time::sleep(LEASE_TTL / 3).await;
+            },
+            Err(err) => tracing::warn!(%err, "cannot renew this node's membership"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Still ours? If the lease expired, the entry went with it.
+        let alive = client
+            .lease_time_to_live(lease, None)
+            .await
+            .is_ok_and(|answer| answer.ttl() > 0);
+        if !alive {
+            match claim(&mut client, &key, &value).await {
+                Ok(Some(fresh)) => {
+                    tracing::info!("this node joined the cluster again");
+                    lease = fresh;
+                }
+                Ok(None) => tracing::error!(%key, "another node took this node's id while it was away"),
+                Err(err) => tracing::warn!(%err, "cannot rejoin the cluster yet"),
+            }
+        }
+    }
+}
+
+/// The live nodes, by id.
+pub async fn list(client: &Client, cluster: &ClusterConfig) -> anyhow::Result<Vec<Member>> {
+    let prefix = cluster.key("nodes/");
+    let response = client
+        .clone()
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await?;
+    Ok(response
+        .kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+        .collect())
+}
