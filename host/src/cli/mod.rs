@@ -2,6 +2,7 @@
 
 mod account;
 mod alias;
+mod cluster;
 mod compile;
 mod completions;
 mod function;
@@ -64,6 +65,9 @@ enum Command {
     Logs(logs::Logs),
     /// Print shell completions.
     Completions(completions::Completions),
+    /// See the nodes of a cluster (operator).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Issue sub-tenant tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -126,6 +130,7 @@ async fn execute(cli: Cli, serve_matches: Option<&clap::ArgMatches>) -> anyhow::
             Ok(ExitCode::SUCCESS)
         }
         Command::Reserve(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+        Command::Cluster(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Token(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::CompileComponent(cmd) => cmd.execute().map(|()| ExitCode::SUCCESS),
     }

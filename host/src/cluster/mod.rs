@@ -15,6 +15,7 @@
 //! | `v1/locks/…` | who compiles what now (held by a lease) |
 //! | `v1/nodes/{id}` | each live node's URL (held by its lease) |
 
+pub mod code;
 pub mod members;
 pub mod settings;
 

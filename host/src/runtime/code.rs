@@ -51,19 +51,43 @@ impl Runtime {
         let mut bytes = Some(bytes);
         let mut queued = queued;
         // A second round only when a cached artifact turned out unusable.
+        let mut shared = self.shared_code.get().cloned();
+        let mut republish = None;
         for _ in 0..2 {
             let mut compiled_now = false;
+            // Another node of the cluster may have compiled it already.
+            if !self.code_cache.contains(sha256)
+                && let Some(shared) = &shared
+            {
+                shared.fetch(sha256, &path).await;
+            }
             if !self.code_cache.contains(sha256) {
-                let _turn = self.compiler.turn(account, queued.take()).await?;
-                // Another compile of the same bytes may have finished meanwhile.
+                // One node of the cluster compiles; the others wait for it
+                // and fetch what it published.
+                let _lock = match &shared {
+                    Some(shared) => shared.lock(sha256).await,
+                    None => None,
+                };
+                if !self.code_cache.contains(sha256)
+                    && let Some(shared) = &shared
+                {
+                    shared.fetch(sha256, &path).await;
+                }
                 if !self.code_cache.contains(sha256) {
-                    let fetch = bytes.take().ok_or_else(|| {
-                        ApiError::internal(anyhow::anyhow!("a fresh artifact of {sha256} is unusable"))
-                    })?;
-                    let bytes = fetch.await?;
-                    self.compiler.compile(bytes.as_ref(), &path).await?;
-                    self.stats.compiles.inc();
-                    compiled_now = true;
+                    let _turn = self.compiler.turn(account, queued.take()).await?;
+                    // Another compile of the same bytes may have finished meanwhile.
+                    if !self.code_cache.contains(sha256) {
+                        let fetch = bytes.take().ok_or_else(|| {
+                            ApiError::internal(anyhow::anyhow!("a fresh artifact of {sha256} is unusable"))
+                        })?;
+                        let bytes = fetch.await?;
+                        self.compiler.compile(bytes.as_ref(), &path).await?;
+                        self.stats.compiles.inc();
+                        compiled_now = true;
+                        if let Some(shared) = shared.as_ref().or(republish.as_ref()) {
+                            shared.publish(sha256, &path).await;
+                        }
+                    }
                 }
             }
             let this = self.clone();
@@ -72,8 +96,10 @@ impl Runtime {
                 .await
                 .map_err(ApiError::internal)??;
             let Some(compiled) = loaded else {
-                // Unusable (truncated, or from another build): compile again.
+                // Unusable (truncated, or from another build): compile again,
+                // without fetching, and publish it in place of the bad one.
                 self.code_cache.discard(sha256);
+                republish = shared.take();
                 continue;
             };
             let mut map = match self.loaded.write() {

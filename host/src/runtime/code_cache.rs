@@ -28,6 +28,32 @@ pub trait CodeCache: Send + Sync {
     fn forget(&self, sha256: &str);
 }
 
+/// Compiled components shared by the nodes of a cluster, in front of which
+/// each node keeps its own [`CodeCache`]: the first node that needs an
+/// artifact compiles it under a cluster-wide lock and publishes it, every
+/// other node fetches it instead of compiling.
+#[async_trait::async_trait]
+pub trait SharedCode: Send + Sync {
+    /// Fetches the published artifact of `sha256` into `path`; false if
+    /// none is published (or it could not be fetched).
+    async fn fetch(&self, sha256: &str, path: &Path) -> bool;
+    /// Holds the cluster-wide right to compile `sha256` until dropped; waits
+    /// while another node holds it. `None` when the lock cannot be had (the
+    /// store is unreachable): compiling anyway only costs time.
+    async fn lock(&self, sha256: &str) -> Option<Box<dyn Send + Sync>>;
+    /// Publishes the artifact of `sha256` at `path` for the other nodes.
+    async fn publish(&self, sha256: &str, path: &Path);
+}
+
+/// Hex of `engine`'s compatibility hash: artifacts of one engine are not
+/// loaded by another.
+pub fn compat_of(engine: &Engine) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
 /// One file per artifact, `{sha256}-{compat}.cwasm`, in a directory.
 pub struct DirCodeCache {
     dir: PathBuf,
@@ -41,13 +67,10 @@ impl DirCodeCache {
     /// The cache in `dir` (created) for artifacts of `engine`; `own` when no
     /// other host shares the directory.
     pub fn open(dir: &Path, engine: &Engine, own: bool) -> std::io::Result<Self> {
-        use std::hash::{Hash, Hasher};
         std::fs::create_dir_all(dir)?;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
             dir: dir.to_path_buf(),
-            compat: format!("{:016x}", hasher.finish()),
+            compat: compat_of(engine),
             own,
         })
     }

@@ -86,6 +86,8 @@ pub struct Runtime {
     pub(super) linker: Linker<HostState>,
     /// Compiled artifacts, by component and engine.
     pub(super) code_cache: Box<dyn code_cache::CodeCache>,
+    /// The cluster's compiled components, on a cluster node.
+    pub(super) shared_code: std::sync::OnceLock<Arc<dyn code_cache::SharedCode>>,
     pub(super) loaded: RwLock<HashMap<String, ProxyPre<HostState>>>,
     /// One compile at a time, in a child process, fairly by account, so
     /// deploys never take the cores serving calls for long.
@@ -170,6 +172,7 @@ impl Runtime {
             engine,
             linker,
             code_cache: Box::new(code_cache),
+            shared_code: std::sync::OnceLock::new(),
             loaded: RwLock::new(HashMap::new()),
             compiler: compile::Compiler::new(
                 match &config.compiler {
@@ -254,6 +257,16 @@ impl Runtime {
     /// Lets guests reach the host's own origin in-process.
     pub fn set_loopback(&self, loopback: std::sync::Weak<dyn Loopback>) {
         let _ = self.loopback.set(loopback);
+    }
+
+    /// Shares compiled components with the other nodes of a cluster.
+    pub fn set_shared_code(&self, shared: Arc<dyn code_cache::SharedCode>) {
+        let _ = self.shared_code.set(shared);
+    }
+
+    /// Hex of the engine's compatibility hash.
+    pub fn engine_compat(&self) -> String {
+        code_cache::compat_of(&self.engine)
     }
 
     /// Ends every call still waiting for its guest's answer with a 504

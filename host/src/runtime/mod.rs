@@ -28,5 +28,6 @@ pub mod warm;
 
 pub use call::CallContext;
 pub use engine::{Runtime, RuntimeConfig};
+pub use code_cache::SharedCode;
 pub use loopback::Loopback;
 pub use state::HostState;

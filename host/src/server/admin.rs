@@ -68,6 +68,10 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
                 Principal::Account { account, .. } => json!({ "operator": false, "account": account }),
             },
         )),
+        (&Method::GET, ["cluster"]) => {
+            principal.operator_only()?;
+            Ok(respond::json(StatusCode::OK, &super::cluster::status(state).await?))
+        }
         (&Method::POST, ["signing-keys", "rotate"]) => {
             principal.operator_only()?;
             let kid = state.tokens.rotate().await?;

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod aliases;
+pub mod cluster;
 pub mod deploy;
 pub mod introspect;
 pub mod logs;
@@ -87,6 +88,14 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
             .with_clock_skew(config.clock_skew),
     );
     let runtime = Runtime::new(&config.runtime, registry.kv(), tokens.clone())?;
+    if let Some(node) = &cluster {
+        runtime.set_shared_code(Arc::new(crate::cluster::code::EtcdCode::new(
+            node.client.clone(),
+            &node.config,
+            &runtime.engine_compat(),
+            config.runtime.compile_timeout,
+        )));
+    }
 
     let (operator, generated) = match (operator_key, &config.operator_key) {
         (Some(joined), _) => (joined.operator_hash, joined.generated),

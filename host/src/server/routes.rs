@@ -120,6 +120,12 @@ pub static ADMIN: &[Route] = &[
     route(M::GET, "/openapi.json", "This document", Anyone),
     route(M::GET, "/whoami", "Who the presented key belongs to", AnyKey),
     route(
+        M::GET,
+        "/cluster",
+        "The cluster's live nodes, how far behind each one's registry is, and etcd's health",
+        Operator,
+    ),
+    route(
         M::POST,
         "/signing-keys/rotate",
         "Start signing with a new key; the old one verifies until its tokens expire",

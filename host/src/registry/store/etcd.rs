@@ -27,7 +27,7 @@ pub struct EtcdStore {
 }
 
 /// How often a feed asks etcd how far it is, when nothing else does.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn backend(err: etcd_client::Error) -> StoreError {
     StoreError::Backend(format!("etcd: {err}"))
