@@ -19,8 +19,8 @@
 
 pub mod cli;
 pub(crate) mod client;
-pub(crate) mod cluster;
 mod clock;
+pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod credentials;
 pub(crate) mod error;

@@ -37,6 +37,7 @@ pub struct Server {
     _dir: Option<tempfile::TempDir>,
     log: PathBuf,
     agent: ureq::Agent,
+    printed: Vec<String>,
 }
 
 /// A response, whatever its status.
@@ -106,6 +107,17 @@ impl Server {
     }
 
     fn spawn_as(data: &Path, args: &[&str], operator: &str) -> Self {
+        Self::spawn_full(data, args, Some(operator), true)
+    }
+
+    /// A cluster node: its code cache is its own (the cluster shares
+    /// compiled code through etcd), and `operator` may be left to the
+    /// cluster to generate.
+    pub fn spawn_node(data: &Path, args: &[&str], operator: Option<&str>) -> Self {
+        Self::spawn_full(data, args, operator, false)
+    }
+
+    fn spawn_full(data: &Path, args: &[&str], operator: Option<&str>, shared_cache: bool) -> Self {
         std::fs::create_dir_all(data).unwrap();
         let log = data.with_extension(format!(
             "{}.log",
@@ -114,14 +126,19 @@ impl Server {
                 .unwrap()
                 .as_nanos()
         ));
-        let mut child = Command::new(stratus_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--code-cache")
-            .arg(shared_code_cache())
+        let mut command = Command::new(stratus_bin());
+        command.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data);
+        if shared_cache {
+            command.arg("--code-cache").arg(shared_code_cache());
+        }
+        command
             .args(args)
-            .env("STRATUS_OPERATOR_KEY", operator)
             .env("RUST_LOG", "info")
+            .env_remove("STRATUS_OPERATOR_KEY");
+        if let Some(operator) = operator {
+            command.env("STRATUS_OPERATOR_KEY", operator);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -130,9 +147,11 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let mut url = None;
         let mut admin_url = None;
+        let mut printed = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let Some(Ok(line)) = lines.next() else { break };
+            printed.push(line.clone());
             if let Some(rest) = line.strip_prefix("stratus admin listening on ") {
                 admin_url = Some(rest.trim().to_string());
             } else if let Some(rest) = line.strip_prefix("stratus listening on ") {
@@ -161,7 +180,13 @@ impl Server {
             _dir: None,
             log,
             agent,
+            printed,
         }
+    }
+
+    /// What the server printed on its standard output while starting.
+    pub fn printed(&self) -> &[String] {
+        &self.printed
     }
 
     /// Everything the server logged so far.

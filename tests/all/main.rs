@@ -10,6 +10,7 @@ mod aliases;
 mod authoring;
 mod cli;
 mod clients;
+mod cluster;
 mod config;
 mod crash;
 mod credentials;

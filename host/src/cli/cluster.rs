@@ -44,7 +44,10 @@ fn table(value: &serde_json::Value) -> String {
     } else {
         format!("etcd: UNREACHABLE ({})\n", etcd["error"].as_str().unwrap_or("?"))
     };
-    out.push_str(&format!("{:<20} {:<32} {:>10} {:>8} {:>8}\n", "NODE", "URL", "REVISION", "BEHIND", "LAG"));
+    out.push_str(&format!(
+        "{:<20} {:<32} {:>10} {:>8} {:>8}\n",
+        "NODE", "URL", "REVISION", "BEHIND", "LAG"
+    ));
     for node in value["nodes"].as_array().into_iter().flatten() {
         let text = |v: &serde_json::Value| match v {
             serde_json::Value::Null => "-".to_string(),

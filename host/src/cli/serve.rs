@@ -375,7 +375,9 @@ impl Serve {
         anyhow::ensure!(
             !node_id.is_empty()
                 && node_id.len() <= 63
-                && node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
+                && node_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
             "--node-id {node_id:?} must be 1–63 letters, digits, '-', '_' or '.'"
         );
         let advertise = match &self.advertise {

@@ -87,8 +87,16 @@ async fn renew(mut client: Client, lease: i64) {
 #[async_trait::async_trait]
 impl SharedCode for EtcdCode {
     async fn fetch(&self, sha256: &str, path: &Path) -> bool {
-        let pointer = match self.client.clone().get(format!("{}{sha256}", self.pointers), None).await {
-            Ok(answer) => answer.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+        let pointer = match self
+            .client
+            .clone()
+            .get(format!("{}{sha256}", self.pointers), None)
+            .await
+        {
+            Ok(answer) => answer
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
             Err(err) => {
                 tracing::warn!(%err, sha256, "cannot ask the cluster for a compiled component");
                 return false;
@@ -105,7 +113,9 @@ impl SharedCode for EtcdCode {
         };
         // Written aside and renamed: a reader sees all of it or nothing.
         let aside = path.with_extension(format!("fetch.{}", rand::random::<u64>()));
-        let written = tokio::fs::write(&aside, &bytes).await.and(tokio::fs::rename(&aside, path).await);
+        let written = tokio::fs::write(&aside, &bytes)
+            .await
+            .and(tokio::fs::rename(&aside, path).await);
         if let Err(err) = written {
             let _ = tokio::fs::remove_file(&aside).await;
             tracing::warn!(%err, path = %path.display(), "cannot keep a fetched compiled component");

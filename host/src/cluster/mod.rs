@@ -94,7 +94,8 @@ impl ClusterConfig {
         let endpoints: Vec<String> = self.endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5))
+            // A write to an unreachable etcd answers 503 well within 5 s.
+            .with_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
         if let Some(user) = &self.user {
             let password = self.password.clone().ok_or_else(|| {

@@ -125,7 +125,13 @@ fn compare(ours: &Settings, theirs: &BTreeMap<String, String>, given_hash: Optio
         if let Some(stored) = theirs.get(name)
             && stored != value
         {
-            let shown = |v: &str| if v.is_empty() { "unset".to_string() } else { format!("{v:?}") };
+            let shown = |v: &str| {
+                if v.is_empty() {
+                    "unset".to_string()
+                } else {
+                    format!("{v:?}")
+                }
+            };
             anyhow::bail!(
                 "--{name} is {} on this node but {} in the cluster: every node must share it; start this node with the cluster's value",
                 shown(value),

@@ -382,7 +382,11 @@ impl Tokens {
 
     /// Verifies an invocation token whatever its audience (introspection
     /// answers for tokens minted for an upstream too).
-    pub fn verify_any_audience<T: DeserializeOwned + Claims>(&self, token: &str, kind: TokenKind) -> Result<T, VerifyError> {
+    pub fn verify_any_audience<T: DeserializeOwned + Claims>(
+        &self,
+        token: &str,
+        kind: TokenKind,
+    ) -> Result<T, VerifyError> {
         self.verify_with(token, kind, true)
     }
 

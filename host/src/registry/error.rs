@@ -41,3 +41,13 @@ impl From<crate::names::NameError> for RegistryError {
 
 /// Shorthand for the commands' results.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+impl From<super::blobs::BlobError> for RegistryError {
+    fn from(err: super::blobs::BlobError) -> Self {
+        match err {
+            // The storage is unreachable: like the records' store failing.
+            super::blobs::BlobError::Io { .. } => Self::Store(super::store::StoreError::backend(err)),
+            other => Self::Internal(other.into()),
+        }
+    }
+}

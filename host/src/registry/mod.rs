@@ -374,10 +374,7 @@ impl Registry {
         // The bytes first, durably: an owner record never points at a blob
         // that is not there (a crash in between leaves an unowned blob,
         // which the next collection removes).
-        self.blobs
-            .put(sha256, bytes::Bytes::copy_from_slice(bytes))
-            .await
-            .map_err(anyhow::Error::from)?;
+        self.blobs.put(sha256, bytes::Bytes::copy_from_slice(bytes)).await?;
         self.apply(own).await
     }
 
@@ -390,7 +387,7 @@ impl Registry {
     /// The component bytes of `sha256`, checked against it, for compiling
     /// a version that refers to them.
     pub async fn blob(&self, sha256: &str) -> Result<Option<bytes::Bytes>> {
-        Ok(self.blobs.get(sha256).await.map_err(anyhow::Error::from)?)
+        Ok(self.blobs.get(sha256).await?)
     }
 
     /// Gives up `account`'s ownership of those of `shas` none of its
@@ -418,11 +415,11 @@ impl Registry {
         let snapshot = self.snapshot();
         let candidates = match candidates {
             Some(shas) => shas,
-            None => self.blobs.list().await.map_err(anyhow::Error::from)?,
+            None => self.blobs.list().await?,
         };
         for sha in candidates {
             if !snapshot.blob_is_stored(&sha) {
-                self.blobs.remove(&sha).await.map_err(anyhow::Error::from)?;
+                self.blobs.remove(&sha).await?;
             }
         }
         Ok(())

@@ -27,7 +27,7 @@ pub mod validate;
 pub mod warm;
 
 pub use call::CallContext;
-pub use engine::{Runtime, RuntimeConfig};
 pub use code_cache::SharedCode;
+pub use engine::{Runtime, RuntimeConfig};
 pub use loopback::Loopback;
 pub use state::HostState;

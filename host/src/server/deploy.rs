@@ -150,7 +150,12 @@ pub async fn deploy(
     let started = std::time::Instant::now();
     match state
         .runtime
-        .prepare(&body.blob, &version.account_id, Some(queued), state.component(&body.blob))
+        .prepare(
+            &body.blob,
+            &version.account_id,
+            Some(queued),
+            state.component(&body.blob),
+        )
         .await
     {
         Ok(_) => {
@@ -184,7 +189,12 @@ pub async fn compile_version(
     let started = std::time::Instant::now();
     let outcome = state
         .runtime
-        .prepare(&version.sha256, &version.account_id, queued, state.component(&version.sha256))
+        .prepare(
+            &version.sha256,
+            &version.account_id,
+            queued,
+            state.component(&version.sha256),
+        )
         .await
         .map(|_| ());
     let (new_state, compile_ms) = match outcome {

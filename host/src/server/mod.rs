@@ -54,11 +54,14 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
         }
         Some(cluster) => {
             let client = cluster.connect().await?;
-            let joined =
-                crate::cluster::settings::join(&client, cluster, &shared_settings(&config), config.operator_key.as_deref())
-                    .await?;
-            let registry =
-                Arc::new(Registry::on_etcd(client.clone(), &cluster.key(""), config.storage.clone()).await?);
+            let joined = crate::cluster::settings::join(
+                &client,
+                cluster,
+                &shared_settings(&config),
+                config.operator_key.as_deref(),
+            )
+            .await?;
+            let registry = Arc::new(Registry::on_etcd(client.clone(), &cluster.key(""), config.storage.clone()).await?);
             let node = state::ClusterNode {
                 config: cluster.clone(),
                 client,
@@ -329,7 +332,10 @@ fn metrics_page(state: &AppState, req: &Request<hyper::body::Incoming>, role: Ro
             Err(err) => return respond::error(&err),
         }
     }
-    state.metrics.registry_revision.set(state.registry.snapshot().revision() as i64);
+    state
+        .metrics
+        .registry_revision
+        .set(state.registry.snapshot().revision() as i64);
     state.metrics.registry_lag.set(state.registry.lag().as_secs_f64());
     let text = match state.metrics.encode() {
         Ok(text) => text,

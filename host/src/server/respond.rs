@@ -71,6 +71,13 @@ impl From<crate::registry::RegistryError> for ApiError {
                 message: "the registry changed while this was prepared; retry".into(),
                 retry_after: 1,
             },
+            E::Store(StoreError::Backend(message)) => {
+                tracing::warn!(%message, "the registry's store failed");
+                ApiError::Unavailable {
+                    message: "the registry's store is unreachable; reads still work, writes do not: retry".into(),
+                    retry_after: 2,
+                }
+            }
             E::Store(err) => ApiError::internal(err),
             E::Internal(err) => ApiError::Internal(err),
         }

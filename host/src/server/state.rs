@@ -66,7 +66,12 @@ impl AppState {
         }
         Ok(self
             .runtime
-            .prepare(&version.sha256, &version.account_id, None, self.component(&version.sha256))
+            .prepare(
+                &version.sha256,
+                &version.account_id,
+                None,
+                self.component(&version.sha256),
+            )
             .await?
             .pre)
     }

@@ -139,7 +139,9 @@ impl BlobStore for EtcdBlobStore {
             }
             // Someone stored or removed it meanwhile: look again.
         }
-        Err(unavailable(format!("the blob {sha256} kept changing while it was stored")))
+        Err(unavailable(format!(
+            "the blob {sha256} kept changing while it was stored"
+        )))
     }
 
     async fn get(&self, sha256: &str) -> Result<Option<Bytes>, BlobError> {
@@ -150,7 +152,10 @@ impl BlobStore for EtcdBlobStore {
         let mut client = self.client.clone();
         let mut bytes = BytesMut::with_capacity(manifest.size as usize);
         for index in 0..manifest.chunks {
-            let response = client.get(self.chunk_key(sha256, index), None).await.map_err(unavailable)?;
+            let response = client
+                .get(self.chunk_key(sha256, index), None)
+                .await
+                .map_err(unavailable)?;
             let Some(kv) = response.kvs().first() else {
                 return Err(BlobError::Corrupt {
                     sha256: sha256.to_string(),
@@ -179,7 +184,10 @@ impl BlobStore for EtcdBlobStore {
             return Ok(());
         };
         if now().saturating_sub(manifest.stored_at) < GRACE.as_secs() {
-            tracing::debug!(sha256, "keeping a blob stored moments ago; a later collection removes it");
+            tracing::debug!(
+                sha256,
+                "keeping a blob stored moments ago; a later collection removes it"
+            );
             return Ok(());
         }
         let key = self.manifest_key(sha256);
@@ -198,7 +206,10 @@ impl BlobStore for EtcdBlobStore {
         let response = self
             .client
             .clone()
-            .get(self.prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
+            .get(
+                self.prefix.clone(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
             .await
             .map_err(unavailable)?;
         let mut all: Vec<String> = response
@@ -236,7 +247,10 @@ mod tests {
         // A blob over several chunks comes back whole and checked.
         let big: Vec<u8> = (0..(2 * CHUNK + 12_345)).map(|i| (i % 251) as u8).collect();
         let address = hex::encode(Sha256::digest(&big));
-        store.put(&address, Bytes::from(big.clone())).await.unwrap_or_else(|e| panic!("{e}"));
+        store
+            .put(&address, Bytes::from(big.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let (_, manifest) = store
             .manifest(&address)
             .await
@@ -271,7 +285,10 @@ mod tests {
         store.remove(&address).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.get(&address).await.unwrap_or_else(|e| panic!("{e}")), None);
         let left = raw
-            .get(store.chunks_prefix(&address), Some(GetOptions::new().with_prefix().with_count_only()))
+            .get(
+                store.chunks_prefix(&address),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(left.count(), 0, "the chunks went with the manifest");

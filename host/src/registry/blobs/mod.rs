@@ -309,10 +309,22 @@ pub(crate) mod tests {
         let b = vec![7u8; 300_000];
         let (sa, sb) = (sha(a), sha(&b));
         assert_eq!(store.get(&sa).await.unwrap_or_else(|e| panic!("{e}")), None);
-        store.put(&sa, Bytes::copy_from_slice(a)).await.unwrap_or_else(|e| panic!("{e}"));
-        store.put(&sa, Bytes::copy_from_slice(a)).await.unwrap_or_else(|e| panic!("{e}"));
-        store.put(&sb, Bytes::copy_from_slice(&b)).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(store.get(&sa).await.unwrap_or_else(|e| panic!("{e}")).as_deref(), Some(a));
+        store
+            .put(&sa, Bytes::copy_from_slice(a))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .put(&sa, Bytes::copy_from_slice(a))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .put(&sb, Bytes::copy_from_slice(&b))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            store.get(&sa).await.unwrap_or_else(|e| panic!("{e}")).as_deref(),
+            Some(a)
+        );
         assert_eq!(store.size(&sb).await.unwrap_or_else(|e| panic!("{e}")), Some(300_000));
         let mut both = vec![sa.clone(), sb.clone()];
         both.sort();
@@ -320,7 +332,10 @@ pub(crate) mod tests {
         for bad in ["../../etc/passwd", "ABCDEF", ""] {
             assert!(matches!(store.get(bad).await, Err(BlobError::BadAddress(_))), "{bad}");
             assert!(
-                matches!(store.put(bad, Bytes::copy_from_slice(a)).await, Err(BlobError::BadAddress(_))),
+                matches!(
+                    store.put(bad, Bytes::copy_from_slice(a)).await,
+                    Err(BlobError::BadAddress(_))
+                ),
                 "{bad}"
             );
         }
@@ -334,14 +349,23 @@ pub(crate) mod tests {
         contract(&store).await;
         let bytes = b"will rot".as_slice();
         let address = sha(bytes);
-        store.put(&address, Bytes::copy_from_slice(bytes)).await.unwrap_or_else(|e| panic!("{e}"));
+        store
+            .put(&address, Bytes::copy_from_slice(bytes))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(store.path(&address), b"rotten").unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(store.get(&address).await, Err(BlobError::Corrupt { .. })));
         // An upload a crash cut short is cleared on open and never listed.
         std::fs::write(dir.path().join("incoming").join("partial"), b"half").unwrap_or_else(|e| panic!("{e}"));
         let reopened = FsBlobStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert!(!dir.path().join("incoming").join("partial").exists());
-        assert!(reopened.list().await.unwrap_or_else(|e| panic!("{e}")).contains(&address));
+        assert!(
+            reopened
+                .list()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .contains(&address)
+        );
     }
 
     #[tokio::test]

@@ -12,9 +12,7 @@
 
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 
-use super::{
-    KvBackend, KvError, KvLimits, Namespace, Page, Planned, incremented, page_of, plan_write, read_back,
-};
+use super::{KvBackend, KvError, KvLimits, Namespace, Page, Planned, incremented, page_of, plan_write, read_back};
 
 /// How many times a write is planned again after other writers changed
 /// what it read, before it answers unavailable.
@@ -286,7 +284,11 @@ impl KvBackend for EtcdKv {
                 }
                 // The namespace itself changed: its usage is read again.
                 let again = client.get(kv.key().to_vec(), None).await.map_err(unavailable)?;
-                if again.kvs().first().is_none_or(|now| now.mod_revision() != kv.mod_revision()) {
+                if again
+                    .kvs()
+                    .first()
+                    .is_none_or(|now| now.mod_revision() != kv.mod_revision())
+                {
                     client
                         .delete(self.data(raw), Some(DeleteOptions::new().with_prefix()))
                         .await
@@ -349,6 +351,9 @@ mod tests {
         }
         let kv = EtcdKv::new(client, "/kv-race/".into(), KvLimits::default());
         let ns = Namespace::new("owner", "caller", None);
-        assert_eq!(kv.get(&ns, "n").await.unwrap_or_else(|e| panic!("{e}")), Some(b"100".to_vec()));
+        assert_eq!(
+            kv.get(&ns, "n").await.unwrap_or_else(|e| panic!("{e}")),
+            Some(b"100".to_vec())
+        );
     }
 }

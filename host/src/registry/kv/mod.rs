@@ -322,7 +322,11 @@ impl Kv {
                 let old = data.get(&full)?.map(|v| v.to_vec());
                 let used = read_usage(usage, &ns.prefix)?;
                 let total = read_usage(usage, ns.owner_total())?;
-                let Planned { value, after, total_after } = match plan_write(&self.limits, key, old.as_deref(), &new, used, total) {
+                let Planned {
+                    value,
+                    after,
+                    total_after,
+                } = match plan_write(&self.limits, key, old.as_deref(), &new, used, total) {
                     Ok(planned) => planned,
                     Err(err) => return abort(err),
                 };
@@ -664,8 +668,12 @@ pub(crate) mod tests {
         let as_caller = ns("owner", "gone", Some("s"));
         let stays = ns("owner", "other", None);
         kv.set(&gone, "k", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
-        kv.set(&as_caller, "k", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
-        kv.set(&as_caller, "j", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
+        kv.set(&as_caller, "k", vec![0; 16])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        kv.set(&as_caller, "j", vec![0; 16])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         kv.set(&stays, "k", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
         // The owner's total (60) is nearly used: 3 × 17 bytes.
         assert!(matches!(
@@ -676,7 +684,10 @@ pub(crate) mod tests {
         for (n, key) in [(&gone, "k"), (&as_caller, "k"), (&as_caller, "j")] {
             assert_eq!(kv.get(n, key).await.unwrap_or_else(|e| panic!("{e}")), None);
         }
-        assert_eq!(kv.get(&stays, "k").await.unwrap_or_else(|e| panic!("{e}")), Some(vec![0; 16]));
+        assert_eq!(
+            kv.get(&stays, "k").await.unwrap_or_else(|e| panic!("{e}")),
+            Some(vec![0; 16])
+        );
         // What the dropped caller held left the owner's total.
         kv.set(&stays, "j", vec![0; 16]).await.unwrap_or_else(|e| panic!("{e}"));
     }

@@ -351,7 +351,10 @@ pub(crate) mod tests {
         let reached = tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(item) = feed.next().await {
                 let batch = item.unwrap_or_else(|e| panic!("{e}"));
-                assert!(batch.changes.is_empty(), "a write outside the prefix was fed: {batch:?}");
+                assert!(
+                    batch.changes.is_empty(),
+                    "a write outside the prefix was fed: {batch:?}"
+                );
                 if batch.revision >= wanted {
                     return batch.revision;
                 }

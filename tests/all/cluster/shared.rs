@@ -1,0 +1,146 @@
+//! What the nodes share: signing keys and settings.
+
+use serde_json::{Value, json};
+
+use super::{Cluster, within_5s};
+use crate::harness::{OPERATOR_KEY, Server};
+
+fn kids(node: &Server) -> Vec<Value> {
+    node.request("GET", "/.well-known/jwks.json", &[], b"").json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].clone())
+        .collect()
+}
+
+#[test]
+fn every_node_serves_the_same_jwks_also_after_a_rotation_on_one() {
+    let cluster = Cluster::start(3);
+    let first = kids(cluster.node(0));
+    assert_eq!(first.len(), 1);
+    for node in &cluster.nodes {
+        assert_eq!(kids(node), first);
+    }
+    let rotated = cluster
+        .node(1)
+        .admin(OPERATOR_KEY, "POST", "/signing-keys/rotate", None);
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let kid = rotated.json()["kid"].clone();
+    for node in &cluster.nodes {
+        within_5s("every node serves the rotated key", || {
+            (kids(node).last() == Some(&kid)).then_some(())
+        });
+    }
+    // Tokens signed on one node verify on every other.
+    let key = cluster.node(0).create_account("acme");
+    let token = cluster.node(2).admin(
+        &key,
+        "POST",
+        "/accounts/acme/sub-tenant-tokens",
+        Some(json!({ "sub_tenant": "bob", "ttl_s": 60 })),
+    );
+    assert_eq!(token.status, 201, "{}", token.text());
+    let token = token.json()["token"].as_str().unwrap().to_string();
+    for node in &cluster.nodes {
+        let reply = node.request(
+            "POST",
+            "/v1/introspect",
+            &[
+                ("authorization", &format!("Bearer {key}")),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            format!("token={token}").as_bytes(),
+        );
+        assert_eq!(reply.json()["active"], true, "{}", reply.text());
+    }
+}
+
+#[test]
+fn a_node_with_another_setting_refuses_to_start_and_names_it() {
+    let mut cluster = Cluster::start(1);
+    let data = cluster.data_of("odd");
+    let url = cluster.url.clone();
+    let out = std::process::Command::new(crate::harness::stratus_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster",
+            &url,
+            "--node-id",
+            "odd",
+            "--issuer",
+            "https://elsewhere",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--issuer"), "{err}");
+
+    // Another operator key is refused too.
+    let out = std::process::Command::new(crate::harness::stratus_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster",
+            &url,
+            "--node-id",
+            "odd",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .env("STRATUS_OPERATOR_KEY", "a-different-operator-key")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("STRATUS_OPERATOR_KEY"));
+
+    // Without one, a node takes the cluster's.
+    let keyless = cluster.spawn(&[], None);
+    assert_eq!(keyless.admin(OPERATOR_KEY, "GET", "/accounts", None).status, 200);
+    // Its id is its own: a second node with a live node's id is refused.
+    let out = std::process::Command::new(crate::harness::stratus_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--cluster", &url, "--node-id", "n0"])
+        .arg("--data")
+        .arg(&data)
+        .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-id n0"));
+}
+
+#[test]
+fn the_first_node_without_an_operator_key_generates_one_for_the_cluster() {
+    let mut cluster = Cluster::start(0);
+    let first = cluster.spawn(&[], None);
+    let shown = first
+        .printed()
+        .iter()
+        .find_map(|line| line.strip_prefix("operator key (shown once, keep it): "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no operator key printed: {:?}", first.printed()));
+    let second = cluster.spawn(&[], None);
+    assert!(
+        !second.printed().iter().any(|l| l.contains("operator key")),
+        "only the first node generates it"
+    );
+    for node in [&first, &second] {
+        assert_eq!(node.admin(&shown, "GET", "/accounts", None).status, 200);
+    }
+    let status = second.admin(&shown, "GET", "/cluster", None).json();
+    let ids: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["n0", "n1"], "{status}");
+    assert_eq!(status["etcd"]["healthy"], true, "{status}");
+}
