@@ -2,6 +2,7 @@
 # The project's two entry points, usable on a fresh machine:
 #   bash scripts/dev.sh up     set up, build, and run `stratus up examples/hello`
 #   bash scripts/dev.sh test   set up, lint, and run every test (what CI runs)
+#   bash scripts/dev.sh cluster  set up, build, and run a local cluster (etcd + 3 nodes)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,12 +21,14 @@ CARGO_DENY_VERSION=0.20.2
 export PATH="$TOOLS_DIR/bin:$PATH"
 
 # Debian packages the build and the tests need: `protoc` builds the etcd
-# client, and the tests start their own `etcd` on loopback ports.
-DEBIAN_PACKAGES=(protobuf-compiler etcd-server)
+# client, the tests start their own `etcd` on loopback ports (`etcdctl`
+# is there to look inside), and `faketime` skews one node's clock.
+DEBIAN_PACKAGES=(protobuf-compiler etcd-server etcd-client faketime)
 
 
 install_packages() {
-    command -v protoc >/dev/null && command -v etcd >/dev/null && return 0
+    command -v protoc >/dev/null && command -v etcd >/dev/null && command -v etcdctl >/dev/null &&
+        command -v faketime >/dev/null && return 0
     command -v apt-get >/dev/null || {
         echo "error: install protoc and etcd (Debian: apt-get install ${DEBIAN_PACKAGES[*]})" >&2
         exit 1
@@ -83,6 +86,12 @@ case "${1:-}" in
         step cargo build --locked -p stratus
         exec "$CARGO_TARGET_DIR/debug/stratus" up examples/hello "$@"
         ;;
+    cluster)
+        setup
+        step cargo build --locked -p stratus
+        step cargo build --locked --release --target wasm32-wasip2 -p hello
+        STRATUS="$CARGO_TARGET_DIR/debug/stratus" exec bash scripts/cluster.sh
+        ;;
     test)
         setup
         step cargo fmt --all --check
@@ -90,12 +99,13 @@ case "${1:-}" in
         step cargo_deny_check
         step cargo clippy --locked --workspace --all-targets -- -D warnings
         step cargo test --locked --workspace
+        step bash deploy/check.sh
         # Each fuzz target briefly, from its committed seeds: they build, and
         # the seeds and what 20 s of mutation finds break no invariant.
         step bash fuzz/run.sh 20
         ;;
     *)
-        echo "usage: bash scripts/dev.sh up [stratus up flags] | test" >&2
+        echo "usage: bash scripts/dev.sh up [stratus up flags] | test | cluster" >&2
         exit 2
         ;;
 esac

@@ -15,9 +15,10 @@ fuzz_target!(|data: &[u8]| {
         TokenKind::SubTenant,
         ISSUER,
         Some(&TokenKind::SubTenant.audience(ISSUER)),
+        1,
         key_for,
     );
-    let inv = verify::<InvocationClaims>(token, TokenKind::Invocation, ISSUER, None, key_for);
+    let inv = verify::<InvocationClaims>(token, TokenKind::Invocation, ISSUER, None, 1, key_for);
     for accepted in [sub.is_ok(), inv.is_ok()] {
         if accepted {
             // Ed25519 signatures are not malleable and the JWT library

@@ -173,9 +173,14 @@ impl Cluster {
 
     /// Starts node `id` with a data directory of its own.
     pub fn spawn_as(&self, id: &str, args: &[&str], operator: Option<&str>) -> Server {
+        self.spawn_wrapped(id, args, operator, &[])
+    }
+
+    /// Starts node `id` under `wrap` (e.g. `faketime`).
+    pub fn spawn_wrapped(&self, id: &str, args: &[&str], operator: Option<&str>, wrap: &[&str]) -> Server {
         let mut all = vec!["--cluster", &self.url, "--node-id", id];
         all.extend_from_slice(args);
-        Server::spawn_node(&self.data_of(id), &all, operator)
+        Server::spawn_node(&self.data_of(id), &all, operator, wrap)
     }
 
     /// Where node `id` keeps its caches.

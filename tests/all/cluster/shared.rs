@@ -144,3 +144,46 @@ fn the_first_node_without_an_operator_key_generates_one_for_the_cluster() {
     assert_eq!(ids, ["n0", "n1"], "{status}");
     assert_eq!(status["etcd"]["healthy"], true, "{status}");
 }
+
+#[test]
+fn tokens_minted_on_a_node_whose_clock_is_half_a_second_ahead_are_never_refused() {
+    let cluster = Cluster::start(1);
+    let ahead = cluster.spawn_wrapped("ahead", &[], Some(OPERATOR_KEY), &["faketime", "-f", "+0.5s"]);
+    let on_time = cluster.node(0);
+    let key = on_time.create_account("acme");
+    within_5s("the account reaches the skewed node", || {
+        (ahead.admin(&key, "GET", "/accounts/acme/functions", None).status == 200).then_some(())
+    });
+    // Over two seconds, so that some are minted while the skewed clock has
+    // already passed the next second and the other has not.
+    let started = std::time::Instant::now();
+    let mut checked = 0;
+    while started.elapsed() < std::time::Duration::from_secs(2) {
+        let issued = ahead.admin(
+            &key,
+            "POST",
+            "/accounts/acme/sub-tenant-tokens",
+            Some(json!({ "sub_tenant": "bob", "ttl_s": 60 })),
+        );
+        assert_eq!(issued.status, 201, "{}", issued.text());
+        let token = issued.json()["token"].as_str().unwrap().to_string();
+        let reply = on_time.request(
+            "POST",
+            "/v1/introspect",
+            &[
+                ("authorization", &format!("Bearer {key}")),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            format!("token={token}").as_bytes(),
+        );
+        assert_eq!(
+            reply.json()["active"],
+            true,
+            "a fresh token from the node ahead was refused: {}",
+            reply.text()
+        );
+        checked += 1;
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(checked > 20, "only {checked} tokens checked");
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# A local Stratus cluster for trying it out: etcd and 3 nodes on loopback,
+# with `hello` deployed, until Ctrl-C. Run through `bash scripts/dev.sh cluster`,
+# which sets up and builds first.
+#   STRATUS=path/to/stratus  ETCD_PORT=2379  FIRST_PORT=8081
+set -euo pipefail
+
+STRATUS="${STRATUS:?set STRATUS to the stratus binary}"
+ETCD_PORT="${ETCD_PORT:-2379}"
+FIRST_PORT="${FIRST_PORT:-8081}"
+DIR="$(mktemp -d "${TMPDIR:-/tmp}/stratus-cluster.XXXXXX")"
+PIDS=()
+
+stop() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$DIR"
+}
+trap stop EXIT
+trap 'exit 0' INT TERM
+
+wait_for() { # URL, what
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "error: $2 did not start; its log is in $DIR" >&2
+    exit 1
+}
+
+etcd --name local --data-dir "$DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --initial-cluster "local=http://127.0.0.1:$((ETCD_PORT + 1))" >"$DIR/etcd.log" 2>&1 &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$ETCD_PORT/health" "etcd (port $ETCD_PORT; set ETCD_PORT if it is taken)"
+
+OPERATOR_KEY="op_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+URLS=()
+for i in 1 2 3; do
+    port=$((FIRST_PORT + i - 1))
+    STRATUS_OPERATOR_KEY="$OPERATOR_KEY" "$STRATUS" serve --cluster "etcd://127.0.0.1:$ETCD_PORT/stratus" \
+        --node-id "node$i" --listen "127.0.0.1:$port" --data "$DIR/node$i" >"$DIR/node$i.log" 2>&1 &
+    PIDS+=($!)
+    URLS+=("http://127.0.0.1:$port")
+done
+for url in "${URLS[@]}"; do wait_for "$url/readyz" "the node at $url"; done
+
+export STRATUS_URL="${URLS[0]}"
+ACCOUNT_KEY=$("$STRATUS" --key "$OPERATOR_KEY" --json account create acme |
+    sed -n 's/.*"key": *"\([^"]*\)".*/\1/p')
+COMPONENT="${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/hello.wasm"
+"$STRATUS" --key "$ACCOUNT_KEY" function deploy hello "$COMPONENT" >/dev/null
+
+cat <<TEXT
+
+A Stratus cluster is running: etcd on 127.0.0.1:$ETCD_PORT and 3 nodes.
+  operator key:     $OPERATOR_KEY
+  account acme key: $ACCOUNT_KEY
+  logs:             $DIR
+
+hello was deployed once, through node1; every node answers it:
+TEXT
+for url in "${URLS[@]}"; do
+    echo "  curl -H 'Authorization: Bearer $ACCOUNT_KEY' $url/fn/acme/hello"
+done
+cat <<TEXT
+
+The nodes, their lag and etcd's health:
+  STRATUS_URL=${URLS[1]} $STRATUS --key $OPERATOR_KEY cluster status
+
+Ctrl-C stops the cluster and deletes its data.
+TEXT
+wait
