@@ -83,8 +83,17 @@ impl Client {
     /// GETs an admin route whose body streams (e.g. followed logs); the
     /// response is returned as soon as its head arrives.
     pub async fn stream(&self, path: &str) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        self.stream_with(path, &[]).await
+    }
+
+    /// [`Client::stream`] with extra request headers.
+    pub async fn stream_with(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let response = self
-            .head(Method::GET, &format!("/admin/v1{path}"), &[], Bytes::new())
+            .head(Method::GET, &format!("/admin/v1{path}"), headers, Bytes::new())
             .await?;
         if response.status().is_success() {
             return Ok(response);

@@ -136,6 +136,10 @@ pub struct InvocationClaims {
     pub alias: Option<String>,
     /// Space-separated scopes.
     pub scope: String,
+    /// The cluster node that minted it, which alone knows whether its
+    /// invocation still runs; absent on a host of one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Why a token was refused; the trigger answers 401 for all of them.

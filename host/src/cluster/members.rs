@@ -135,3 +135,71 @@ pub async fn list(client: &Client, cluster: &ClusterConfig) -> anyhow::Result<Ve
         .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
         .collect())
 }
+
+/// The live nodes as last read, refreshed every second: what the hot path
+/// (a guest's request to another node's URL) and introspection consult
+/// without asking etcd each time.
+#[derive(Default)]
+pub struct Directory {
+    members: std::sync::RwLock<Vec<Member>>,
+}
+
+impl Directory {
+    /// Keeps a directory of `cluster`'s nodes fresh while it is held.
+    pub fn follow(client: Client, cluster: ClusterConfig) -> std::sync::Arc<Self> {
+        let directory = std::sync::Arc::new(Self::default());
+        let weak = std::sync::Arc::downgrade(&directory);
+        tokio::spawn(async move {
+            loop {
+                let found = list(&client, &cluster).await;
+                let Some(directory) = weak.upgrade() else { return };
+                match found {
+                    Ok(members) => {
+                        *directory
+                            .members
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = members
+                    }
+                    // Unreachable etcd: the last list stands.
+                    Err(err) => tracing::debug!(%err, "cannot list the cluster's nodes"),
+                }
+                drop(directory);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        directory
+    }
+
+    /// The nodes as last read.
+    pub fn members(&self) -> Vec<Member> {
+        self.members
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The node with id `id`, if it is live.
+    pub fn get(&self, id: &str) -> Option<Member> {
+        self.members
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+    }
+
+    /// Whether `host:port` is a live node's advertised authority.
+    pub fn is_member_authority(&self, host: &str, port: u16) -> bool {
+        self.members
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|m| {
+                m.advertise.parse::<http::Uri>().is_ok_and(|uri| {
+                    let default = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+                    uri.host().is_some_and(|h| h.eq_ignore_ascii_case(host))
+                        && uri.port_u16().unwrap_or(default) == port
+                })
+            })
+    }
+}

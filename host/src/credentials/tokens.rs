@@ -144,6 +144,8 @@ pub struct Tokens {
     revision: AtomicU64,
     /// Seconds ahead of this clock another node's may be (`nbf`, `iat`).
     skew_s: u64,
+    /// The node id invocation tokens name, on a cluster.
+    node: Option<String>,
     /// Serialises writes of the stored keys (lease extensions, rotation).
     writer: tokio::sync::Mutex<()>,
     /// Verified tokens by SHA-256, until they expire: verifying EdDSA costs
@@ -198,6 +200,7 @@ impl Tokens {
             ring: RwLock::new(ring_of(&bytes)?),
             revision: AtomicU64::new(revision),
             skew_s: 1,
+            node: None,
             writer: tokio::sync::Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
         })
@@ -209,6 +212,18 @@ impl Tokens {
     pub fn with_clock_skew(mut self, skew: std::time::Duration) -> Self {
         self.skew_s = skew.as_secs() + u64::from(skew.subsec_nanos() > 0);
         self
+    }
+
+    /// Names `node` in every invocation token (`node` claim), so that any
+    /// node can ask the one that knows whether its invocation runs.
+    pub fn with_node(mut self, node: Option<String>) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// The node invocation tokens name, if any.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     /// The keys as stored now, when they differ from the ring's.
@@ -479,6 +494,7 @@ impl Tokens {
             ver: invocation.version,
             alias: invocation.alias.clone(),
             scope: invocation.scopes.join(" "),
+            node: self.node.clone(),
         };
         self.sign(
             TokenKind::Invocation,

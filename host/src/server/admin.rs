@@ -231,13 +231,23 @@ async fn account_route(
                 invocation,
             };
             let owner_id = state.account_id(account);
-            state.logs.response(
-                &owner_id,
-                account.as_str(),
-                &function,
-                filter,
-                query_flag(query, "follow"),
-            )
+            let follow = query_flag(query, "follow");
+            let local = state
+                .logs
+                .response(&owner_id, account.as_str(), &function, filter, follow)?;
+            if state.cluster.is_none() || req.headers().contains_key(super::cluster::LOGS_LOCAL) {
+                return Ok(local);
+            }
+            // The caller's own key, which every node checks again.
+            let bearer = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|v| v.trim().to_string());
+            // Through any node, every live node's lines.
+            let path = format!("/accounts/{account}/functions/{function}/logs?{query}");
+            Ok(super::cluster::merged_logs(state, local, &path, bearer, follow).await)
         }
         (&Method::GET, ["reservations"]) => super::aliases::all_reservations(state, account),
         (_, ["functions", function, "reservations", qualifier @ ..]) => {

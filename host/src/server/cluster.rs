@@ -73,3 +73,143 @@ pub async fn status(state: &AppState) -> Result<Value, ApiError> {
         "nodes": nodes,
     }))
 }
+
+/// Marks a log read one node makes of another: answered from its own lines.
+pub const LOGS_LOCAL: &str = "x-stratus-logs-local";
+
+/// How long a node waits for another's lines before answering without them.
+const LOGS_WAIT: Duration = Duration::from_secs(2);
+
+/// The lines of every live node for the logs route at `path` (with its
+/// query), merged with this node's `local` answer: in time order, or with
+/// `follow`, the kept lines and then every node's new ones as they come. A
+/// node that does not answer is left out (`x-stratus-nodes-missing`).
+pub async fn merged_logs(
+    state: &AppState,
+    local: http::Response<super::respond::Body>,
+    path: &str,
+    key: Option<String>,
+    follow: bool,
+) -> http::Response<super::respond::Body> {
+    use http_body_util::BodyExt as _;
+    let Some(node) = &state.cluster else { return local };
+    let peers: Vec<_> = node
+        .peers
+        .members()
+        .into_iter()
+        .filter(|m| m.id != node.config.node_id)
+        .collect();
+    if peers.is_empty() || !local.status().is_success() {
+        return local;
+    }
+    let headers = [(LOGS_LOCAL, "1".to_string())];
+    let asks = peers.iter().map(|peer| {
+        let client = crate::client::Client::new(&peer.advertise, key.clone());
+        let headers = headers.clone();
+        async move {
+            tokio::time::timeout(LOGS_WAIT, client.stream_with(path, &headers))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    let missing = answers.iter().filter(|a| a.is_none()).count();
+    let dropped_of = |headers: &http::HeaderMap| {
+        headers
+            .get("x-stratus-dropped-lines")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut dropped = dropped_of(local.headers());
+    let mut remote = Vec::new();
+    for answer in answers.into_iter().flatten() {
+        dropped += dropped_of(answer.headers());
+        remote.push(answer.into_body());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    if follow {
+        // Every node's stream, line by line, as it comes.
+        tokio::spawn(forward(local.into_body(), tx.clone()));
+        for body in remote {
+            tokio::spawn(forward(body, tx.clone()));
+        }
+    } else {
+        // Everything kept, from every node, in time order.
+        let mut lines = lines_of(local.into_body()).await;
+        for body in remote {
+            lines.extend(lines_of(body).await);
+        }
+        lines.sort_by_key(|(time, _)| *time);
+        tokio::spawn(async move {
+            for (_, line) in lines {
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let body = http_body_util::StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(http_body::Frame::data(line)), rx))
+    }));
+    let mut response = http::Response::new(body.map_err(|never| match never {}).boxed_unsync());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    headers.insert("x-stratus-dropped-lines", http::HeaderValue::from(dropped));
+    headers.insert("x-stratus-nodes-missing", http::HeaderValue::from(missing as u64));
+    response
+}
+
+/// Sends `body`'s data to `tx` until either ends.
+async fn forward<B>(body: B, tx: tokio::sync::mpsc::Sender<Bytes>)
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    use http_body_util::BodyExt as _;
+    let mut body = std::pin::pin!(body);
+    loop {
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data()
+                        && tx.send(data).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                _ => return,
+            },
+            () = tx.closed() => return,
+        }
+    }
+}
+
+/// The NDJSON lines of a whole `body`, each with its `time_ms`.
+async fn lines_of<B>(body: B) -> Vec<(u64, Bytes)>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    use http_body_util::BodyExt as _;
+    let Ok(Ok(collected)) = tokio::time::timeout(LOGS_WAIT, body.collect()).await else {
+        return Vec::new();
+    };
+    collected
+        .to_bytes()
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let time = serde_json::from_slice::<Value>(line)
+                .ok()
+                .and_then(|v| v["time_ms"].as_u64())
+                .unwrap_or(0);
+            let mut owned = line.to_vec();
+            owned.push(b'\n');
+            (time, Bytes::from(owned))
+        })
+        .collect()
+}

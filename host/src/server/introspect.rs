@@ -14,6 +14,39 @@ use crate::error::ApiError;
 use crate::runtime::body::RateBody;
 use crate::tenancy::{self, Principal};
 
+/// Marks an introspection one node asks of another, which answers for its
+/// own invocations only.
+const FORWARDED: &str = "x-stratus-introspection-forwarded";
+
+/// The answer of the node that minted an invocation token; `None` when it
+/// is gone or does not answer (the token is then inactive).
+async fn ask_minting_node(
+    state: &AppState,
+    node: &str,
+    authorization: Option<http::HeaderValue>,
+    token: &str,
+) -> Option<serde_json::Value> {
+    let member = state.cluster.as_ref()?.peers.get(node)?;
+    let authorization = authorization?.to_str().ok()?.to_string();
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", token)
+        .finish();
+    let client = crate::client::Client::new(&member.advertise, None);
+    let headers = [
+        ("authorization", authorization),
+        ("content-type", "application/x-www-form-urlencoded".to_string()),
+        (FORWARDED, "1".to_string()),
+    ];
+    let ask = client.send(http::Method::POST, "/v1/introspect", &headers, bytes::Bytes::from(form));
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(2), ask)
+        .await
+        .ok()?
+        .ok()?;
+    (reply.status == StatusCode::OK)
+        .then(|| serde_json::from_slice(&reply.body).ok())
+        .flatten()
+}
+
 /// Answers an introspection request.
 pub async fn handle<B>(state: &AppState, req: Request<B>) -> Response<Body>
 where
@@ -38,6 +71,8 @@ where
     }
     let snapshot = state.registry.snapshot();
     let principal = tenancy::authenticate_admin(req.headers(), &snapshot, &state.operator)?;
+    let authorization = req.headers().get(http::header::AUTHORIZATION).cloned();
+    let forwarded = req.headers().contains_key(FORWARDED);
     // Held to the same minimum rate as every other body.
     let too_slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let min_rate = state.config.min_body_rate;
@@ -65,6 +100,19 @@ where
             else {
                 return Ok(inactive);
             };
+            // Minted on another node: only that one knows whether its
+            // invocation still runs. Asked once, with the caller's own
+            // credentials, which it checks again.
+            if let Some(minted_by) = claims.node.as_deref()
+                && state.tokens.node() != Some(minted_by)
+            {
+                if forwarded {
+                    return Ok(inactive);
+                }
+                return Ok(ask_minting_node(state, minted_by, authorization, &token)
+                    .await
+                    .unwrap_or(inactive));
+            }
             let stands = state
                 .runtime
                 .lineage(&claims.registered.jti)

@@ -46,9 +46,19 @@ impl Loopback for AppState {
         let port = uri
             .port_u16()
             .unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
-        self.listening
+        if self
+            .listening
             .get()
             .is_some_and(|listening| names_listener(host, port, *listening))
+        {
+            return true;
+        }
+        // Another node of the cluster: served here, as a nested call, like
+        // the request to this node it stands for.
+        self.cluster.as_ref().is_some_and(|node| {
+            node.peers
+                .is_member_authority(host.trim_start_matches('[').trim_end_matches(']'), port)
+        })
     }
 
     fn call(self: Arc<Self>, request: Request<WasiBody>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {

@@ -64,6 +64,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
             let registry = Arc::new(Registry::on_etcd(client.clone(), &cluster.key(""), config.storage.clone()).await?);
             let node = state::ClusterNode {
                 config: cluster.clone(),
+                peers: crate::cluster::members::Directory::follow(client.clone(), cluster.clone()),
                 client,
                 advertise: std::sync::OnceLock::new(),
                 membership: std::sync::OnceLock::new(),
@@ -88,7 +89,8 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
     let tokens = Arc::new(
         crate::credentials::tokens::Tokens::load_or_create(&registry, &config.issuer)
             .await?
-            .with_clock_skew(config.clock_skew),
+            .with_clock_skew(config.clock_skew)
+            .with_node(cluster.as_ref().map(|node| node.config.node_id.clone())),
     );
     let runtime = Runtime::new(&config.runtime, registry.kv(), tokens.clone())?;
     if let Some(node) = &cluster {

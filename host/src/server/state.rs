@@ -53,6 +53,8 @@ pub struct ClusterNode {
     pub client: etcd_client::Client,
     /// The URL it announced, once it listens.
     pub advertise: std::sync::OnceLock<String>,
+    /// The live nodes, refreshed every second.
+    pub peers: std::sync::Arc<crate::cluster::members::Directory>,
     /// Its entry among the live nodes, once it listens.
     pub membership: std::sync::OnceLock<crate::cluster::members::Membership>,
 }

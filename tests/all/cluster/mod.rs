@@ -2,6 +2,7 @@
 //! `stratus serve --cluster` nodes. One etcd serves the whole test binary,
 //! each test under its own prefix; a test that stops etcd starts its own.
 
+mod calls;
 mod faults;
 mod propagation;
 mod shared;
@@ -147,6 +148,11 @@ impl Cluster {
     /// `n` nodes on the test binary's etcd, under a fresh prefix.
     pub fn start(n: usize) -> Self {
         Self::start_on(shared_etcd(), n, &[])
+    }
+
+    /// `n` nodes on the test binary's etcd, each with `args` too.
+    pub fn start_with(n: usize, args: &[&str]) -> Self {
+        Self::start_on(shared_etcd(), n, args)
     }
 
     /// `n` nodes on the etcd at `endpoint`, each with `args` too.
