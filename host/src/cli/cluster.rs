@@ -1,25 +1,100 @@
-//! `stratus cluster status`: the nodes of a cluster and etcd's health.
+//! `stratus cluster status`: the nodes of a cluster and etcd's health;
+//! `stratus cluster import`: a single node's data directory into a new
+//! cluster. Also the etcd flags `serve` shares.
+
+use std::path::PathBuf;
 
 use http::Method;
 
 use super::global::Global;
 use super::output::done;
 
+/// How to reach a cluster's etcd.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EtcdArgs {
+    /// Run as a node of a cluster on etcd: `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`
+    /// (prefix `/stratus` by default). DATA then holds only this node's caches.
+    #[arg(long, env = "STRATUS_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// CA certificate (PEM) to verify etcd's with; turns on TLS.
+    #[arg(long, env = "STRATUS_CLUSTER_CA", requires = "cluster")]
+    pub cluster_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present to etcd.
+    #[arg(long, env = "STRATUS_CLUSTER_CERT", requires = "cluster")]
+    pub cluster_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "STRATUS_CLUSTER_KEY", requires = "cluster")]
+    pub cluster_key: Option<PathBuf>,
+    /// etcd user; its password is read from STRATUS_CLUSTER_PASSWORD.
+    #[arg(long, env = "STRATUS_CLUSTER_USER", requires = "cluster")]
+    pub cluster_user: Option<String>,
+}
+
+impl EtcdArgs {
+    /// The cluster settings, for a node named `node_id` at `advertise`.
+    pub fn config(&self, node_id: String, advertise: String) -> anyhow::Result<crate::cluster::ClusterConfig> {
+        let url = self
+            .cluster
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--cluster etcd://HOST:PORT[/PREFIX] is needed"))?;
+        let (endpoints, prefix) = crate::cluster::ClusterConfig::parse_url(url)?;
+        Ok(crate::cluster::ClusterConfig {
+            endpoints,
+            prefix,
+            node_id,
+            advertise,
+            ca: self.cluster_ca.clone(),
+            cert: self.cluster_cert.clone(),
+            key: self.cluster_key.clone(),
+            user: self.cluster_user.clone(),
+            password: std::env::var("STRATUS_CLUSTER_PASSWORD").ok(),
+        })
+    }
+}
+
 /// Cluster commands (operator).
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
     /// List the live nodes, how far behind each one's registry is, and etcd's health.
     Status,
+    /// Move a single node's data directory (stopped) into a new, empty
+    /// cluster: accounts, key hashes, signing keys, versions and their
+    /// numbers, components and KV. Run it before any node of the cluster
+    /// starts; the nodes then start with the single node's `--issuer`.
+    Import {
+        /// The stopped single node's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The cluster's etcd.
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
 }
 
 impl ClusterCommand {
     /// Runs the command.
     pub async fn execute(self, global: &Global) -> anyhow::Result<()> {
-        let client = global.client();
         match self {
             ClusterCommand::Status => {
+                let client = global.client();
                 let value = client.admin(Method::GET, "/cluster", None).await?;
                 done(global.json, &value, || table(&value));
+            }
+            ClusterCommand::Import { data, etcd } => {
+                let cluster = etcd.config(String::new(), String::new())?;
+                let client = cluster.connect().await?;
+                let report = crate::registry::import::into_etcd(&data, client, &cluster.key("")).await?;
+                let value = serde_json::to_value(&report)?;
+                done(global.json, &value, || {
+                    format!(
+                        "imported {} into {}: {} records, {} components, {} KV entries",
+                        data.display(),
+                        etcd.cluster.as_deref().unwrap_or_default(),
+                        report.records,
+                        report.components,
+                        report.kv_entries
+                    )
+                });
             }
         }
         Ok(())

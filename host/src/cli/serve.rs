@@ -154,10 +154,9 @@ pub struct Serve {
     /// The `iss` of every token the host signs, e.g. its public URL.
     #[arg(long, env = "STRATUS_ISSUER", default_value = defaults().issuer.as_str())]
     issuer: String,
-    /// Run as a node of a cluster on etcd: `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`
-    /// (prefix `/stratus` by default). DATA then holds only this node's caches.
-    #[arg(long, env = "STRATUS_CLUSTER", value_name = "URL")]
-    cluster: Option<String>,
+    /// The cluster's etcd, if this is one of its nodes.
+    #[command(flatten)]
+    etcd: super::cluster::EtcdArgs,
     /// This node's id, unique among the cluster's live nodes (e.g. the pod name).
     #[arg(long, env = "STRATUS_NODE_ID", requires = "cluster")]
     node_id: Option<String>,
@@ -165,18 +164,6 @@ pub struct Serve {
     /// listening address).
     #[arg(long, env = "STRATUS_ADVERTISE", requires = "cluster")]
     advertise: Option<String>,
-    /// CA certificate (PEM) to verify etcd's with; turns on TLS.
-    #[arg(long, env = "STRATUS_CLUSTER_CA", requires = "cluster")]
-    cluster_ca: Option<PathBuf>,
-    /// Client certificate (PEM) to present to etcd.
-    #[arg(long, env = "STRATUS_CLUSTER_CERT", requires = "cluster")]
-    cluster_cert: Option<PathBuf>,
-    /// The client certificate's key (PEM).
-    #[arg(long, env = "STRATUS_CLUSTER_KEY", requires = "cluster")]
-    cluster_key: Option<PathBuf>,
-    /// etcd user; its password is read from STRATUS_CLUSTER_PASSWORD.
-    #[arg(long, env = "STRATUS_CLUSTER_USER", requires = "cluster")]
-    cluster_user: Option<String>,
     /// How far apart the nodes' clocks may be: tokens' `nbf` and `iat` are
     /// allowed this much (never `exp`), e.g. `1s`.
     #[arg(long, env = "STRATUS_CLOCK_SKEW", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -364,10 +351,9 @@ impl Serve {
 
     /// The cluster settings from the flags, if `--cluster` was given.
     fn cluster(&self) -> anyhow::Result<Option<crate::cluster::ClusterConfig>> {
-        let Some(url) = &self.cluster else {
+        if self.etcd.cluster.is_none() {
             return Ok(None);
-        };
-        let (endpoints, prefix) = crate::cluster::ClusterConfig::parse_url(url)?;
+        }
         let node_id = match &self.node_id {
             Some(id) => id.clone(),
             None => hostname(),
@@ -392,17 +378,7 @@ impl Serve {
                 format!("http://{}", self.listen)
             }
         };
-        Ok(Some(crate::cluster::ClusterConfig {
-            endpoints,
-            prefix,
-            node_id,
-            advertise,
-            ca: self.cluster_ca.clone(),
-            cert: self.cluster_cert.clone(),
-            key: self.cluster_key.clone(),
-            user: self.cluster_user.clone(),
-            password: std::env::var("STRATUS_CLUSTER_PASSWORD").ok(),
-        }))
+        self.etcd.config(node_id, advertise).map(Some)
     }
 
     /// Runs until SIGTERM or Ctrl-C; with `--print-config`, prints the

@@ -17,6 +17,10 @@ use crate::credentials::keys;
 /// The name of the operator key's hash among the settings.
 const OPERATOR: &str = "operator-key-hash";
 
+/// Where a single node keeps its generated operator key's hash, which an
+/// imported data directory brings along.
+const IMPORTED_OPERATOR: &str = "operator_key_hash";
+
 /// The settings this node was started with, by the flag that sets each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings(pub BTreeMap<String, String>);
@@ -59,10 +63,24 @@ pub async fn join(
                 generated: None,
             });
         }
-        // The first node: the settings are ours.
-        let (hash, generated) = match &given_hash {
-            Some(hash) => (hash.clone(), None),
-            None => {
+        // The first node: the settings are ours. Without a key given, an
+        // imported single node's stored one stays the operator's.
+        let imported = client
+            .get(
+                cluster.key(&format!(
+                    "registry/{}",
+                    crate::registry::layout::meta(IMPORTED_OPERATOR)
+                )),
+                None,
+            )
+            .await?
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+        let (hash, generated) = match (&given_hash, imported) {
+            (Some(hash), _) => (hash.clone(), None),
+            (None, Some(hash)) => (hash, None),
+            (None, None) => {
                 let key = keys::generate_operator();
                 (hex::encode(key.hash()), Some(key.expose().to_string()))
             }

@@ -18,6 +18,7 @@ pub mod error;
 mod follow;
 pub mod functions;
 pub mod grants;
+pub mod import;
 pub mod kv;
 pub mod layout;
 pub mod limits;

@@ -4,6 +4,7 @@
 
 mod calls;
 mod faults;
+mod import;
 mod propagation;
 mod shared;
 

@@ -232,6 +232,9 @@ pub struct Kv {
 /// Keys and values of one `list`, and the cursor of the next page.
 pub type Page = (Vec<(String, Vec<u8>)>, Option<String>);
 
+/// Raw keys and values.
+pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The value before and after a write.
 type Change = (Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -294,6 +297,17 @@ impl Kv {
             self.usage.insert(owner, &total.to_be_bytes()[..])?;
         }
         Ok(())
+    }
+
+    /// Every data and usage entry as stored, for moving them into another
+    /// store (`stratus cluster import`) in the same layout.
+    pub(crate) fn raw(&self) -> sled::Result<(Pairs, Pairs)> {
+        let all = |tree: &sled::Tree| {
+            tree.iter()
+                .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect::<sled::Result<Vec<_>>>()
+        };
+        Ok((all(&self.data)?, all(&self.usage)?))
     }
 
     fn check_key(&self, key: &str) -> Result<(), KvError> {
