@@ -20,9 +20,13 @@ WASMTIME_VERSION="48.0.2"
 source scripts/lib.sh
 
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(deploy fairness isolation tokens registry throughput)
+[ ${#benches[@]} -gt 0 ] || benches=(deploy fairness isolation tokens registry throughput cluster)
 
 for bench in "${benches[@]}"; do
+    if [ "$bench" = cluster ]; then
+        command -v wrk >/dev/null || (as_root apt-get update && as_root apt-get install -y wrk)
+        command -v etcd >/dev/null || (as_root apt-get update && as_root apt-get install -y etcd-server)
+    fi
     if [ "$bench" = throughput ]; then
         command -v wrk >/dev/null || (as_root apt-get update && as_root apt-get install -y wrk)
         # Each warm environment holds a few memory mappings; Linux's default
@@ -51,7 +55,7 @@ done
 
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 cargo build --locked --release -p stratus -p stratus-bench
-cargo build --locked --release --target wasm32-wasip2 -p busy -p hello -p whoami -p heavy
+cargo build --locked --release --target wasm32-wasip2 -p busy -p hello -p whoami -p heavy -p counter
 for bench in "${benches[@]}"; do
     extra=()
     [ "$bench" = throughput ] && extra=(--wasmtime "$TOOLS/bin/wasmtime")

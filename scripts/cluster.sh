@@ -2,7 +2,7 @@
 # A local Stratus cluster for trying it out: etcd and 3 nodes on loopback,
 # with `hello` deployed, until Ctrl-C. Run through `bash scripts/dev.sh cluster`,
 # which sets up and builds first.
-#   STRATUS=path/to/stratus  ETCD_PORT=2379  FIRST_PORT=8081
+#   STRATUS=path/to/stratus  ETCD_PORT=2379  FIRST_PORT=8081  HELLO_WASM=path/to/hello.wasm
 set -euo pipefail
 
 STRATUS="${STRATUS:?set STRATUS to the stratus binary}"
@@ -50,7 +50,7 @@ for url in "${URLS[@]}"; do wait_for "$url/readyz" "the node at $url"; done
 export STRATUS_URL="${URLS[0]}"
 ACCOUNT_KEY=$("$STRATUS" --key "$OPERATOR_KEY" --json account create acme |
     sed -n 's/.*"key": *"\([^"]*\)".*/\1/p')
-COMPONENT="${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/hello.wasm"
+COMPONENT="${HELLO_WASM:-${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/hello.wasm}"
 "$STRATUS" --key "$ACCOUNT_KEY" function deploy hello "$COMPONENT" >/dev/null
 
 cat <<TEXT

@@ -2,6 +2,7 @@
 //! figure next to a baseline measured in the same run, since these machines
 //! are too noisy for absolute numbers to mean much.
 
+mod cluster;
 mod deploy;
 mod fairness;
 mod isolation;
@@ -46,6 +47,9 @@ enum Bench {
     /// `wasmtime serve` and a raw hyper server; restart, first-call and
     /// memory figures beside them.
     Throughput(throughput::Throughput),
+    /// A cluster on etcd: propagation, compile once, writes and calls
+    /// against one node on sled.
+    Cluster(cluster::ClusterBench),
     /// Serve `200 hello from stratus` with plain hyper until killed (the
     /// throughput benchmark's ceiling, run as a process of its own).
     RawHello(raw::RawHello),
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Tokens(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
         Bench::Registry(bench) => bench.run()?,
         Bench::Throughput(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
+        Bench::Cluster(bench) => bench.run(&cli.stratus, &component("hello"), &component("counter"))?,
         Bench::RawHello(server) => return server.run(),
     };
     println!("{report}");

@@ -74,15 +74,15 @@ pub struct Throughput {
 
 /// What wrk measured in one trial.
 #[derive(Debug, Clone, Default)]
-struct Trial {
-    requests: u64,
-    per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(crate) struct Trial {
+    pub(crate) requests: u64,
+    pub(crate) per_second: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
     /// Answers with a status of 400 or more, as wrk counts them.
-    non_2xx: u64,
+    pub(crate) non_2xx: u64,
     /// Connect, read, write errors and timeouts.
-    socket_errors: u64,
+    pub(crate) socket_errors: u64,
 }
 
 /// Counters of a Stratus server moved by one trial.
@@ -294,7 +294,7 @@ fn wrk_ms(text: &str) -> anyhow::Result<f64> {
 }
 
 /// Reads the figures of a trial out of wrk's `--latency` report.
-fn parse_wrk(output: &str) -> anyhow::Result<Trial> {
+pub(crate) fn parse_wrk(output: &str) -> anyhow::Result<Trial> {
     let mut trial = Trial::default();
     let (mut p50, mut p99, mut rate, mut count) = (None, None, None, None);
     for line in output.lines().map(str::trim) {

@@ -107,7 +107,7 @@ impl Server {
     }
 
     fn spawn_as(data: &Path, args: &[&str], operator: &str) -> Self {
-        Self::spawn_full(data, args, Some(operator), true, &[])
+        Self::spawn_full(data, args, Some(operator), true, &[], &[])
     }
 
     /// A cluster node: its code cache is its own (the cluster shares
@@ -115,10 +115,22 @@ impl Server {
     /// cluster to generate. `wrap` runs it under another program (e.g.
     /// `faketime -f +0.5s`).
     pub fn spawn_node(data: &Path, args: &[&str], operator: Option<&str>, wrap: &[&str]) -> Self {
-        Self::spawn_full(data, args, operator, false, wrap)
+        Self::spawn_full(data, args, operator, false, wrap, &[])
     }
 
-    fn spawn_full(data: &Path, args: &[&str], operator: Option<&str>, shared_cache: bool, wrap: &[&str]) -> Self {
+    /// A cluster node with extra environment variables.
+    pub fn spawn_node_with_env(data: &Path, args: &[&str], operator: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_full(data, args, Some(operator), false, &[], env)
+    }
+
+    fn spawn_full(
+        data: &Path,
+        args: &[&str],
+        operator: Option<&str>,
+        shared_cache: bool,
+        wrap: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         std::fs::create_dir_all(data).unwrap();
         let log = data.with_extension(format!(
             "{}.log",
@@ -146,6 +158,7 @@ impl Server {
         if let Some(operator) = operator {
             command.env("STRATUS_OPERATOR_KEY", operator);
         }
+        command.envs(env.iter().copied());
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -161,6 +161,29 @@ impl SharedCode for EtcdCode {
         None
     }
 
+    async fn forget(&self, sha256: &str) {
+        let key = format!("{}{sha256}", self.pointers);
+        let mut client = self.client.clone();
+        let address = match client.get(key.clone(), None).await {
+            Ok(answer) => answer
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+            Err(err) => {
+                tracing::warn!(%err, sha256, "cannot remove a compiled component from the cluster");
+                return;
+            }
+        };
+        let Some(address) = address else { return };
+        let removed = async {
+            client.delete(key, None).await?;
+            self.artifacts.purge(&address).await.map_err(anyhow::Error::from)
+        };
+        if let Err(err) = removed.await {
+            tracing::warn!(%err, sha256, "cannot remove a compiled component from the cluster");
+        }
+    }
+
     async fn publish(&self, sha256: &str, path: &Path) {
         let bytes = match tokio::fs::read(path).await {
             Ok(bytes) => Bytes::from(bytes),

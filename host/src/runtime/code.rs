@@ -155,8 +155,16 @@ impl Runtime {
                 map.remove(sha.as_str());
             }
         }
-        for sha in unused {
+        for sha in &unused {
             self.code_cache.forget(sha);
+        }
+        if let Some(shared) = self.shared_code.get().cloned() {
+            let shas: Vec<String> = unused.into_iter().cloned().collect();
+            tokio::spawn(async move {
+                for sha in shas {
+                    shared.forget(&sha).await;
+                }
+            });
         }
     }
 

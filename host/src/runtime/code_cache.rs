@@ -43,6 +43,9 @@ pub trait SharedCode: Send + Sync {
     async fn lock(&self, sha256: &str) -> Option<Box<dyn Send + Sync>>;
     /// Publishes the artifact of `sha256` at `path` for the other nodes.
     async fn publish(&self, sha256: &str, path: &Path);
+    /// Removes the published artifact of `sha256`, which no version uses
+    /// any more: what an account deleted does not stay in the shared store.
+    async fn forget(&self, sha256: &str);
 }
 
 /// Hex of `engine`'s compatibility hash: artifacts of one engine are not

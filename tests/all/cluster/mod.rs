@@ -6,7 +6,9 @@ mod calls;
 mod faults;
 mod import;
 mod propagation;
+mod script;
 mod shared;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -30,6 +32,8 @@ pub struct Etcd {
     pub endpoint: String,
     peer: String,
     dir: PathBuf,
+    /// More flags (TLS); with `--cert-file`, clients speak https.
+    extra: Vec<String>,
     _keep: Option<tempfile::TempDir>,
 }
 
@@ -37,12 +41,18 @@ impl Etcd {
     /// Starts one on free ports; fails the test with the fix when etcd is
     /// not installed.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// One with more flags, e.g. TLS.
+    pub fn start_with(extra: &[&str]) -> Self {
         let keep = tempfile::tempdir().unwrap();
         let mut etcd = Self {
             child: None,
             endpoint: format!("127.0.0.1:{}", free_port()),
             peer: format!("127.0.0.1:{}", free_port()),
             dir: keep.path().join("etcd"),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             _keep: Some(keep),
         };
         etcd.resume();
@@ -51,7 +61,12 @@ impl Etcd {
 
     /// Starts it again on the same ports and data (after [`Etcd::stop`]).
     pub fn resume(&mut self) {
-        let client = format!("http://{}", self.endpoint);
+        let scheme = if self.extra.iter().any(|a| a == "--cert-file") {
+            "https"
+        } else {
+            "http"
+        };
+        let client = format!("{scheme}://{}", self.endpoint);
         let peer = format!("http://{}", self.peer);
         let mut command = Command::new("etcd");
         command
@@ -60,6 +75,7 @@ impl Etcd {
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("test={peer}")])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = command.spawn().unwrap_or_else(|e| {
@@ -156,6 +172,16 @@ impl Cluster {
         Self::start_on(shared_etcd(), n, args)
     }
 
+    /// No nodes yet, on the cluster at `url` (`etcd://…/PREFIX`).
+    pub fn on_url(url: &str) -> Self {
+        Self {
+            nodes: Vec::new(),
+            url: url.to_string(),
+            dir: tempfile::tempdir().unwrap(),
+            started: 0,
+        }
+    }
+
     /// `n` nodes on the etcd at `endpoint`, each with `args` too.
     pub fn start_on(endpoint: &str, n: usize, args: &[&str]) -> Self {
         let mut cluster = Self {
@@ -198,6 +224,35 @@ impl Cluster {
     /// Node `i`.
     pub fn node(&self, i: usize) -> &Server {
         &self.nodes[i]
+    }
+
+    /// The full etcd key of `{PREFIX}/v1/{path}`.
+    pub fn key(&self, path: &str) -> String {
+        let rest = self.url.strip_prefix("etcd://").unwrap();
+        format!("{}/v1/{path}", &rest[rest.find('/').unwrap()..])
+    }
+
+    /// Runs `etcdctl` with `args` against the cluster's etcd; its output.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let rest = self.url.strip_prefix("etcd://").unwrap();
+        let endpoint = &rest[..rest.find('/').unwrap()];
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", endpoint])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run etcdctl ({e}): apt-get install etcd-client"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The keys stored under `{PREFIX}/v1/{path}`.
+    pub fn etcd_keys(&self, path: &str) -> Vec<String> {
+        self.etcdctl(&["get", "--prefix", "--keys-only", &self.key(path)])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// The value of `metric` summed over every node.

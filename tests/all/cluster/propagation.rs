@@ -27,6 +27,15 @@ fn a_deploy_on_one_node_answers_on_the_others_compiled_once() {
         1.0,
         "one compile for the whole cluster; the other nodes fetched it"
     );
+    assert!(!cluster.etcd_keys("code/").is_empty(), "the compiled code is in etcd");
+    // Deleted, its compiled code leaves the cluster's store too.
+    assert_eq!(
+        b.admin(&key, "DELETE", "/accounts/acme/functions/hello", None).status,
+        204
+    );
+    within_5s("the compiled code left etcd", || {
+        cluster.etcd_keys("code/").is_empty().then_some(())
+    });
 }
 
 #[test]

@@ -56,64 +56,39 @@ fn every_node_serves_the_same_jwks_also_after_a_rotation_on_one() {
     }
 }
 
+/// Starts a node of `cluster` with `args` that must refuse to start; what
+/// it said on stderr.
+fn refused(cluster: &Cluster, args: &[&str], operator: &str) -> String {
+    let out = std::process::Command::new(crate::harness::stratus_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--cluster", &cluster.url])
+        .args(args)
+        .arg("--data")
+        .arg(cluster.data_of("refused"))
+        .env("STRATUS_OPERATOR_KEY", operator)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the node started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_node_with_another_setting_refuses_to_start_and_names_it() {
     let mut cluster = Cluster::start(1);
-    let data = cluster.data_of("odd");
-    let url = cluster.url.clone();
-    let out = std::process::Command::new(crate::harness::stratus_bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--cluster",
-            &url,
-            "--node-id",
-            "odd",
-            "--issuer",
-            "https://elsewhere",
-        ])
-        .arg("--data")
-        .arg(&data)
-        .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(
+        &cluster,
+        &["--node-id", "odd", "--issuer", "https://elsewhere"],
+        OPERATOR_KEY,
+    );
     assert!(err.contains("--issuer"), "{err}");
-
     // Another operator key is refused too.
-    let out = std::process::Command::new(crate::harness::stratus_bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--cluster",
-            &url,
-            "--node-id",
-            "odd",
-        ])
-        .arg("--data")
-        .arg(&data)
-        .env("STRATUS_OPERATOR_KEY", "a-different-operator-key")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("STRATUS_OPERATOR_KEY"));
-
+    let err = refused(&cluster, &["--node-id", "odd"], "a-different-operator-key");
+    assert!(err.contains("STRATUS_OPERATOR_KEY"), "{err}");
     // Without one, a node takes the cluster's.
     let keyless = cluster.spawn(&[], None);
     assert_eq!(keyless.admin(OPERATOR_KEY, "GET", "/accounts", None).status, 200);
     // Its id is its own: a second node with a live node's id is refused.
-    let out = std::process::Command::new(crate::harness::stratus_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--cluster", &url, "--node-id", "n0"])
-        .arg("--data")
-        .arg(&data)
-        .env("STRATUS_OPERATOR_KEY", OPERATOR_KEY)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-id n0"));
+    let err = refused(&cluster, &["--node-id", "n0"], OPERATOR_KEY);
+    assert!(err.contains("--node-id n0"), "{err}");
 }
 
 #[test]
@@ -186,4 +161,12 @@ fn tokens_minted_on_a_node_whose_clock_is_half_a_second_ahead_are_never_refused(
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     assert!(checked > 20, "only {checked} tokens checked");
+}
+
+#[test]
+fn a_node_refuses_a_cluster_whose_schema_is_newer_than_it_knows() {
+    let cluster = Cluster::start(1);
+    cluster.etcdctl(&["put", &cluster.key("schema"), "2"]);
+    let err = refused(&cluster, &["--node-id", "newer"], OPERATOR_KEY);
+    assert!(err.contains("schema version 2"), "{err}");
 }

@@ -74,6 +74,18 @@ impl EtcdBlobStore {
         format!("{}{index:06}", self.chunks_prefix(sha256))
     }
 
+    /// Removes the blob at `sha256` now, however recently stored: for a
+    /// store no collection races with (compiled code).
+    pub async fn purge(&self, sha256: &str) -> Result<(), BlobError> {
+        check_address(sha256)?;
+        let txn = Txn::new().and_then([
+            TxnOp::delete(self.manifest_key(sha256), None),
+            TxnOp::delete(self.chunks_prefix(sha256), Some(DeleteOptions::new().with_prefix())),
+        ]);
+        self.client.clone().txn(txn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     /// The manifest's bytes and its decoded form, if the blob is stored.
     async fn manifest(&self, sha256: &str) -> Result<Option<(Vec<u8>, Manifest)>, BlobError> {
         let response = self

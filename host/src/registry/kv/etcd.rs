@@ -63,14 +63,7 @@ impl EtcdKv {
     }
 
     fn check_key(&self, key: &str) -> Result<(), KvError> {
-        if key.len() > self.limits.max_key_bytes {
-            return Err(KvError::TooLarge(format!(
-                "the key is {} bytes; keys are at most {} bytes",
-                key.len(),
-                self.limits.max_key_bytes
-            )));
-        }
-        Ok(())
+        super::check_key(&self.limits, key)
     }
 
     /// Writes what `new` makes of `key`'s value (removes it for `None`),

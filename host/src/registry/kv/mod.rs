@@ -188,6 +188,18 @@ pub(crate) fn plan_write(
     })
 }
 
+/// Refuses a key over the limit.
+pub(crate) fn check_key(limits: &KvLimits, key: &str) -> Result<(), KvError> {
+    if key.len() > limits.max_key_bytes {
+        return Err(KvError::TooLarge(format!(
+            "the key is {} bytes; keys are at most {} bytes",
+            key.len(),
+            limits.max_key_bytes
+        )));
+    }
+    Ok(())
+}
+
 /// The value `increment` by `delta` writes over `old`.
 pub(crate) fn incremented(key: &str, old: Option<&[u8]>, delta: i64) -> Result<Option<Vec<u8>>, KvError> {
     let current = match old {
@@ -311,14 +323,7 @@ impl Kv {
     }
 
     fn check_key(&self, key: &str) -> Result<(), KvError> {
-        if key.len() > self.limits.max_key_bytes {
-            return Err(KvError::TooLarge(format!(
-                "the key is {} bytes; keys are at most {} bytes",
-                key.len(),
-                self.limits.max_key_bytes
-            )));
-        }
-        Ok(())
+        check_key(&self.limits, key)
     }
 
     /// Writes `new` (or removes, when `None`) at `key` with the usage updated

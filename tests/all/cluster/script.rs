@@ -1,0 +1,80 @@
+//! The README's local cluster (`scripts/cluster.sh`, which `bash scripts/dev.sh
+//! cluster` runs once it has built): it starts, every node answers the
+//! deployed `hello`, and Ctrl-C stops it all.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{HELLO_COMPONENT, call_url, stratus_bin};
+
+#[test]
+fn the_local_cluster_script_starts_three_nodes_that_answer_and_stops_on_ctrl_c() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // Ports apart from the ones tests pick (the kernel's ephemeral range).
+    let base = 20_000 + (std::process::id() % 5_000) as u16 * 4;
+    let mut child = Command::new("bash")
+        .arg(format!("{root}/scripts/cluster.sh"))
+        .env("STRATUS", stratus_bin())
+        .env("HELLO_WASM", HELLO_COMPONENT)
+        .env("ETCD_PORT", base.to_string())
+        .env("FIRST_PORT", (base + 2).to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let done = line.contains("Ctrl-C stops");
+        said.push(line);
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let curls: Vec<&String> = said.iter().filter(|l| l.trim_start().starts_with("curl ")).collect();
+    assert_eq!(curls.len(), 3, "{said:#?}");
+    for curl in curls {
+        // curl -H 'Authorization: Bearer KEY' URL
+        let key = curl.split("Bearer ").nth(1).unwrap().split('\'').next().unwrap();
+        let url = curl.split_whitespace().last().unwrap();
+        let reply = call_url("GET", url, &[("authorization", &format!("Bearer {key}"))], b"");
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, "hello from stratus".to_string()),
+            "{url}"
+        );
+    }
+    let status = said.iter().find(|l| l.contains("cluster status")).unwrap();
+    let out = Command::new("sh").arg("-c").arg(status.trim()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).matches("node").count(),
+        3,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "the script did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", base + 2)).is_err(),
+        "a node outlived the script"
+    );
+}
