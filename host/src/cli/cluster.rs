@@ -43,6 +43,7 @@ impl EtcdArgs {
             prefix,
             node_id,
             advertise,
+            admin: None,
             ca: self.cluster_ca.clone(),
             cert: self.cluster_cert.clone(),
             key: self.cluster_key.clone(),
@@ -116,6 +117,14 @@ fn table(value: &serde_json::Value) -> String {
             etcd["revision"],
             etcd["db_size_bytes"]
         )
+    } else if let Some(errors) = etcd["errors"].as_array() {
+        let errors: Vec<&str> = errors.iter().filter_map(|e| e.as_str()).collect();
+        format!(
+            "etcd {}: UNHEALTHY, {} bytes: {}\n",
+            etcd["version"].as_str().unwrap_or("?"),
+            etcd["db_size_bytes"],
+            errors.join("; ")
+        )
     } else {
         format!("etcd: UNREACHABLE ({})\n", etcd["error"].as_str().unwrap_or("?"))
     };
@@ -140,6 +149,9 @@ fn table(value: &serde_json::Value) -> String {
             text(&node["revisions_behind"]),
             lag
         ));
+    }
+    if value["nodes_listed"] == "as last seen" {
+        out.push_str("(etcd did not answer: the nodes as this node last saw them)\n");
     }
     out.trim_end().to_string()
 }

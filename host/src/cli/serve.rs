@@ -164,6 +164,10 @@ pub struct Serve {
     /// listening address).
     #[arg(long, env = "STRATUS_ADVERTISE", requires = "cluster")]
     advertise: Option<String>,
+    /// etcd's backend quota (its `--quota-backend-bytes`, 2 GiB unless set):
+    /// no account's storage limits may come near it.
+    #[arg(long, env = "STRATUS_CLUSTER_STORE_BYTES", default_value_t = 2 << 30, requires = "cluster")]
+    cluster_store_bytes: u64,
     /// How far apart the nodes' clocks may be: tokens' `nbf` and `iat` are
     /// allowed this much (never `exp`), e.g. `1s`.
     #[arg(long, env = "STRATUS_CLOCK_SKEW", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -386,6 +390,22 @@ impl Serve {
     pub async fn execute(self, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
         let mut config = self.config();
         config.cluster = self.cluster()?;
+        if config.cluster.is_some() {
+            // Limits sized for etcd, where the flags left the single node's.
+            let defaulted =
+                |id: &str| matches.is_none_or(|m| m.value_source(id) == Some(clap::parser::ValueSource::DefaultValue));
+            if defaulted("max_blob_bytes_per_account") {
+                config.storage.max_blob_bytes = crate::cluster::DEFAULT_BLOB_BYTES_PER_ACCOUNT;
+            }
+            if defaulted("kv_quota_per_account") {
+                config.storage.kv.account_quota_bytes = crate::cluster::DEFAULT_KV_BYTES_PER_ACCOUNT;
+            }
+            crate::cluster::check_account_bounds(
+                config.storage.max_blob_bytes,
+                config.storage.kv.account_quota_bytes,
+                self.cluster_store_bytes,
+            )?;
+        }
         // Checked before anything binds or opens, with the flag's name.
         config.validate()?;
         if self.print_config {
@@ -452,6 +472,18 @@ pub async fn start(
         let mut cluster = node.config.clone();
         if cluster.advertise == format!("http://{}", config.listen) {
             cluster.advertise = format!("http://{listening}");
+        }
+        // The admin API on a listener of its own: other nodes ask it for
+        // logs there, at the advertised host.
+        if let Some(admin) = &admin {
+            let port = admin.local_addr()?.port();
+            let host = cluster
+                .advertise
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|uri| Some(format!("{}://{}", uri.scheme_str()?, uri.host()?)))
+                .unwrap_or_else(|| format!("http://{}", listening.ip()));
+            cluster.admin = Some(format!("{host}:{port}"));
         }
         let membership = crate::cluster::members::join(&node.client, &cluster).await?;
         let _ = node.advertise.set(cluster.advertise.clone());

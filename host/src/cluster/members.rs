@@ -19,6 +19,9 @@ pub struct Member {
     pub id: String,
     /// Its `--advertise` URL.
     pub advertise: String,
+    /// Where its admin API is, when not at `advertise` (`--admin-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
     /// When it joined (Unix seconds).
     pub started_at: u64,
     /// The build it runs.
@@ -58,14 +61,24 @@ pub async fn join(client: &Client, cluster: &ClusterConfig) -> anyhow::Result<Me
     let member = Member {
         id: cluster.node_id.clone(),
         advertise: cluster.advertise.clone(),
+        admin: cluster.admin.clone(),
         started_at: crate::clock::now(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let value = serde_json::to_vec(&member)?;
     let deadline = tokio::time::Instant::now() + LEASE_TTL + Duration::from_secs(1);
+    let mut told = false;
     let lease = loop {
         if let Some(lease) = claim(&mut client, &key, &value).await? {
             break lease;
+        }
+        if !told {
+            told = true;
+            tracing::info!(
+                node_id = %cluster.node_id,
+                "--node-id is still held; waiting up to {} s for the previous holder's lease to expire",
+                (LEASE_TTL + Duration::from_secs(1)).as_secs()
+            );
         }
         if tokio::time::Instant::now() >= deadline {
             let holder = client.get(key.clone(), None).await?;
@@ -81,13 +94,13 @@ pub async fn join(client: &Client, cluster: &ClusterConfig) -> anyhow::Result<Me
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let renew = tokio::spawn(renew(client, key, value, lease));
+    let renew = tokio::spawn(renew(client, key, value, lease, cluster.node_id.clone()));
     Ok(Membership { renew })
 }
 
 /// Keeps the lease alive; when it was lost (etcd unreachable past the TTL),
 /// joins again with a new one.
-async fn renew(mut client: Client, key: String, value: Vec<u8>, mut lease: i64) {
+async fn renew(mut client: Client, key: String, value: Vec<u8>, mut lease: i64, node_id: String) {
     loop {
         match client.lease_keep_alive(lease).await {
             Ok((mut keeper, mut answers)) => loop {
@@ -115,7 +128,15 @@ async fn renew(mut client: Client, key: String, value: Vec<u8>, mut lease: i64) 
                     tracing::info!("this node joined the cluster again");
                     lease = fresh;
                 }
-                Ok(None) => tracing::error!(%key, "another node took this node's id while it was away"),
+                Ok(None) => {
+                    // Two processes answering as one node would mint tokens
+                    // the other is asked about: this one goes.
+                    tracing::error!(
+                        %node_id,
+                        "another node took this node's --node-id while it was cut off from etcd; stopping"
+                    );
+                    std::process::exit(1);
+                }
                 Err(err) => tracing::warn!(%err, "cannot rejoin the cluster yet"),
             }
         }

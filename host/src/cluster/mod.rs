@@ -28,6 +28,34 @@ use etcd_client::{Client, ConnectOptions};
 /// The layout of the keys this build writes.
 pub const SCHEMA: u32 = 1;
 
+/// What one account may store on a cluster unless the flags say otherwise:
+/// etcd holds everything, 2 GiB by default, so the single node's defaults
+/// (2 GiB of components, 1 GiB of KV) would let one account fill it.
+pub const DEFAULT_BLOB_BYTES_PER_ACCOUNT: u64 = 128 << 20;
+/// See [`DEFAULT_BLOB_BYTES_PER_ACCOUNT`].
+pub const DEFAULT_KV_BYTES_PER_ACCOUNT: u64 = 128 << 20;
+
+/// Compiled code is a few times its component's size (3.3× for `hello`),
+/// and lives in etcd too: a component costs the store about this many times
+/// its bytes.
+pub const STORED_PER_COMPONENT_BYTE: u64 = 5;
+
+/// Refuses per-account storage limits under which one account could fill
+/// half of etcd's backend quota (`store_bytes`) with components, their
+/// compiled code and KV.
+pub fn check_account_bounds(max_blob_bytes: u64, kv_bytes: u64, store_bytes: u64) -> anyhow::Result<()> {
+    let worst = max_blob_bytes
+        .saturating_mul(STORED_PER_COMPONENT_BYTE)
+        .saturating_add(kv_bytes);
+    anyhow::ensure!(
+        worst <= store_bytes / 2,
+        "one account could fill etcd: --max-blob-bytes-per-account {max_blob_bytes} (× {STORED_PER_COMPONENT_BYTE} with its compiled code) \
+         plus --kv-quota-per-account {kv_bytes} is {worst} bytes, over half of --cluster-store-bytes {store_bytes} \
+         (set that to etcd's --quota-backend-bytes, or lower the account limits)"
+    );
+    Ok(())
+}
+
 /// How a node reaches the cluster and names itself.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -39,6 +67,8 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// The URL other nodes and clients reach this node at.
     pub advertise: String,
+    /// Its admin API's URL, when it has a listener of its own.
+    pub admin: Option<String>,
     /// CA certificate to verify etcd with (TLS).
     pub ca: Option<PathBuf>,
     /// Client certificate and key to present to etcd.

@@ -24,7 +24,9 @@ pub async fn status(state: &AppState) -> Result<Value, ApiError> {
     let mut client = node.client.clone();
     let etcd = match tokio::time::timeout(ASK * 2, client.status()).await {
         Ok(Ok(status)) => json!({
-            "healthy": true,
+            // Alarms (NOSPACE: the quota is reached) are errors.
+            "healthy": status.errors().is_empty(),
+            "errors": status.errors(),
             "version": status.version(),
             "db_size_bytes": status.db_size(),
             "leader": status.leader(),
@@ -33,17 +35,10 @@ pub async fn status(state: &AppState) -> Result<Value, ApiError> {
         Ok(Err(err)) => json!({ "healthy": false, "error": err.to_string() }),
         Err(_) => json!({ "healthy": false, "error": "etcd did not answer within 2 s" }),
     };
-    let members = match crate::cluster::members::list(&node.client, &node.config).await {
-        Ok(members) => members,
-        Err(err) => {
-            return Ok(json!({
-                "mode": "cluster",
-                "node": node.config.node_id,
-                "etcd": etcd,
-                "nodes": [],
-                "error": format!("the nodes cannot be listed: {err}"),
-            }));
-        }
+    // Without etcd, the nodes as this one last saw them.
+    let (members, listed) = match crate::cluster::members::list(&node.client, &node.config).await {
+        Ok(members) => (members, "now"),
+        Err(_) => (node.peers.members(), "as last seen"),
     };
     let newest = etcd["revision"].as_i64().unwrap_or_default();
     let asks = members.iter().map(|member| async move {
@@ -71,6 +66,7 @@ pub async fn status(state: &AppState) -> Result<Value, ApiError> {
         "node": node.config.node_id,
         "etcd": etcd,
         "nodes": nodes,
+        "nodes_listed": listed,
     }))
 }
 
@@ -104,7 +100,7 @@ pub async fn merged_logs(
     }
     let headers = [(LOGS_LOCAL, "1".to_string())];
     let asks = peers.iter().map(|peer| {
-        let client = crate::client::Client::new(&peer.advertise, key.clone());
+        let client = crate::client::Client::new(peer.admin.as_deref().unwrap_or(&peer.advertise), key.clone());
         let headers = headers.clone();
         async move {
             tokio::time::timeout(LOGS_WAIT, client.stream_with(path, &headers))

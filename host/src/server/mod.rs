@@ -60,7 +60,18 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
                 &shared_settings(&config),
                 config.operator_key.as_deref(),
             )
-            .await?;
+            .await
+            .map_err(|err| {
+                // etcd's own errors say little to an operator.
+                if err.downcast_ref::<etcd_client::Error>().is_some() {
+                    anyhow::anyhow!(
+                        "cannot reach etcd at {} (is it running, and is --cluster right?): {err}",
+                        cluster.endpoints.join(",")
+                    )
+                } else {
+                    err
+                }
+            })?;
             let registry = Arc::new(Registry::on_etcd(client.clone(), &cluster.key(""), config.storage.clone()).await?);
             let node = state::ClusterNode {
                 config: cluster.clone(),

@@ -53,6 +53,9 @@ pub fn error(err: &ApiError) -> Response<Body> {
 }
 
 /// Registry outcomes as the client sees them: one status each.
+/// What etcd says when its backend quota is reached.
+pub const ETCD_FULL: &str = "database space exceeded";
+
 impl From<crate::registry::RegistryError> for ApiError {
     fn from(err: crate::registry::RegistryError) -> Self {
         use crate::registry::RegistryError as E;
@@ -71,6 +74,15 @@ impl From<crate::registry::RegistryError> for ApiError {
                 message: "the registry changed while this was prepared; retry".into(),
                 retry_after: 1,
             },
+            E::Store(StoreError::Backend(message)) if message.contains(ETCD_FULL) => {
+                tracing::error!(%message, "etcd is full");
+                ApiError::Unavailable {
+                    message: "the cluster's store is full (etcd's backend quota is reached, alarm NOSPACE): \
+                              reads still work, writes do not until the operator frees space (docs/cluster.md)"
+                        .into(),
+                    retry_after: 60,
+                }
+            }
             E::Store(StoreError::Backend(message)) => {
                 tracing::warn!(%message, "the registry's store failed");
                 ApiError::Unavailable {

@@ -149,3 +149,88 @@ fn with_etcd_stopped_calls_keep_answering_writes_say_503_and_nothing_acknowledge
     });
     assert_eq!(b.get("/fn/acme/hello", &bearer(&key)).status, 200);
 }
+
+/// `component` with a custom section of `size` bytes from `seed`: the same
+/// code under another SHA-256.
+fn padded(component: &[u8], seed: u8, size: usize) -> Vec<u8> {
+    let name = b"pad";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend((0..size).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+    let mut out = component.to_vec();
+    out.push(0);
+    let mut len = payload.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend(payload);
+    out
+}
+
+#[test]
+fn a_full_etcd_is_named_in_the_refusals_and_in_cluster_status() {
+    // etcd with a tiny quota, and nodes told it is large: the bound that
+    // would keep one account from filling it is out of the way.
+    let etcd = Etcd::start_with(&["--quota-backend-bytes", "8388608"]);
+    let cluster = Cluster::start_on(
+        &etcd.endpoint,
+        1,
+        &[
+            "--cluster-store-bytes",
+            "68719476736",
+            "--max-blob-bytes-per-account",
+            "1073741824",
+        ],
+    );
+    let node = cluster.node(0);
+    let key = node.create_account("acme");
+    let hello = std::fs::read(crate::harness::HELLO_COMPONENT).unwrap();
+    let mut refused = None;
+    for seed in 0..20u8 {
+        let reply = node.upload(&key, "acme", &padded(&hello, seed, 1 << 20));
+        if reply.status != 201 && reply.status != 200 {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let refused = refused.expect("etcd never filled up");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("full"), "{}", refused.text());
+    let status = node.admin(OPERATOR_KEY, "GET", "/cluster", None).json();
+    assert_eq!(status["etcd"]["healthy"], false, "{status}");
+    assert!(status["etcd"]["errors"].to_string().contains("NOSPACE"), "{status}");
+    // Reads and calls of what is there keep working.
+    assert_eq!(node.admin(&key, "GET", "/accounts/acme/functions", None).status, 200);
+}
+
+#[test]
+fn a_node_whose_id_was_taken_while_it_was_cut_off_stops() {
+    let mut cluster = Cluster::start(1);
+    let paused = cluster.nodes.remove(0);
+    let stop = |signal: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([signal, &paused.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    stop("-STOP");
+    // Its lease runs out (5 s); a new node takes the id.
+    let taker = cluster.spawn_as("n0", &[], Some(OPERATOR_KEY));
+    stop("-CONT");
+    let mut paused = paused;
+    let exited = paused.wait_exit(Duration::from_secs(10));
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "the node with a taken id kept running"
+    );
+    assert_eq!(taker.request("GET", "/readyz", &[], b"").status, 200);
+}

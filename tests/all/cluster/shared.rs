@@ -80,6 +80,16 @@ fn a_node_with_another_setting_refuses_to_start_and_names_it() {
         OPERATOR_KEY,
     );
     assert!(err.contains("--issuer"), "{err}");
+    // Limits under which one account could fill etcd are refused.
+    let err = refused(
+        &cluster,
+        &["--node-id", "odd", "--max-blob-bytes-per-account", "2147483648"],
+        OPERATOR_KEY,
+    );
+    assert!(
+        err.contains("--cluster-store-bytes") && err.contains("--max-blob-bytes-per-account"),
+        "{err}"
+    );
     // Another operator key is refused too.
     let err = refused(&cluster, &["--node-id", "odd"], "a-different-operator-key");
     assert!(err.contains("STRATUS_OPERATOR_KEY"), "{err}");

@@ -5,7 +5,9 @@
 //! (`{prefix}{sha}/m`: size, chunk count, when it was stored). The manifest
 //! is written last and removed first, together with the chunks, in one
 //! transaction: a blob with a manifest is whole. Every read is checked
-//! against the address.
+//! against the address. While an upload writes the chunks, `{prefix}{sha}/p`
+//! says since when; the chunks of an upload a crash (or a full etcd) cut
+//! short are found by it and collected once it is older than [`GRACE`].
 //!
 //! Several nodes share the store, so a node that finds a blob no account
 //! owns cannot tell whether an upload on another node is about to record its
@@ -64,6 +66,36 @@ impl EtcdBlobStore {
 
     fn manifest_key(&self, sha256: &str) -> String {
         format!("{}{sha256}/m", self.prefix)
+    }
+
+    /// Set while an upload writes the chunks, with when it began.
+    fn pending_key(&self, sha256: &str) -> String {
+        format!("{}{sha256}/p", self.prefix)
+    }
+
+    /// Removes the chunks of an upload cut short (no manifest, pending for
+    /// longer than [`GRACE`]).
+    async fn remove_abandoned(&self, sha256: &str) -> Result<(), BlobError> {
+        let mut client = self.client.clone();
+        let pending = client.get(self.pending_key(sha256), None).await.map_err(unavailable)?;
+        let Some(mark) = pending.kvs().first() else {
+            return Ok(());
+        };
+        let began: u64 = String::from_utf8_lossy(mark.value()).parse().unwrap_or(0);
+        if now().saturating_sub(began) < GRACE.as_secs() {
+            return Ok(());
+        }
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(self.pending_key(sha256), CompareOp::Equal, mark.mod_revision()),
+                Compare::create_revision(self.manifest_key(sha256), CompareOp::Equal, 0),
+            ])
+            .and_then([
+                TxnOp::delete(self.pending_key(sha256), None),
+                TxnOp::delete(self.chunks_prefix(sha256), Some(DeleteOptions::new().with_prefix())),
+            ]);
+        client.txn(txn).await.map_err(unavailable)?;
+        Ok(())
     }
 
     fn chunks_prefix(&self, sha256: &str) -> String {
@@ -133,6 +165,12 @@ impl BlobStore for EtcdBlobStore {
                     }
                 }
                 None => {
+                    // Marked pending first: chunks an upload cut short
+                    // leaves are found, and collected, by the mark.
+                    client
+                        .put(self.pending_key(sha256), now().to_string(), None)
+                        .await
+                        .map_err(unavailable)?;
                     let mut chunks = 0u32;
                     for piece in bytes.chunks(CHUNK) {
                         client
@@ -143,7 +181,10 @@ impl BlobStore for EtcdBlobStore {
                     }
                     let txn = Txn::new()
                         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                        .and_then([TxnOp::put(key.clone(), fresh(chunks)?, None)]);
+                        .and_then([
+                            TxnOp::put(key.clone(), fresh(chunks)?, None),
+                            TxnOp::delete(self.pending_key(sha256), None),
+                        ]);
                     if client.txn(txn).await.map_err(unavailable)?.succeeded() {
                         return Ok(());
                     }
@@ -193,7 +234,7 @@ impl BlobStore for EtcdBlobStore {
     async fn remove(&self, sha256: &str) -> Result<(), BlobError> {
         check_address(sha256)?;
         let Some((old, manifest)) = self.manifest(sha256).await? else {
-            return Ok(());
+            return self.remove_abandoned(sha256).await;
         };
         if now().saturating_sub(manifest.stored_at) < GRACE.as_secs() {
             tracing::debug!(
@@ -224,16 +265,19 @@ impl BlobStore for EtcdBlobStore {
             )
             .await
             .map_err(unavailable)?;
+        // Stored blobs (a manifest), and uploads under way or cut short (a
+        // pending mark), which a collection looks at too.
         let mut all: Vec<String> = response
             .kvs()
             .iter()
             .filter_map(|kv| {
-                let key = std::str::from_utf8(kv.key()).ok()?;
-                let sha = key.strip_prefix(&self.prefix)?.strip_suffix("/m")?;
+                let key = std::str::from_utf8(kv.key()).ok()?.strip_prefix(&self.prefix)?;
+                let sha = key.strip_suffix("/m").or_else(|| key.strip_suffix("/p"))?;
                 check_address(sha).is_ok().then(|| sha.to_string())
             })
             .collect();
         all.sort();
+        all.dedup();
         Ok(all)
     }
 }

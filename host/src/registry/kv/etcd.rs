@@ -27,7 +27,13 @@ pub struct EtcdKv {
 }
 
 fn unavailable(err: impl std::fmt::Display) -> KvError {
-    tracing::error!(%err, "kv store failure");
+    let text = err.to_string();
+    tracing::error!(err = %text, "kv store failure");
+    if text.contains("database space exceeded") {
+        // etcd's quota: the whole cluster's store is full, not this
+        // namespace's share.
+        return KvError::QuotaExceeded("the cluster's store is full; the operator must free space".into());
+    }
     KvError::Unavailable("the key/value store is unavailable".into())
 }
 
