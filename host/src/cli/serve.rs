@@ -166,7 +166,7 @@ pub struct Serve {
     advertise: Option<String>,
     /// etcd's backend quota (its `--quota-backend-bytes`, 2 GiB unless set):
     /// no account's storage limits may come near it.
-    #[arg(long, env = "STRATUS_CLUSTER_STORE_BYTES", default_value_t = 2 << 30, requires = "cluster")]
+    #[arg(long, env = "STRATUS_CLUSTER_STORE_BYTES", default_value_t = 2 << 30)]
     cluster_store_bytes: u64,
     /// How far apart the nodes' clocks may be: tokens' `nbf` and `iat` are
     /// allowed this much (never `exp`), e.g. `1s`.
