@@ -10,21 +10,23 @@ ETCD_PORT="${ETCD_PORT:-2379}"
 FIRST_PORT="${FIRST_PORT:-8081}"
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/stratus-cluster.XXXXXX")"
 PIDS=()
+KEEP_LOGS=
 
 stop() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$DIR"
+    [ -n "$KEEP_LOGS" ] || rm -rf "$DIR"
 }
 trap stop EXIT
 trap 'exit 0' INT TERM
 
 wait_for() { # URL, what
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 300); do
         curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
         sleep 0.1
     done
-    echo "error: $2 did not start; its log is in $DIR" >&2
+    KEEP_LOGS=1
+    echo "error: $2 did not start within 30 s; the logs are in $DIR" >&2
     exit 1
 }
 
