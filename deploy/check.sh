@@ -8,23 +8,25 @@ cd "$(dirname "$0")"
 if ! command -v kubernetes-validate >/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
 fi
-kubernetes-validate --strict --kubernetes-version 1.31.0 kubernetes/etcd.yaml kubernetes/nodes.yaml
+kubernetes-validate --strict --kubernetes-version 1.31.0 kubernetes/etcd.yaml kubernetes/nodes.yaml kubernetes/frontends.yaml
 
 fail() { echo "deploy/check.sh: $*" >&2; exit 1; }
 binary=$(sed -n 's/^ENTRYPOINT \["\([^"]*\)"\]$/\1/p' Dockerfile)
 [ -n "$binary" ] || fail "the Dockerfile has no ENTRYPOINT"
-grep -q "command: \[\"$binary\"\]" kubernetes/nodes.yaml || fail "nodes.yaml does not run $binary"
+for manifest in kubernetes/nodes.yaml kubernetes/frontends.yaml; do
+    grep -q "command: \[\"$binary\"\]" "$manifest" || fail "$manifest does not run $binary"
+    for port in $(sed -n 's/^ *containerPort: //p' "$manifest"); do
+        case " $(sed -n 's/^EXPOSE //p' Dockerfile) " in *" $port "*) ;; *) fail "$manifest uses port $port, the Dockerfile does not expose it" ;; esac
+        grep -q -- "0.0.0.0:$port" "$manifest" || fail "$manifest has no listener on port $port"
+    done
+    grep -q "runAsUser: $(sed -n 's/^USER //p' Dockerfile)" "$manifest" || fail "$manifest does not run as the image's user"
+done
 grep -q "COPY --from=build /out/stratus $binary" Dockerfile || fail "the Dockerfile does not put stratus at $binary"
 exposed=$(sed -n 's/^EXPOSE //p' Dockerfile)
 for port in $exposed; do
     grep -q "containerPort: $port" kubernetes/nodes.yaml || fail "port $port is exposed but no container port"
 done
-for port in $(sed -n 's/^ *containerPort: //p' kubernetes/nodes.yaml); do
-    case " $exposed " in *" $port "*) ;; *) fail "nodes.yaml uses port $port, the Dockerfile does not expose it" ;; esac
-    grep -q -- "0.0.0.0:$port" kubernetes/nodes.yaml || fail "no listener on port $port"
-done
 user=$(sed -n 's/^USER //p' Dockerfile)
-grep -q "runAsUser: $user" kubernetes/nodes.yaml || fail "nodes.yaml does not run as the image's user $user"
 for resource in $(sed -n 's/^  - \(.*\.yaml\)$/\1/p' kubernetes/kustomization.yaml); do
     [ -f "kubernetes/$resource" ] || fail "kustomization.yaml lists a missing $resource"
 done

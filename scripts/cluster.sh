@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A local Stratus cluster for trying it out: etcd and 3 nodes on loopback,
-# with `hello` deployed, until Ctrl-C. Run through `bash scripts/dev.sh cluster`,
+# A local Stratus cluster for trying it out: etcd, 3 nodes and a frontend on
+# loopback, with `hello` deployed, until Ctrl-C. Run through `bash scripts/dev.sh cluster`,
 # which sets up and builds first.
 #   STRATUS=path/to/stratus  ETCD_PORT=2379  FIRST_PORT=8081  HELLO_WASM=path/to/hello.wasm
 set -euo pipefail
@@ -49,6 +49,13 @@ for i in 1 2 3; do
 done
 for url in "${URLS[@]}"; do wait_for "$url/readyz" "the node at $url"; done
 
+FRONTEND_PORT=$((FIRST_PORT + 3))
+FRONTEND="http://127.0.0.1:$FRONTEND_PORT"
+"$STRATUS" frontend --cluster "etcd://127.0.0.1:$ETCD_PORT/stratus" --listen "127.0.0.1:$FRONTEND_PORT" \
+    >"$DIR/frontend.log" 2>&1 &
+PIDS+=($!)
+wait_for "$FRONTEND/readyz" "the frontend"
+
 export STRATUS_URL="${URLS[0]}"
 ACCOUNT_KEY=$("$STRATUS" --key "$OPERATOR_KEY" --json account create acme |
     sed -n 's/.*"key": *"\([^"]*\)".*/\1/p')
@@ -57,7 +64,7 @@ COMPONENT="${HELLO_WASM:-${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/hello
 
 cat <<TEXT
 
-A Stratus cluster is running: etcd on 127.0.0.1:$ETCD_PORT and 3 nodes.
+A Stratus cluster is running: etcd on 127.0.0.1:$ETCD_PORT, 3 nodes and a frontend.
   operator key:     $OPERATOR_KEY
   account acme key: $ACCOUNT_KEY
   logs:             $DIR
@@ -68,6 +75,10 @@ for url in "${URLS[@]}"; do
     echo "  curl -H 'Authorization: Bearer $ACCOUNT_KEY' $url/fn/acme/hello"
 done
 cat <<TEXT
+
+The frontend sends each call to its group's node (x-stratus-node says which);
+point clients, and STRATUS_URL, at it:
+  curl -i -H 'Authorization: Bearer $ACCOUNT_KEY' -H 'x-stratus-sub-tenant: alice' $FRONTEND/fn/acme/hello
 
 The nodes, their lag and etcd's health:
   STRATUS_URL=${URLS[1]} $STRATUS --key $OPERATOR_KEY cluster status

@@ -24,6 +24,7 @@ pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod credentials;
 pub(crate) mod error;
+pub(crate) mod frontend;
 pub use stratus_wire::names;
 pub(crate) mod registry;
 pub(crate) mod runtime;
@@ -58,6 +59,7 @@ mod module_graph {
         "config",
         "credentials",
         "error",
+        "frontend",
         "registry",
         "runtime",
         "server",

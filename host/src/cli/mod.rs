@@ -5,6 +5,7 @@ mod alias;
 mod cluster;
 mod compile;
 mod completions;
+mod frontend;
 mod function;
 mod global;
 mod grant;
@@ -65,6 +66,8 @@ enum Command {
     Logs(logs::Logs),
     /// Print shell completions.
     Completions(completions::Completions),
+    /// Route calls to a cluster's nodes on a consistent hash ring.
+    Frontend(frontend::Frontend),
     /// See the nodes of a cluster (operator).
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -131,6 +134,7 @@ async fn execute(cli: Cli, serve_matches: Option<&clap::ArgMatches>) -> anyhow::
         }
         Command::Reserve(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::Cluster(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
+        Command::Frontend(cmd) => cmd.execute().await.map(|()| ExitCode::SUCCESS),
         Command::Token(cmd) => cmd.execute(&global).await.map(|()| ExitCode::SUCCESS),
         Command::CompileComponent(cmd) => cmd.execute().map(|()| ExitCode::SUCCESS),
     }

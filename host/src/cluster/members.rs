@@ -31,6 +31,18 @@ pub struct Member {
 /// This node's membership; renewed until dropped.
 pub struct Membership {
     renew: tokio::task::JoinHandle<()>,
+    lease: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Membership {
+    /// Leaves the cluster now (stopping): the entry goes with its lease.
+    pub async fn leave(&self, client: &Client) {
+        self.renew.abort();
+        let lease = self.lease.load(std::sync::atomic::Ordering::Acquire);
+        if let Err(err) = client.clone().lease_revoke(lease).await {
+            tracing::warn!(%err, "cannot leave the cluster at once; the entry expires with its lease");
+        }
+    }
 }
 
 impl Drop for Membership {
@@ -94,13 +106,21 @@ pub async fn join(client: &Client, cluster: &ClusterConfig) -> anyhow::Result<Me
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let renew = tokio::spawn(renew(client, key, value, lease, cluster.node_id.clone()));
-    Ok(Membership { renew })
+    let current = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(lease));
+    let renew = tokio::spawn(renew(client, key, value, current.clone(), cluster.node_id.clone()));
+    Ok(Membership { renew, lease: current })
 }
 
 /// Keeps the lease alive; when it was lost (etcd unreachable past the TTL),
 /// joins again with a new one.
-async fn renew(mut client: Client, key: String, value: Vec<u8>, mut lease: i64, node_id: String) {
+async fn renew(
+    mut client: Client,
+    key: String,
+    value: Vec<u8>,
+    current: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    node_id: String,
+) {
+    let mut lease = current.load(std::sync::atomic::Ordering::Acquire);
     loop {
         match client.lease_keep_alive(lease).await {
             Ok((mut keeper, mut answers)) => loop {
@@ -127,6 +147,7 @@ async fn renew(mut client: Client, key: String, value: Vec<u8>, mut lease: i64, 
                 Ok(Some(fresh)) => {
                     tracing::info!("this node joined the cluster again");
                     lease = fresh;
+                    current.store(fresh, std::sync::atomic::Ordering::Release);
                 }
                 Ok(None) => {
                     // Two processes answering as one node would mint tokens

@@ -103,6 +103,15 @@ pub async fn join(
     anyhow::bail!("the cluster's settings at {key} kept changing while this node joined")
 }
 
+/// The cluster's stored settings (empty before its first node started).
+pub async fn read(client: &Client, cluster: &ClusterConfig) -> anyhow::Result<BTreeMap<String, String>> {
+    let stored = client.clone().get(cluster.key("settings"), None).await?;
+    Ok(match stored.kvs().first() {
+        Some(kv) => serde_json::from_slice(kv.value())?,
+        None => BTreeMap::new(),
+    })
+}
+
 async fn check_schema(client: &mut Client, cluster: &ClusterConfig) -> anyhow::Result<()> {
     let key = cluster.key("schema");
     let txn = Txn::new()

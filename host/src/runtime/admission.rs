@@ -48,10 +48,10 @@ impl Runtime {
                 retry_after: 1,
             });
         }
-        Ok(Source::Fresh(
-            self.acquire_slot().await?,
-            self.new_store(version, call, invocation.clone()),
-        ))
+        let slot = self.acquire_slot().await?;
+        // Neither warm nor reserved: this call waits for an instantiation.
+        self.stats.cold_starts.inc();
+        Ok(Source::Fresh(slot, self.new_store(version, call, invocation.clone())))
     }
 
     /// Takes a pool slot for a new environment: at once if one is free, else

@@ -76,6 +76,8 @@ pub struct RuntimeStats {
     pub idle_instances: Gauge,
     /// Calls served by a warm environment that had served before.
     pub warm_hits: Counter,
+    /// Calls that found no warm or reserved environment of their partition.
+    pub cold_starts: Counter,
     /// Invocation tokens minted at a guest's request.
     pub tokens_minted: Counter,
 }

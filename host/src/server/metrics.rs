@@ -136,6 +136,11 @@ impl Metrics {
             runtime.stats.idle_instances.clone(),
         );
         registry.register(
+            "cold_starts",
+            "Calls that found no warm or reserved environment of their partition and waited for a new one",
+            runtime.stats.cold_starts.clone(),
+        );
+        registry.register(
             "warm_hits",
             "Calls served by a warm environment of their partition",
             runtime.stats.warm_hits.clone(),

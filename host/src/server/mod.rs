@@ -189,6 +189,10 @@ fn shared_settings(config: &ServeConfig) -> crate::cluster::settings::Settings {
     crate::cluster::settings::Settings(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
+/// How long a cluster node that leaves keeps taking calls: the frontends
+/// read the membership every second.
+const DRAIN: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Compiles versions left half-done by a crash and loads the ready ones from
 /// the code cache, in the background; starts keeping reservations filled.
 pub fn warm_up(state: &Arc<AppState>) {
@@ -229,6 +233,16 @@ pub async fn run(
         tasks.spawn(accept_loop(state.clone(), admin, Role::Admin, connections.clone()));
     }
     shutdown.await;
+    if let Some(node) = &state.cluster
+        && let Some(membership) = node.membership.get()
+    {
+        // Out of the membership first, still serving, until the frontends
+        // have stopped choosing this node: a call they send meanwhile is
+        // answered rather than meeting a closed connection.
+        tracing::info!("leaving the cluster: draining for {} ms", DRAIN.as_millis());
+        membership.leave(&node.client).await;
+        tokio::time::sleep(DRAIN).await;
+    }
     let grace = state.config.shutdown_grace;
     tracing::info!(
         grace_ms = grace.as_millis() as u64,

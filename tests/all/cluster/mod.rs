@@ -4,6 +4,7 @@
 
 mod calls;
 mod faults;
+mod frontends;
 mod import;
 mod propagation;
 mod script;
@@ -271,5 +272,49 @@ pub fn within_5s<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         }
         assert!(Instant::now() < deadline, "not within 5 s: {what}");
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A `stratus frontend` process in front of a cluster, killed on drop.
+pub struct FrontendProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl FrontendProcess {
+    /// Starts one for the cluster at `url` with `args`.
+    pub fn start(url: &str, args: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new(crate::harness::stratus_bin())
+            .args(["frontend", "--cluster", url, "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("the frontend exited").unwrap();
+            if let Some(url) = line.strip_prefix("stratus frontend listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, url }
+    }
+
+    /// `GET /readyz` lists `n` nodes.
+    pub fn sees(&self, n: usize) -> bool {
+        let reply = crate::harness::call_url("GET", &format!("{}/readyz", self.url), &[], b"");
+        reply.status == 200 && reply.json()["nodes"].as_array().is_some_and(|nodes| nodes.len() == n)
+    }
+}
+
+impl Drop for FrontendProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

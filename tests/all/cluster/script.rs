@@ -12,8 +12,8 @@ use crate::harness::{HELLO_COMPONENT, call_url, stratus_bin};
 fn the_local_cluster_script_starts_three_nodes_that_answer_and_stops_on_ctrl_c() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     // Ports below the kernel's ephemeral range (32768 and up), where the
-    // other tests' ports come from.
-    let base = 20_000 + (std::process::id() % 3_000) as u16 * 4;
+    // other tests' ports come from: etcd (2), 3 nodes, a frontend.
+    let base = 20_000 + (std::process::id() % 2_000) as u16 * 6;
     let mut child = Command::new("bash")
         .arg(format!("{root}/scripts/cluster.sh"))
         .env("STRATUS", stratus_bin())
@@ -21,9 +21,17 @@ fn the_local_cluster_script_starts_three_nodes_that_answer_and_stops_on_ctrl_c()
         .env("ETCD_PORT", base.to_string())
         .env("FIRST_PORT", (base + 2).to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // A failing assertion still stops the script and all it started.
+    struct Interrupt(u32);
+    impl Drop for Interrupt {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-INT", &self.0.to_string()]).status();
+        }
+    }
+    let _interrupt = Interrupt(child.id());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut said = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -37,17 +45,28 @@ fn the_local_cluster_script_starts_three_nodes_that_answer_and_stops_on_ctrl_c()
     }
     std::thread::spawn(move || for _ in lines {});
     let curls: Vec<&String> = said.iter().filter(|l| l.trim_start().starts_with("curl ")).collect();
-    assert_eq!(curls.len(), 3, "{said:#?}");
+    assert_eq!(curls.len(), 4, "three nodes and the frontend: {said:#?}");
     for curl in curls {
-        // curl -H 'Authorization: Bearer KEY' URL
+        // curl [-i] -H 'Authorization: Bearer KEY' [-H 'x-stratus-sub-tenant: S'] URL
         let key = curl.split("Bearer ").nth(1).unwrap().split('\'').next().unwrap();
         let url = curl.split_whitespace().last().unwrap();
-        let reply = call_url("GET", url, &[("authorization", &format!("Bearer {key}"))], b"");
+        let mut headers = vec![("authorization", format!("Bearer {key}"))];
+        if curl.contains("x-stratus-sub-tenant") {
+            headers.push(("x-stratus-sub-tenant", "alice".to_string()));
+        }
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = call_url("GET", url, &headers, b"");
         assert_eq!(
             (reply.status, reply.text()),
             (200, "hello from stratus".to_string()),
             "{url}"
         );
+        if curl.contains("x-stratus-sub-tenant") {
+            assert!(
+                reply.header("x-stratus-node").is_some_and(|n| n.starts_with("node")),
+                "the frontend names the node"
+            );
+        }
     }
     let status = said.iter().find(|l| l.contains("cluster status")).unwrap();
     let out = Command::new("sh").arg("-c").arg(status.trim()).output().unwrap();

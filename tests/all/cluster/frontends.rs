@@ -1,0 +1,227 @@
+//! CLUSTER.md §5–6: frontends on a consistent hash ring.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{Cluster, Etcd, FrontendProcess, within_5s};
+use crate::harness::{COUNTER_COMPONENT, HELLO_COMPONENT, bearer, call_url};
+
+fn counter_cluster(nodes: usize) -> (Cluster, String) {
+    let cluster = Cluster::start(nodes);
+    let key = cluster.node(0).create_account("acme");
+    cluster.node(0).deploy(
+        &key,
+        "acme",
+        "counter",
+        COUNTER_COMPONENT,
+        json!({ "tenancy": "multi", "reuse": "warm" }),
+    );
+    (cluster, key)
+}
+
+#[test]
+fn through_two_frontends_partitions_stay_warm_on_stable_nodes_spread_over_all() {
+    let (cluster, key) = counter_cluster(3);
+    let frontends = [
+        FrontendProcess::start(&cluster.url, &[]),
+        FrontendProcess::start(&cluster.url, &[]),
+    ];
+    for frontend in &frontends {
+        within_5s("the frontend sees the 3 nodes", || frontend.sees(3).then_some(()));
+    }
+    let call = |round: usize, sub: usize| {
+        let frontend = &frontends[(round + sub) % 2];
+        call_url(
+            "POST",
+            &format!("{}/fn/acme/counter/", frontend.url),
+            &[
+                ("authorization", &bearer(&key)),
+                ("x-stratus-sub-tenant", &format!("s{sub}")),
+            ],
+            b"",
+        )
+    };
+    // Each partition's first call, then rounds through both frontends.
+    let mut nodes_of: HashMap<usize, HashSet<String>> = HashMap::new();
+    for sub in 0..200 {
+        let reply = call(0, sub);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        nodes_of
+            .entry(sub)
+            .or_default()
+            .insert(reply.header("x-stratus-node").unwrap().to_string());
+    }
+    let hits_before = cluster.sum("stratus_warm_hits_total");
+    let colds_before = cluster.sum("stratus_cold_starts_total");
+    let rounds = 3;
+    for round in 1..=rounds {
+        for sub in 0..200 {
+            let reply = call(round, sub);
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            nodes_of
+                .entry(sub)
+                .or_default()
+                .insert(reply.header("x-stratus-node").unwrap().to_string());
+        }
+    }
+    let calls = (rounds * 200) as f64;
+    let hits = cluster.sum("stratus_warm_hits_total") - hits_before;
+    let colds = cluster.sum("stratus_cold_starts_total") - colds_before;
+    assert!(hits / calls >= 0.99, "{hits} warm hits of {calls} calls ({colds} cold)");
+    // Each partition on one node; each node with at least 20 % of them.
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    for (sub, nodes) in &nodes_of {
+        assert_eq!(nodes.len(), 1, "partition s{sub} went to {nodes:?}");
+        *per_node.entry(nodes.iter().next().unwrap().clone()).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 3, "{per_node:?}");
+    for (node, partitions) in &per_node {
+        assert!(
+            *partitions >= 40,
+            "node {node} serves only {partitions} of 200 partitions: {per_node:?}"
+        );
+    }
+}
+
+#[test]
+fn a_node_killed_under_load_fails_only_its_calls_in_flight_and_is_avoided_within_a_second() {
+    let (mut cluster, key) = counter_cluster(3);
+    let frontend = FrontendProcess::start(&cluster.url, &[]);
+    within_5s("the frontend sees the 3 nodes", || frontend.sees(3).then_some(()));
+    let victim = cluster.nodes.remove(1);
+    let concurrency = 6;
+    let stop = AtomicBool::new(false);
+    let killed_at: Mutex<Option<Instant>> = Mutex::new(None);
+    let failures: Mutex<Vec<(Instant, u16)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for t in 0..concurrency {
+            let (stop, failures, key, frontend) = (&stop, &failures, &key, &frontend);
+            scope.spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let reply = call_url(
+                        "POST",
+                        &format!("{}/fn/acme/counter/", frontend.url),
+                        &[
+                            ("authorization", &bearer(key)),
+                            ("x-stratus-sub-tenant", &format!("t{t}-{}", i % 40)),
+                        ],
+                        b"",
+                    );
+                    if reply.status != 200 {
+                        failures.lock().unwrap().push((Instant::now(), reply.status));
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        *killed_at.lock().unwrap() = Some(Instant::now());
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-9", &victim.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(2500));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.len() <= concurrency,
+        "{} calls failed, more than the {concurrency} that can have been in flight on the killed node: {failures:?}",
+        failures.len()
+    );
+    // The frontend stopped choosing it within a second: no failure later.
+    let killed = killed_at.into_inner().unwrap().unwrap();
+    for (at, _) in &failures {
+        assert!(
+            *at - killed < Duration::from_secs(1),
+            "a call failed {:?} after the kill",
+            *at - killed
+        );
+    }
+    // And the calls after that all went to the other nodes.
+    let reply = call_url(
+        "POST",
+        &format!("{}/fn/acme/counter/", frontend.url),
+        &[("authorization", &bearer(&key)), ("x-stratus-sub-tenant", "after")],
+        b"",
+    );
+    assert_eq!(reply.status, 200);
+    assert_ne!(reply.header("x-stratus-node"), Some("n1"));
+    drop(victim);
+}
+
+#[test]
+fn calls_keep_answering_through_frontends_while_etcd_is_down() {
+    let mut etcd = Etcd::start();
+    let cluster = Cluster::start_on(&etcd.endpoint, 2, &[]);
+    let key = cluster.node(0).create_account("acme");
+    cluster
+        .node(0)
+        .deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
+    let frontend = FrontendProcess::start(&cluster.url, &[]);
+    within_5s("the frontend sees the nodes", || frontend.sees(2).then_some(()));
+    etcd.stop();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let reply = call_url(
+            "GET",
+            &format!("{}/fn/acme/hello/", frontend.url),
+            &[("authorization", &bearer(&key))],
+            b"",
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    etcd.resume();
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_under_load_fails_no_call() {
+    let (mut cluster, key) = counter_cluster(3);
+    let frontend = FrontendProcess::start(&cluster.url, &[]);
+    within_5s("the frontend sees the 3 nodes", || frontend.sees(3).then_some(()));
+    let stopping = cluster.nodes.remove(2);
+    let stop = AtomicBool::new(false);
+    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (stop, failures, calls, key, frontend) = (&stop, &failures, &calls, &key, &frontend);
+            scope.spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let reply = call_url(
+                        "POST",
+                        &format!("{}/fn/acme/counter/", frontend.url),
+                        &[
+                            ("authorization", &bearer(key)),
+                            ("x-stratus-sub-tenant", &format!("t{t}-{}", i % 30)),
+                        ],
+                        b"",
+                    );
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    if reply.status != 200 {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} {}", reply.status, reply.text()));
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        stopping.terminate();
+        std::thread::sleep(Duration::from_millis(2500));
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(calls.into_inner() > 100);
+    assert_eq!(failures.into_inner().unwrap(), Vec::<String>::new());
+}
