@@ -20,10 +20,10 @@ WASMTIME_VERSION="48.0.2"
 source scripts/lib.sh
 
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(deploy fairness isolation tokens registry throughput cluster)
+[ ${#benches[@]} -gt 0 ] || benches=(deploy fairness isolation tokens registry throughput cluster frontend)
 
 for bench in "${benches[@]}"; do
-    if [ "$bench" = cluster ]; then
+    if [ "$bench" = cluster ] || [ "$bench" = frontend ]; then
         command -v wrk >/dev/null || (as_root apt-get update && as_root apt-get install -y wrk)
         command -v etcd >/dev/null || (as_root apt-get update && as_root apt-get install -y etcd-server)
     fi

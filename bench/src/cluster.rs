@@ -37,9 +37,9 @@ pub struct ClusterBench {
 }
 
 /// etcd on free loopback ports, killed on drop.
-struct Etcd {
+pub(crate) struct Etcd {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
     _dir: tempfile::TempDir,
 }
 
@@ -48,7 +48,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Etcd {
-    fn start() -> anyhow::Result<Self> {
+    pub(crate) fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let (client, peer) = (free_port()?, free_port()?);
         let endpoint = format!("127.0.0.1:{client}");

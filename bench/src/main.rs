@@ -5,6 +5,7 @@
 mod cluster;
 mod deploy;
 mod fairness;
+mod frontend;
 mod isolation;
 mod raw;
 mod registry;
@@ -50,6 +51,9 @@ enum Bench {
     /// A cluster on etcd: propagation, compile once, writes and calls
     /// against one node on sled.
     Cluster(cluster::ClusterBench),
+    /// Frontends: the hop's cost, and warm hits under the ring against
+    /// random placement.
+    Frontend(frontend::FrontendBench),
     /// Serve `200 hello from stratus` with plain hyper until killed (the
     /// throughput benchmark's ceiling, run as a process of its own).
     RawHello(raw::RawHello),
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Registry(bench) => bench.run()?,
         Bench::Throughput(bench) => bench.run(&cli.stratus, &component("hello"), &component("whoami"))?,
         Bench::Cluster(bench) => bench.run(&cli.stratus, &component("hello"), &component("counter"))?,
+        Bench::Frontend(bench) => bench.run(&cli.stratus, &component("hello"), &component("counter"))?,
         Bench::RawHello(server) => return server.run(),
     };
     println!("{report}");
