@@ -101,6 +101,8 @@ pub struct Registry {
     db: Option<sled::Db>,
     /// What each account may store.
     limits: StorageLimits,
+    /// The store's revision as last read by [`Registry::catch_up`], and when.
+    newest: tokio::sync::Mutex<Option<(std::time::Instant, store::Revision)>>,
 }
 
 impl Drop for Registry {
@@ -179,6 +181,7 @@ impl Registry {
             blob_gate: Default::default(),
             db: None,
             limits,
+            newest: Default::default(),
         };
         registry.finish_deletes().await?;
         registry.collect_unowned_blobs(None).await?;
@@ -198,6 +201,33 @@ impl Registry {
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.view.current()
+    }
+
+    /// Brings the snapshot up to the store's current revision, waiting at
+    /// most `within`; true if it was behind and has caught up (so a lookup
+    /// that failed is worth trying again). Concurrent callers share one read
+    /// of the store's revision.
+    pub async fn catch_up(&self, within: std::time::Duration) -> bool {
+        let before = self.snapshot().revision();
+        let newest = {
+            let mut last = self.newest.lock().await;
+            match *last {
+                Some((at, revision)) if at.elapsed() < std::time::Duration::from_millis(20) => revision,
+                _ => match tokio::time::timeout(within, self.store.revision()).await {
+                    Ok(Ok(revision)) => {
+                        *last = Some((std::time::Instant::now(), revision));
+                        revision
+                    }
+                    _ => return false,
+                },
+            }
+        };
+        if newest <= before {
+            return false;
+        }
+        tokio::time::timeout(within, self.view.reached(newest))
+            .await
+            .is_ok_and(|reached| reached.is_ok())
     }
 
     /// How long since the snapshot was last known current with the store:

@@ -24,8 +24,19 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .is_some_and(|length| length.as_bytes() != b"0");
+    let writes = !matches!(*req.method(), Method::GET | Method::HEAD);
     match route(&state, req).await {
-        Ok(res) => res,
+        Ok(mut res) => {
+            // A write is acknowledged at a revision the snapshot has reached:
+            // a client (or frontend) can ask another node to wait for it.
+            if writes
+                && res.status().is_success()
+                && let Ok(value) = http::HeaderValue::from_str(&state.registry.snapshot().revision().to_string())
+            {
+                res.headers_mut().insert("x-stratus-revision", value);
+            }
+            res
+        }
         Err(err) => {
             let mut res = respond::error(&err);
             // Most errors are found before the body is read (a bad name, a

@@ -87,6 +87,10 @@ fn new_invocation_id() -> String {
 
 /// Serves one trigger call, always answering (errors as JSON). The body is
 /// a client's, or a guest's for a nested call.
+/// How long a cluster node waits for its snapshot to catch up with the
+/// store before it answers that a name or key does not exist.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
@@ -126,22 +130,38 @@ where
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     let target = parse(state, &req)?;
-    let snapshot = state.registry.snapshot();
-    let presented = tenancy::authenticate(req.headers(), &snapshot, &state.operator, &state.tokens, |id| {
-        state.runtime.lineage(id)
-    })?;
-    let (caller, sub_tenant) = caller_of(&presented, req.headers())?;
-    let Route { version, alias, via } = tenancy::visibility::route(
-        &snapshot,
-        &presented,
-        &caller,
-        sub_tenant.as_ref(),
-        &Address {
-            account: &target.account,
-            name: &target.name,
-            qualifier: &target.qualifier,
-        },
-    )?;
+    // Only the headers are held across the wait below (the body need not
+    // be shareable between threads).
+    let headers = req.headers();
+    let resolve = |snapshot: &crate::registry::Snapshot| -> Result<_, ApiError> {
+        let presented = tenancy::authenticate(headers, snapshot, &state.operator, &state.tokens, |id| {
+            state.runtime.lineage(id)
+        })?;
+        let (caller, sub_tenant) = caller_of(&presented, headers)?;
+        let route = tenancy::visibility::route(
+            snapshot,
+            &presented,
+            &caller,
+            sub_tenant.as_ref(),
+            &Address {
+                account: &target.account,
+                name: &target.name,
+                qualifier: &target.qualifier,
+            },
+        )?;
+        Ok((presented, caller, sub_tenant, route))
+    };
+    let resolved_now = match resolve(&state.registry.snapshot()) {
+        // A name or key this node does not know yet may have been written
+        // through another node a moment ago: catch up once, then answer.
+        Err(ApiError::NotFound(_) | ApiError::Unauthorized(_))
+            if state.cluster.is_some() && state.registry.catch_up(CATCH_UP).await =>
+        {
+            resolve(&state.registry.snapshot())
+        }
+        other => other,
+    };
+    let (presented, caller, sub_tenant, Route { version, alias, via }) = resolved_now?;
     *resolved = Some((version.account.to_string(), version.function.to_string()));
     authorize(&version, sub_tenant.as_ref())?;
     let admission = admit(state, &version, &caller, sub_tenant.as_ref()).await?;

@@ -225,3 +225,55 @@ fn a_node_stopped_with_sigterm_under_load_fails_no_call() {
     assert!(calls.into_inner() > 100);
     assert_eq!(failures.into_inner().unwrap(), Vec::<String>::new());
 }
+
+#[test]
+fn a_key_created_through_one_frontend_calls_at_once_through_the_other() {
+    let cluster = Cluster::start(3);
+    let key = cluster.node(0).create_account("acme");
+    cluster
+        .node(0)
+        .deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
+    let frontends = [
+        FrontendProcess::start(&cluster.url, &[]),
+        FrontendProcess::start(&cluster.url, &[]),
+    ];
+    for frontend in &frontends {
+        within_5s("the frontend sees the 3 nodes", || frontend.sees(3).then_some(()));
+    }
+    for _ in 0..20 {
+        let created = call_url(
+            "POST",
+            &format!("{}/admin/v1/accounts/acme/keys", frontends[0].url),
+            &[("authorization", &bearer(&key))],
+            b"",
+        );
+        assert_eq!(created.status, 201, "{}", created.text());
+        assert!(
+            created
+                .header("x-stratus-revision")
+                .is_some_and(|r| r.parse::<u64>().is_ok()),
+            "a write answer carries its revision"
+        );
+        let fresh = created.json()["key"].as_str().unwrap().to_string();
+        let call = call_url(
+            "GET",
+            &format!("{}/fn/acme/hello/", frontends[1].url),
+            &[("authorization", &bearer(&fresh))],
+            b"",
+        );
+        assert_eq!(
+            call.status,
+            200,
+            "a key acknowledged through one frontend: {}",
+            call.text()
+        );
+        let id = created.json()["id"].as_str().unwrap().to_string();
+        let revoked = call_url(
+            "DELETE",
+            &format!("{}/admin/v1/accounts/acme/keys/{id}", frontends[1].url),
+            &[("authorization", &bearer(&key))],
+            b"",
+        );
+        assert_eq!(revoked.status, 204);
+    }
+}
