@@ -103,13 +103,19 @@ fn sorted(mut v: Vec<Duration>) -> Vec<Duration> {
     v
 }
 
+/// etcd and `n` nodes of a cluster on it; the cluster's URL.
+pub(crate) fn start_cluster(stratus: &Path, n: usize) -> anyhow::Result<(Etcd, Vec<Server>, String)> {
+    let etcd = Etcd::start()?;
+    let url = format!("etcd://{}/bench", etcd.endpoint);
+    let nodes = (0..n)
+        .map(|i| Server::start(stratus, &["--cluster", &url, "--node-id", &format!("n{i}")]))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((etcd, nodes, url))
+}
+
 impl ClusterBench {
     pub fn run(&self, stratus: &Path, hello: &Path, counter: &Path) -> anyhow::Result<String> {
-        let etcd = Etcd::start()?;
-        let url = format!("etcd://{}/bench", etcd.endpoint);
-        let nodes: Vec<Server> = (0..3)
-            .map(|i| Server::start(stratus, &["--cluster", &url, "--node-id", &format!("n{i}")]))
-            .collect::<anyhow::Result<_>>()?;
+        let (etcd, nodes, _) = start_cluster(stratus, 3)?;
         let standalone = Server::start(stratus, &[])?;
         let (a, others) = (&nodes[0], &nodes[1..]);
         let key = a.setup("acme", "hello", hello, json!({}))?;

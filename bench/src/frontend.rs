@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::cluster::Etcd;
 use crate::server::{Server, provenance};
 
 /// Options of the frontend benchmark.
@@ -67,11 +66,7 @@ fn sum(nodes: &[Server], metric: &str) -> anyhow::Result<f64> {
 
 impl FrontendBench {
     pub fn run(&self, stratus: &Path, hello: &Path, counter: &Path) -> anyhow::Result<String> {
-        let etcd = Etcd::start()?;
-        let url = format!("etcd://{}/bench", etcd.endpoint);
-        let nodes: Vec<Server> = (0..3)
-            .map(|i| Server::start(stratus, &["--cluster", &url, "--node-id", &format!("n{i}")]))
-            .collect::<anyhow::Result<_>>()?;
+        let (etcd, nodes, url) = crate::cluster::start_cluster(stratus, 3)?;
         let key = nodes[0].setup("acme", "hello", hello, json!({}))?;
         nodes[0].deploy(
             &key,

@@ -2,13 +2,45 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::{Cluster, Etcd, FrontendProcess, within_5s};
 use crate::harness::{COUNTER_COMPONENT, HELLO_COMPONENT, bearer, call_url};
+
+/// Calls `counter` through `frontend` as thread `t` (its own 30 sub-tenants)
+/// until `stop`, counting the calls and recording each failure.
+fn call_loop(
+    frontend: &FrontendProcess,
+    key: &str,
+    t: usize,
+    stop: &AtomicBool,
+    failures: &Mutex<Vec<(Instant, String)>>,
+    calls: &AtomicUsize,
+) {
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let reply = call_url(
+            "POST",
+            &format!("{}/fn/acme/counter/", frontend.url),
+            &[
+                ("authorization", &bearer(key)),
+                ("x-stratus-sub-tenant", &format!("t{t}-{}", i % 30)),
+            ],
+            b"",
+        );
+        calls.fetch_add(1, Ordering::Relaxed);
+        if reply.status != 200 {
+            failures
+                .lock()
+                .unwrap()
+                .push((Instant::now(), format!("{} {}", reply.status, reply.text())));
+        }
+    }
+}
 
 fn counter_cluster(nodes: usize) -> (Cluster, String) {
     let cluster = Cluster::start(nodes);
@@ -96,28 +128,12 @@ fn a_node_killed_under_load_fails_only_its_calls_in_flight_and_is_avoided_within
     let concurrency = 6;
     let stop = AtomicBool::new(false);
     let killed_at: Mutex<Option<Instant>> = Mutex::new(None);
-    let failures: Mutex<Vec<(Instant, u16)>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<(Instant, String)>> = Mutex::new(Vec::new());
+    let calls = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for t in 0..concurrency {
-            let (stop, failures, key, frontend) = (&stop, &failures, &key, &frontend);
-            scope.spawn(move || {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let reply = call_url(
-                        "POST",
-                        &format!("{}/fn/acme/counter/", frontend.url),
-                        &[
-                            ("authorization", &bearer(key)),
-                            ("x-stratus-sub-tenant", &format!("t{t}-{}", i % 40)),
-                        ],
-                        b"",
-                    );
-                    if reply.status != 200 {
-                        failures.lock().unwrap().push((Instant::now(), reply.status));
-                    }
-                }
-            });
+            let (stop, failures, calls, key, frontend) = (&stop, &failures, &calls, &key, &frontend);
+            scope.spawn(move || call_loop(frontend, key, t, stop, failures, calls));
         }
         std::thread::sleep(Duration::from_millis(1500));
         *killed_at.lock().unwrap() = Some(Instant::now());
@@ -189,33 +205,12 @@ fn a_node_stopped_with_sigterm_under_load_fails_no_call() {
     within_5s("the frontend sees the 3 nodes", || frontend.sees(3).then_some(()));
     let stopping = cluster.nodes.remove(2);
     let stop = AtomicBool::new(false);
-    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let failures: Mutex<Vec<(Instant, String)>> = Mutex::new(Vec::new());
+    let calls = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for t in 0..4 {
             let (stop, failures, calls, key, frontend) = (&stop, &failures, &calls, &key, &frontend);
-            scope.spawn(move || {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let reply = call_url(
-                        "POST",
-                        &format!("{}/fn/acme/counter/", frontend.url),
-                        &[
-                            ("authorization", &bearer(key)),
-                            ("x-stratus-sub-tenant", &format!("t{t}-{}", i % 30)),
-                        ],
-                        b"",
-                    );
-                    calls.fetch_add(1, Ordering::Relaxed);
-                    if reply.status != 200 {
-                        failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("{} {}", reply.status, reply.text()));
-                    }
-                }
-            });
+            scope.spawn(move || call_loop(frontend, key, t, stop, failures, calls));
         }
         std::thread::sleep(Duration::from_millis(1000));
         stopping.terminate();
@@ -223,7 +218,7 @@ fn a_node_stopped_with_sigterm_under_load_fails_no_call() {
         stop.store(true, Ordering::Relaxed);
     });
     assert!(calls.into_inner() > 100);
-    assert_eq!(failures.into_inner().unwrap(), Vec::<String>::new());
+    assert_eq!(failures.into_inner().unwrap(), Vec::<(Instant, String)>::new());
 }
 
 #[test]
