@@ -113,3 +113,56 @@ impl<G: Unpin> Body for Tracked<G> {
         self.body.size_hint()
     }
 }
+
+/// Removes the headers that concern one connection only (RFC 9110 §7.6.1):
+/// those `Connection` names, and the standard hop-by-hop ones. What is left
+/// is end to end, and passes through; each hop frames its own body.
+pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        http::header::CONNECTION,
+        http::header::TE,
+        http::header::TRAILER,
+        http::header::TRANSFER_ENCODING,
+        http::header::UPGRADE,
+        http::header::PROXY_AUTHORIZATION,
+        http::header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("authorization", "Bearer k"),
+            ("x-stratus-sub-tenant", "alice"),
+        ] {
+            headers.append(name, value.parse().unwrap_or_else(|e| panic!("{e}")));
+        }
+        super::strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(http::HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "x-stratus-sub-tenant"]);
+    }
+}

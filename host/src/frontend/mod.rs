@@ -344,12 +344,14 @@ impl Frontend {
             *request.method_mut() = parts.method.clone();
             *request.uri_mut() = uri;
             *request.headers_mut() = parts.headers.clone();
+            forward::strip_hop_by_hop(request.headers_mut());
             let label = NodeLabel { node: node.clone() };
             let guard = self.enter(&node);
             match self.http.request(request).await {
                 Ok(answer) => {
                     self.metrics.routed.get_or_create(&label).inc();
                     let (mut head, body) = answer.into_parts();
+                    forward::strip_hop_by_hop(&mut head.headers);
                     if let Ok(value) = http::HeaderValue::from_str(&node) {
                         head.headers.insert("x-stratus-node", value);
                     }

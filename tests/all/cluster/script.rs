@@ -28,7 +28,10 @@ fn the_local_cluster_script_starts_three_nodes_that_answer_and_stops_on_ctrl_c()
     struct Interrupt(u32);
     impl Drop for Interrupt {
         fn drop(&mut self) {
-            let _ = Command::new("kill").args(["-INT", &self.0.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &self.0.to_string()])
+                .stderr(Stdio::null())
+                .status();
         }
     }
     let _interrupt = Interrupt(child.id());
