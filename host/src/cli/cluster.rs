@@ -12,8 +12,9 @@ use super::output::done;
 /// How to reach a cluster's etcd.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EtcdArgs {
-    /// Run as a node of a cluster on etcd: `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`
-    /// (prefix `/stratus` by default). DATA then holds only this node's caches.
+    /// The cluster's etcd: `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` (prefix
+    /// `/stratus` by default). With `serve`, this host is one of its nodes,
+    /// and DATA holds only the node's caches.
     #[arg(long, env = "STRATUS_CLUSTER", value_name = "URL")]
     pub cluster: Option<String>,
     /// CA certificate (PEM) to verify etcd's with; turns on TLS.

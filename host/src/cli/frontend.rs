@@ -11,7 +11,7 @@ pub struct Frontend {
     #[command(flatten)]
     etcd: super::cluster::EtcdArgs,
     /// Address to serve calls and the admin API on (forwarded to the nodes).
-    #[arg(long, env = "STRATUS_FRONTEND_LISTEN", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "STRATUS_FRONTEND_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Distinct nodes in each group's arc: a group's calls spread over at
     /// most this many nodes.
@@ -24,6 +24,11 @@ pub struct Frontend {
     /// Points per node on the ring.
     #[arg(long, env = "STRATUS_VNODES", default_value_t = 128)]
     vnodes: usize,
+    /// How long a node may take to start answering a call it was sent
+    /// before the client gets 504 and the node is marked down; keep it above
+    /// the nodes' longest function timeout (15 min by default), e.g. `16m`.
+    #[arg(long, env = "STRATUS_NODE_TIMEOUT", default_value = "16m", value_parser = humantime::parse_duration)]
+    node_timeout: std::time::Duration,
     /// How long a client may take to send its request headers, e.g. `10s`.
     #[arg(long, env = "STRATUS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     header_read_timeout: std::time::Duration,
@@ -49,6 +54,7 @@ impl Frontend {
             load_factor: self.load_factor,
             vnodes: self.vnodes,
             header_read_timeout: self.header_read_timeout,
+            node_timeout: self.node_timeout,
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(self.listen)

@@ -143,8 +143,25 @@ pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// Removes the headers nodes use between themselves, which a client must
+/// not set (they would, say, make a log read answer for one node only).
+pub fn strip_internal(headers: &mut http::HeaderMap) {
+    headers.remove("x-stratus-logs-local");
+    headers.remove("x-stratus-introspection-forwarded");
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn internal_headers_are_not_forwarded() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-stratus-logs-local", http::HeaderValue::from_static("1"));
+        headers.insert("x-stratus-introspection-forwarded", http::HeaderValue::from_static("1"));
+        headers.insert("x-stratus-sub-tenant", http::HeaderValue::from_static("a"));
+        super::strip_internal(&mut headers);
+        assert_eq!(headers.len(), 1);
+    }
+
     #[test]
     fn hop_by_hop_headers_stay_behind() {
         let mut headers = http::HeaderMap::new();

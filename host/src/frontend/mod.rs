@@ -51,6 +51,8 @@ pub struct FrontendConfig {
     pub vnodes: usize,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// How long a node may take to start answering a call it was sent.
+    pub node_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -328,6 +330,16 @@ impl Frontend {
 
     /// Sends `req` to the first of its candidates that takes the connection.
     async fn forward(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        // Only `/path` targets are forwarded: `*`, or an absolute or
+        // authority form, has no meaning for a node (and must never make a
+        // node look down).
+        if !req.uri().path().starts_with('/') || req.uri().authority().is_some() {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the frontend forwards requests for a /path only",
+            );
+        }
         let route = route::of(req.uri().path(), req.headers(), self.base_domain.as_deref());
         let candidates = self.candidates(&route);
         let (parts, body) = req.into_parts();
@@ -345,9 +357,27 @@ impl Frontend {
             *request.uri_mut() = uri;
             *request.headers_mut() = parts.headers.clone();
             forward::strip_hop_by_hop(request.headers_mut());
+            forward::strip_internal(request.headers_mut());
             let label = NodeLabel { node: node.clone() };
             let guard = self.enter(&node);
-            match self.http.request(request).await {
+            let answer = match tokio::time::timeout(self.config.node_timeout, self.http.request(request)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    // Sent, and never answered: not sent again.
+                    self.metrics.failed.get_or_create(&label).inc();
+                    tracing::warn!(node, "a node did not answer a call in time: marked down");
+                    self.mark_down(&node);
+                    return json_error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "timeout",
+                        &format!(
+                            "node {node} did not answer within {} s; the call was not sent again",
+                            self.config.node_timeout.as_secs()
+                        ),
+                    );
+                }
+            };
+            match answer {
                 Ok(answer) => {
                     self.metrics.routed.get_or_create(&label).inc();
                     let (mut head, body) = answer.into_parts();

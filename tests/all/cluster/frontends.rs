@@ -272,3 +272,26 @@ fn a_key_created_through_one_frontend_calls_at_once_through_the_other() {
         assert_eq!(revoked.status, 204);
     }
 }
+
+#[test]
+fn a_request_the_frontend_cannot_forward_is_refused_there_and_marks_no_node_down() {
+    use std::io::{Read as _, Write as _};
+    let cluster = Cluster::start(2);
+    let frontend = FrontendProcess::start(&cluster.url, &[]);
+    within_5s("the frontend sees the nodes", || frontend.sees(2).then_some(()));
+    let authority = frontend.url.strip_prefix("http://").unwrap().to_string();
+    for target in ["*", "http://elsewhere/fn/acme/hello/"] {
+        let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+        write!(
+            stream,
+            "OPTIONS {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+    }
+    assert!(frontend.sees(2), "no node was marked down");
+    let metrics = call_url("GET", &format!("{}/metrics", frontend.url), &[], b"").text();
+    assert!(!metrics.contains("stratus_frontend_skipped_total{"), "{metrics}");
+}
