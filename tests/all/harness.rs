@@ -107,20 +107,19 @@ impl Server {
     }
 
     fn spawn_as(data: &Path, args: &[&str], operator: &str) -> Self {
-        Self::spawn_full(data, args, Some(operator), true, &[], &[])
+        Self::spawn_full(data, args, Some(operator), true, &[])
     }
 
     /// A cluster node: its code cache is its own (the cluster shares
     /// compiled code through etcd), and `operator` may be left to the
-    /// cluster to generate. `wrap` runs it under another program (e.g.
-    /// `faketime -f +0.5s`).
-    pub fn spawn_node(data: &Path, args: &[&str], operator: Option<&str>, wrap: &[&str]) -> Self {
-        Self::spawn_full(data, args, operator, false, wrap, &[])
+    /// cluster to generate.
+    pub fn spawn_node(data: &Path, args: &[&str], operator: Option<&str>) -> Self {
+        Self::spawn_full(data, args, operator, false, &[])
     }
 
     /// A cluster node with extra environment variables.
     pub fn spawn_node_with_env(data: &Path, args: &[&str], operator: &str, env: &[(&str, &str)]) -> Self {
-        Self::spawn_full(data, args, Some(operator), false, &[], env)
+        Self::spawn_full(data, args, Some(operator), false, env)
     }
 
     fn spawn_full(
@@ -128,7 +127,6 @@ impl Server {
         args: &[&str],
         operator: Option<&str>,
         shared_cache: bool,
-        wrap: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
         std::fs::create_dir_all(data).unwrap();
@@ -139,14 +137,7 @@ impl Server {
                 .unwrap()
                 .as_nanos()
         ));
-        let mut command = match wrap.split_first() {
-            Some((program, wrap_args)) => {
-                let mut command = Command::new(program);
-                command.args(wrap_args).arg(stratus_bin());
-                command
-            }
-            None => Command::new(stratus_bin()),
-        };
+        let mut command = Command::new(stratus_bin());
         command.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data);
         if shared_cache {
             command.arg("--code-cache").arg(shared_code_cache());

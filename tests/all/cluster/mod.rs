@@ -207,14 +207,9 @@ impl Cluster {
 
     /// Starts node `id` with a data directory of its own.
     pub fn spawn_as(&self, id: &str, args: &[&str], operator: Option<&str>) -> Server {
-        self.spawn_wrapped(id, args, operator, &[])
-    }
-
-    /// Starts node `id` under `wrap` (e.g. `faketime`).
-    pub fn spawn_wrapped(&self, id: &str, args: &[&str], operator: Option<&str>, wrap: &[&str]) -> Server {
         let mut all = vec!["--cluster", &self.url, "--node-id", id];
         all.extend_from_slice(args);
-        Server::spawn_node(&self.data_of(id), &all, operator, wrap)
+        Server::spawn_node(&self.data_of(id), &all, operator)
     }
 
     /// Where node `id` keeps its caches.
