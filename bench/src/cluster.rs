@@ -304,24 +304,7 @@ impl ClusterBench {
     }
 
     fn wrk(&self, url: &str, auth: &str) -> anyhow::Result<crate::throughput::Trial> {
-        let output = Command::new("wrk")
-            .args([
-                "-t2",
-                &format!("-c{}", self.connections),
-                &format!("-d{}s", self.duration),
-                "--latency",
-            ])
-            .args(["-H", &format!("Authorization: {auth}")])
-            .arg(url)
-            .output()?;
-        let trial = crate::throughput::parse_wrk(&String::from_utf8_lossy(&output.stdout))?;
-        anyhow::ensure!(
-            trial.non_2xx == 0 && trial.socket_errors == 0,
-            "wrk saw {} non-2xx answers and {} socket errors against {url}",
-            trial.non_2xx,
-            trial.socket_errors
-        );
-        Ok(trial)
+        crate::throughput::wrk_run(2, self.connections, self.duration, url, auth)
     }
 }
 

@@ -199,16 +199,6 @@ impl FrontendBench {
     }
 
     fn wrk(&self, url: &str, auth: &str) -> anyhow::Result<crate::throughput::Trial> {
-        let output = Command::new("wrk")
-            .args(["-t1", "-c1", &format!("-d{}s", self.duration), "--latency"])
-            .args(["-H", &format!("Authorization: {auth}")])
-            .arg(url)
-            .output()?;
-        let trial = crate::throughput::parse_wrk(&String::from_utf8_lossy(&output.stdout))?;
-        anyhow::ensure!(
-            trial.non_2xx == 0 && trial.socket_errors == 0,
-            "wrk saw errors against {url}"
-        );
-        Ok(trial)
+        crate::throughput::wrk_run(1, 1, self.duration, url, auth)
     }
 }

@@ -275,6 +275,30 @@ struct IdleFigures {
     stopped: Option<(usize, String)>,
 }
 
+/// One wrk run of `seconds` against `url` with `Authorization: {auth}`, on
+/// `threads` threads and `connections` connections; refused if wrk saw any
+/// error answer or socket error.
+pub(crate) fn wrk_run(threads: u32, connections: u32, seconds: u64, url: &str, auth: &str) -> anyhow::Result<Trial> {
+    let output = Command::new("wrk")
+        .args([
+            &format!("-t{threads}"),
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+        ])
+        .args(["-H", &format!("Authorization: {auth}")])
+        .arg(url)
+        .output()?;
+    let trial = parse_wrk(&String::from_utf8_lossy(&output.stdout))?;
+    anyhow::ensure!(
+        trial.non_2xx == 0 && trial.socket_errors == 0,
+        "wrk saw {} non-2xx answers and {} socket errors against {url}",
+        trial.non_2xx,
+        trial.socket_errors
+    );
+    Ok(trial)
+}
+
 /// A wrk duration such as `452.00us`, `1.07ms`, `2.00s` or `1.50m`, in ms.
 fn wrk_ms(text: &str) -> anyhow::Result<f64> {
     let split = text

@@ -224,13 +224,7 @@ impl KvBackend for EtcdKv {
         value: Option<Vec<u8>>,
     ) -> Result<bool, KvError> {
         let (old, _) = self
-            .write(ns, key, |old| {
-                Ok(if old == expected.as_deref() {
-                    value.clone()
-                } else {
-                    old.map(<[u8]>::to_vec)
-                })
-            })
+            .write(ns, key, |old| Ok(super::swap_if(old, expected.as_deref(), &value)))
             .await?;
         Ok(old == expected)
     }

@@ -200,6 +200,16 @@ pub(crate) fn check_key(limits: &KvLimits, key: &str) -> Result<(), KvError> {
     Ok(())
 }
 
+/// What compare-and-set leaves at a key holding `old`: `value` if `old`
+/// is `expected`, else `old` unchanged.
+pub(crate) fn swap_if(old: Option<&[u8]>, expected: Option<&[u8]>, value: &Option<Vec<u8>>) -> Option<Vec<u8>> {
+    if old == expected {
+        value.clone()
+    } else {
+        old.map(<[u8]>::to_vec)
+    }
+}
+
 /// The value `increment` by `delta` writes over `old`.
 pub(crate) fn incremented(key: &str, old: Option<&[u8]>, delta: i64) -> Result<Option<Vec<u8>>, KvError> {
     let current = match old {
@@ -442,13 +452,7 @@ impl KvBackend for Kv {
         expected: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
     ) -> Result<bool, KvError> {
-        let (old, _) = self.write(ns, key, |old| {
-            Ok(if old == expected.as_deref() {
-                value.clone()
-            } else {
-                old.map(<[u8]>::to_vec)
-            })
-        })?;
+        let (old, _) = self.write(ns, key, |old| Ok(swap_if(old, expected.as_deref(), &value)))?;
         let swapped = old == expected;
         if swapped {
             self.flush().await?;
