@@ -305,16 +305,18 @@ impl Frontend {
                 {
                     return vec![node.clone()];
                 }
-                let arc = ring.arc(key, self.config.arc_size);
+                // Every node in ring order from the key: the arc is its first
+                // `arc_size`, the rest are where the call goes if those fail.
+                let all = ring.arc(key, usize::MAX);
+                let arc = &all[..self.config.arc_size.min(all.len())];
                 let total = self.total_in_flight.load(Ordering::Acquire);
-                let chosen = ring::choose(&arc, |node| self.count(node), total, self.config.load_factor);
+                let chosen = ring::choose(arc, |node| self.count(node), total, self.config.load_factor);
                 let mut order: Vec<String> = chosen.into_iter().map(str::to_string).collect();
-                // Then the rest of its arc, then every other node.
-                for node in arc.iter().chain(ring.arc(key, usize::MAX).iter()) {
-                    if !order.iter().any(|o| o == node) {
-                        order.push(node.to_string());
-                    }
-                }
+                order.extend(
+                    all.iter()
+                        .filter(|node| Some(**node) != chosen)
+                        .map(|node| node.to_string()),
+                );
                 order
             }
             route::Route::Any => {
