@@ -3,11 +3,17 @@
 # loopback, with `hello` deployed, until Ctrl-C. Run through `bash scripts/dev.sh cluster`,
 # which sets up and builds first.
 #   STRATUS=path/to/stratus  ETCD_PORT=2379  FIRST_PORT=8081  HELLO_WASM=path/to/hello.wasm
+# The ports default to ETCD_PORT and the next one for etcd, FIRST_PORT and
+# the next three for the nodes and the frontend; ETCD_PEER_PORT, NODE_PORTS
+# ("P1 P2 P3") and FRONTEND_PORT set them one by one.
 set -euo pipefail
 
 STRATUS="${STRATUS:?set STRATUS to the stratus binary}"
 ETCD_PORT="${ETCD_PORT:-2379}"
 FIRST_PORT="${FIRST_PORT:-8081}"
+ETCD_PEER_PORT="${ETCD_PEER_PORT:-$((ETCD_PORT + 1))}"
+read -r -a PORTS <<<"${NODE_PORTS:-$FIRST_PORT $((FIRST_PORT + 1)) $((FIRST_PORT + 2))}"
+FRONTEND_PORT="${FRONTEND_PORT:-$((FIRST_PORT + 3))}"
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/stratus-cluster.XXXXXX")"
 PIDS=()
 KEEP_LOGS=
@@ -20,41 +26,51 @@ stop() {
 trap stop EXIT
 trap 'exit 0' INT TERM
 
-wait_for() { # URL, what
+# Whether GET http://127.0.0.1:PORT/PATH answers 200. Bash's own /dev/tcp,
+# so the script needs no HTTP client installed.
+answers_200() { # PORT, PATH
+    local status
+    { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+    read -r -t 5 _ status _ <&3 || status=
+    exec 3<&-
+    [ "$status" = 200 ]
+}
+
+wait_for() { # PORT, PATH, what
     for _ in $(seq 1 300); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        answers_200 "$1" "$2" && return 0
         sleep 0.1
     done
     KEEP_LOGS=1
-    echo "error: $2 did not start within 30 s; the logs are in $DIR" >&2
+    echo "error: $3 did not start within 30 s; the logs are in $DIR" >&2
     exit 1
 }
 
 etcd --name local --data-dir "$DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-cluster "local=http://127.0.0.1:$((ETCD_PORT + 1))" >"$DIR/etcd.log" 2>&1 &
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT" >"$DIR/etcd.log" 2>&1 &
 PIDS+=($!)
-wait_for "http://127.0.0.1:$ETCD_PORT/health" "etcd (port $ETCD_PORT; set ETCD_PORT if it is taken)"
+wait_for "$ETCD_PORT" /health "etcd (port $ETCD_PORT; set ETCD_PORT if it is taken)"
 
 OPERATOR_KEY="op_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 URLS=()
 for i in 1 2 3; do
-    port=$((FIRST_PORT + i - 1))
+    port=${PORTS[$((i - 1))]}
     STRATUS_OPERATOR_KEY="$OPERATOR_KEY" "$STRATUS" serve --cluster "etcd://127.0.0.1:$ETCD_PORT/stratus" \
         --node-id "node$i" --listen "127.0.0.1:$port" --data "$DIR/node$i" >"$DIR/node$i.log" 2>&1 &
     PIDS+=($!)
     URLS+=("http://127.0.0.1:$port")
 done
-for url in "${URLS[@]}"; do wait_for "$url/readyz" "the node at $url"; done
+for port in "${PORTS[@]}"; do wait_for "$port" /readyz "the node on port $port"; done
 
-FRONTEND_PORT=$((FIRST_PORT + 3))
 FRONTEND="http://127.0.0.1:$FRONTEND_PORT"
 "$STRATUS" frontend --cluster "etcd://127.0.0.1:$ETCD_PORT/stratus" --listen "127.0.0.1:$FRONTEND_PORT" \
     >"$DIR/frontend.log" 2>&1 &
 PIDS+=($!)
-wait_for "$FRONTEND/readyz" "the frontend"
+wait_for "$FRONTEND_PORT" /readyz "the frontend"
 
 export STRATUS_URL="${URLS[0]}"
 ACCOUNT_KEY=$("$STRATUS" --key "$OPERATOR_KEY" --json account create acme |

@@ -452,7 +452,13 @@ fn exchange(
         builder = builder.header(*name, *value);
     }
     let request = builder.body(body.to_vec()).unwrap();
-    let response = agent.run(request)?;
+    let response = match agent.run(request.clone()) {
+        // A pooled connection the server closed for idleness just as it was
+        // reused: what any HTTP client does, ask again on a new one, when
+        // asking twice is harmless.
+        Err(ureq::Error::Io(e)) if matches!(method, "GET" | "HEAD") && stale(&e) => agent.run(request)?,
+        answer => answer?,
+    };
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -461,6 +467,14 @@ fn exchange(
         .collect();
     let body = response.into_body().with_config().limit(64 * 1024 * 1024).read_to_vec();
     Ok((status, headers, body))
+}
+
+fn stale(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
 }
 
 /// Sends a request to any URL (e.g. from an upstream's own thread).

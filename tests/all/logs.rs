@@ -165,7 +165,7 @@ fn follow(server: &Server, key: &str, function: &str) -> (u16, BufReader<std::ne
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         stream,
-        "GET /admin/v1/accounts/acme/functions/{function}/logs?follow=true HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {key}\r\n\r\n"
+        "GET /admin/v1/accounts/acme/functions/{function}/logs?follow=true HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n"
     )
     .unwrap();
     let mut reader = BufReader::new(stream);

@@ -11,17 +11,21 @@ use crate::harness::{HELLO_COMPONENT, call_url, stratus_bin};
 #[test]
 fn the_local_cluster_script_starts_three_nodes_that_answer_and_stops_on_ctrl_c() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    // Ports below the kernel's ephemeral range (32768 and up), where the
-    // other tests' ports come from: etcd (2), 3 nodes, a frontend.
-    let base = 20_000 + (std::process::id() % 2_000) as u16 * 6;
+    // Free ports from the kernel, as the other tests' etcd gets them: etcd
+    // (2), 3 nodes, a frontend.
+    let ports: Vec<u16> = (0..6).map(|_| super::free_port()).collect();
+    // What the script says on stderr, shown when it stops before its summary.
+    let errors = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new("bash")
         .arg(format!("{root}/scripts/cluster.sh"))
         .env("STRATUS", stratus_bin())
         .env("HELLO_WASM", HELLO_COMPONENT)
-        .env("ETCD_PORT", base.to_string())
-        .env("FIRST_PORT", (base + 2).to_string())
+        .env("ETCD_PORT", ports[0].to_string())
+        .env("ETCD_PEER_PORT", ports[1].to_string())
+        .env("NODE_PORTS", format!("{} {} {}", ports[2], ports[3], ports[4]))
+        .env("FRONTEND_PORT", ports[5].to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(errors.reopen().unwrap()))
         .spawn()
         .unwrap();
     // A failing assertion still stops the script and all it started.
@@ -48,7 +52,12 @@ fn the_local_cluster_script_starts_three_nodes_that_answer_and_stops_on_ctrl_c()
     }
     std::thread::spawn(move || for _ in lines {});
     let curls: Vec<&String> = said.iter().filter(|l| l.trim_start().starts_with("curl ")).collect();
-    assert_eq!(curls.len(), 4, "three nodes and the frontend: {said:#?}");
+    assert_eq!(
+        curls.len(),
+        4,
+        "three nodes and the frontend: {said:#?}\nstderr: {}",
+        std::fs::read_to_string(errors.path()).unwrap_or_default()
+    );
     for curl in curls {
         // curl [-i] -H 'Authorization: Bearer KEY' [-H 'x-stratus-sub-tenant: S'] URL
         let key = curl.split("Bearer ").nth(1).unwrap().split('\'').next().unwrap();
@@ -75,7 +84,10 @@ fn the_local_cluster_script_starts_three_nodes_that_answer_and_stops_on_ctrl_c()
     let out = Command::new("sh").arg("-c").arg(status.trim()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).matches("node").count(),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("node"))
+            .count(),
         3,
         "{}",
         String::from_utf8_lossy(&out.stdout)
@@ -97,7 +109,7 @@ fn the_local_cluster_script_starts_three_nodes_that_answer_and_stops_on_ctrl_c()
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", base + 2)).is_err(),
+        std::net::TcpStream::connect(("127.0.0.1", ports[2])).is_err(),
         "a node outlived the script"
     );
 }
