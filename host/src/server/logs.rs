@@ -55,6 +55,11 @@ pub struct LogEntry {
     pub stream: Stream,
     /// The line, without its newline.
     pub line: String,
+    /// When the invocation started: the log is kept in this order, since
+    /// invocations are recorded as they end and a later call can end (and
+    /// be recorded) first.
+    #[serde(skip)]
+    pub started: std::time::Instant,
 }
 
 impl LogEntry {
@@ -171,9 +176,12 @@ impl Logs {
         let key = (template.owner_id.clone(), template.function.clone());
         let mut functions = lock(&self.functions);
         let log = functions.entry(key.clone()).or_default();
-        for entry in &lines {
+        // Almost always at the end; after the invocations that started
+        // before this one otherwise.
+        let at = log.entries.partition_point(|e| e.started <= template.started);
+        for (i, entry) in lines.iter().enumerate() {
             log.bytes += entry.cost();
-            log.entries.push_back(entry.clone());
+            log.entries.insert(at + i, entry.clone());
         }
         while log.bytes > self.limit {
             let Some(oldest) = log.entries.pop_front() else { break };

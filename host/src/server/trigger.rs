@@ -397,6 +397,7 @@ fn log_entry(
         duration_ms: started.elapsed().as_millis() as u64,
         stream: crate::runtime::output::Stream::Stratus,
         line: String::new(),
+        started,
     }
 }
 
