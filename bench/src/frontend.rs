@@ -1,6 +1,8 @@
 //! Frontend: what the hop through `stratus frontend` costs, against calling
-//! the node it picks directly; and the warm-hit rate of a multi-tenant
-//! function under the ring, against random placement over the same nodes.
+//! the node it picks directly; the warm-hit rate of a multi-tenant function
+//! under the ring, against random placement over the same nodes; the cold
+//! starts a reservation's removal causes, graceful against an immediate
+//! rehash; and how long calls fail after a node is killed.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -24,6 +26,12 @@ pub struct FrontendBench {
     /// Calls per sub-tenant after its first.
     #[arg(long, default_value_t = 5)]
     calls: usize,
+    /// Partitions (and reserved environments) of the reduction comparison.
+    #[arg(long, default_value_t = 32)]
+    reduced: u32,
+    /// Client threads of the failover measurement.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
 }
 
 struct Frontend {
@@ -39,10 +47,11 @@ impl Drop for Frontend {
 }
 
 impl Frontend {
-    fn start(stratus: &Path, cluster: &str) -> anyhow::Result<Self> {
+    fn start(stratus: &Path, cluster: &str, args: &[&str]) -> anyhow::Result<Self> {
         use std::io::BufRead as _;
         let mut child = Command::new(stratus)
             .args(["frontend", "--cluster", cluster, "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -75,7 +84,7 @@ impl FrontendBench {
             counter,
             json!({ "tenancy": "multi", "reuse": "warm" }),
         )?;
-        let frontend = Frontend::start(stratus, &url)?;
+        let frontend = Frontend::start(stratus, &url, &[])?;
         let auth = format!("Bearer {key}");
         let agent = &nodes[0].agent;
         let started = Instant::now();
@@ -163,6 +172,16 @@ impl FrontendBench {
             &|_, _| nodes[(random.borrow_mut())() as usize % nodes.len()].url.clone(),
             "random-",
         )?;
+        // A reservation removed under steady load: cold starts of the next
+        // 10 s, with each partition kept on its warm node, and rehashed at once.
+        let rehashing = Frontend::start(stratus, &url, &["--rehash-at-once"])?;
+        let immediate = self.reduction(&nodes, &key, counter, &rehashing.url, "rehashed")?;
+        let graceful = self.reduction(&nodes, &key, counter, &frontend.url, "kept")?;
+        drop(rehashing);
+
+        // Failover: kill -9 one node under load through the frontend.
+        let mut nodes = nodes;
+        let (to_last_failure, failed, calls) = self.failover(&mut nodes, &key, &frontend.url)?;
         drop(frontend);
         drop(nodes);
         drop(etcd);
@@ -195,7 +214,132 @@ impl FrontendBench {
             random_hits * 100.0,
             random_colds * 100.0
         ));
+        out.push_str(&format!(
+            "| cold starts in the 10 s after a reservation of {n} environments of a `--reuse warm` function is deleted, {n} partitions called steadily | graceful: {graceful} | immediate rehash (`--rehash-at-once`): {immediate} | graceful ≤ ¼ of immediate |\n",
+            n = self.reduced
+        ));
+        out.push_str(&format!(
+            "| failover: from kill -9 of one of 3 nodes to the last failed call ({} clients through the frontend) | {:.0} ms, {failed} of {calls} calls failed | the membership lease: 5000 ms | — |\n",
+            self.clients,
+            to_last_failure.as_secs_f64() * 1000.0
+        ));
         Ok(out)
+    }
+
+    /// Reserves `reduced` environments of a new `--reuse warm` function,
+    /// calls as many partitions steadily through `frontend`, deletes the
+    /// reservation; the cold starts of the next 10 s.
+    fn reduction(
+        &self,
+        nodes: &[Server],
+        key: &str,
+        counter: &Path,
+        frontend: &str,
+        function: &str,
+    ) -> anyhow::Result<f64> {
+        nodes[0].deploy(
+            key,
+            "acme",
+            function,
+            counter,
+            json!({ "tenancy": "multi", "reuse": "warm" }),
+        )?;
+        let n = self.reduced;
+        nodes[0].admin(
+            key,
+            "PUT",
+            &format!("/accounts/acme/functions/{function}/reservations/latest"),
+            Some(json!({ "min": n, "target": n })),
+        )?;
+        let started = Instant::now();
+        while sum(nodes, "stratus_reserved_instances")? < f64::from(n) {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(20),
+                "the reservation was never kept"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let agent = nodes[0].agent.clone();
+        std::thread::scope(|s| {
+            let load = s.spawn(|| -> anyhow::Result<()> {
+                for sub in (0..n).cycle() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let request = http::Request::post(format!("{frontend}/fn/acme/{function}/"))
+                        .header("authorization", format!("Bearer {key}"))
+                        .header("x-stratus-sub-tenant", format!("{function}-{sub}"))
+                        .body(Vec::new())?;
+                    let mut response = agent.run(request)?;
+                    let _ = response.body_mut().read_to_vec()?;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(())
+            });
+            std::thread::sleep(Duration::from_secs(3));
+            let before = sum(nodes, "stratus_cold_starts_total")?;
+            nodes[0].admin(
+                key,
+                "DELETE",
+                &format!("/accounts/acme/functions/{function}/reservations/latest"),
+                None,
+            )?;
+            std::thread::sleep(Duration::from_secs(10));
+            let cold = sum(nodes, "stratus_cold_starts_total")? - before;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            load.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+            Ok(cold)
+        })
+    }
+
+    /// Kills one node under load; the time from the kill to the last failed
+    /// call, the failed calls and all calls.
+    fn failover(&self, nodes: &mut [Server], key: &str, frontend: &str) -> anyhow::Result<(Duration, usize, usize)> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = AtomicBool::new(false);
+        let calls = AtomicUsize::new(0);
+        let failures = std::sync::Mutex::new(Vec::<Instant>::new());
+        let agent = nodes[0].agent.clone();
+        let killed_at = std::thread::scope(|s| -> anyhow::Result<Instant> {
+            for t in 0..self.clients {
+                let (stop, calls, failures, agent) = (&stop, &calls, &failures, &agent);
+                s.spawn(move || {
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let request = http::Request::post(format!("{frontend}/fn/acme/counter/"))
+                            .header("authorization", format!("Bearer {key}"))
+                            .header("x-stratus-sub-tenant", format!("f{t}-{}", i % 50))
+                            .body(Vec::new());
+                        let ok = request
+                            .ok()
+                            .and_then(|r| agent.run(r).ok())
+                            .is_some_and(|mut r| r.status() == 200 && r.body_mut().read_to_vec().is_ok());
+                        calls.fetch_add(1, Ordering::Relaxed);
+                        if !ok {
+                            failures
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .push(Instant::now());
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_secs(3));
+            let killed_at = Instant::now();
+            nodes[2].kill()?;
+            std::thread::sleep(Duration::from_secs(7));
+            stop.store(true, Ordering::Relaxed);
+            Ok(killed_at)
+        })?;
+        let failures = failures.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = failures
+            .iter()
+            .filter(|at| **at >= killed_at)
+            .max()
+            .map_or(Duration::ZERO, |at| at.duration_since(killed_at));
+        Ok((last, failures.len(), calls.into_inner()))
     }
 
     fn wrk(&self, url: &str, auth: &str) -> anyhow::Result<crate::throughput::Trial> {

@@ -35,6 +35,7 @@ pub(crate) mod tenancy;
 /// helper: nothing else of the crate is public, so the compiler finds what
 /// nothing uses.
 pub mod bench {
+    pub use crate::cluster::ring::{Ring, VNODES};
     pub use crate::credentials::tokens::Tokens;
     pub use crate::registry::functions::VersionBounds;
     pub use crate::registry::records::{Reuse, Tenancy, VersionConfig, VersionState};

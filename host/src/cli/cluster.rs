@@ -50,6 +50,7 @@ impl EtcdArgs {
             key: self.cluster_key.clone(),
             user: self.cluster_user.clone(),
             password: std::env::var("STRATUS_CLUSTER_PASSWORD").ok(),
+            arc_size: crate::cluster::DEFAULT_ARC_SIZE,
         })
     }
 }
@@ -130,8 +131,8 @@ fn table(value: &serde_json::Value) -> String {
         format!("etcd: UNREACHABLE ({})\n", etcd["error"].as_str().unwrap_or("?"))
     };
     out.push_str(&format!(
-        "{:<20} {:<32} {:>10} {:>8} {:>8}\n",
-        "NODE", "URL", "REVISION", "BEHIND", "LAG"
+        "{:<20} {:<32} {:>10} {:>8} {:>8} {:>6}\n",
+        "NODE", "URL", "REVISION", "BEHIND", "LAG", "RING"
     ));
     for node in value["nodes"].as_array().into_iter().flatten() {
         let text = |v: &serde_json::Value| match v {
@@ -142,14 +143,57 @@ fn table(value: &serde_json::Value) -> String {
         let lag = node["lag_seconds"]
             .as_f64()
             .map_or_else(|| "unreachable".to_string(), |s| format!("{s:.2}s"));
+        let ring = node["ring_share"]
+            .as_f64()
+            .map_or_else(|| "-".to_string(), |s| format!("{:.0}%", s * 100.0));
         out.push_str(&format!(
-            "{:<20} {:<32} {:>10} {:>8} {:>8}\n",
+            "{:<20} {:<32} {:>10} {:>8} {:>8} {:>6}\n",
             text(&node["id"]),
             text(&node["advertise"]),
             text(&node["revision"]),
             text(&node["revisions_behind"]),
-            lag
+            lag,
+            ring
         ));
+    }
+    let placement = &value["placement"];
+    let placed = placement["reservations"].as_array().cloned().unwrap_or_default();
+    out.push_str(&format!(
+        "arcs of {} nodes; {} reservation{} placed",
+        value["arc_size"],
+        placed.len(),
+        if placed.len() == 1 { "" } else { "s" }
+    ));
+    if let Some(leader) = placement["leader"].as_str().filter(|l| !l.is_empty()) {
+        out.push_str(&format!(" by {leader}"));
+    }
+    out.push('\n');
+    for reservation in &placed {
+        let mut name = format!(
+            "{}/{}",
+            reservation["account"].as_str().unwrap_or("?"),
+            reservation["function"].as_str().unwrap_or("?")
+        );
+        if let Some(qualifier) = reservation["qualifier"].as_str() {
+            name.push_str(&format!(":{qualifier}"));
+        }
+        if let Some(sub) = reservation["sub_tenant"].as_str() {
+            name.push_str(&format!(" (sub-tenant {sub})"));
+        }
+        let shares: Vec<String> = reservation["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                format!(
+                    "{} min {} target {}",
+                    s["node"].as_str().unwrap_or("?"),
+                    s["min"],
+                    s["target"]
+                )
+            })
+            .collect();
+        out.push_str(&format!("  {name}: {}\n", shares.join(", ")));
     }
     if value["nodes_listed"] == "as last seen" {
         out.push_str("(etcd did not answer: the nodes as this node last saw them)\n");

@@ -14,16 +14,22 @@ pub struct Frontend {
     #[arg(long, env = "STRATUS_FRONTEND_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Distinct nodes in each group's arc: a group's calls spread over at
-    /// most this many nodes.
-    #[arg(long, env = "STRATUS_ARC_SIZE", default_value_t = 2)]
-    arc_size: usize,
+    /// most this many nodes (default: the cluster's `--arc-size`).
+    #[arg(long, env = "STRATUS_ARC_SIZE")]
+    arc_size: Option<usize>,
     /// Bounded-load factor: a node with more than this times its fair share
     /// of the calls in flight is skipped for the next node of the arc.
     #[arg(long, env = "STRATUS_LOAD_FACTOR", default_value_t = 1.25)]
     load_factor: f64,
     /// Points per node on the ring.
-    #[arg(long, env = "STRATUS_VNODES", default_value_t = 128)]
+    #[arg(long, env = "STRATUS_VNODES", default_value_t = crate::cluster::ring::VNODES)]
     vnodes: usize,
+    /// When a reservation shrinks or goes, send its calls where the ring
+    /// puts them at once. By default each partition stays on the node that
+    /// holds its warm environment until that expires, so a reduction causes
+    /// no burst of cold starts.
+    #[arg(long, env = "STRATUS_REHASH_AT_ONCE")]
+    rehash_at_once: bool,
     /// How long a node may take to start answering a call it was sent
     /// before the client gets 504 and the node is marked down; keep it above
     /// the nodes' longest function timeout (15 min by default), e.g. `16m`.
@@ -40,7 +46,7 @@ pub struct Frontend {
 impl Frontend {
     /// Runs until SIGTERM or Ctrl-C.
     pub async fn execute(self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.arc_size >= 1, "--arc-size must be at least 1");
+        anyhow::ensure!(self.arc_size != Some(0), "--arc-size must be at least 1");
         anyhow::ensure!(
             self.load_factor >= 1.0 && self.load_factor.is_finite(),
             "--load-factor must be at least 1"
@@ -55,6 +61,7 @@ impl Frontend {
             vnodes: self.vnodes,
             header_read_timeout: self.header_read_timeout,
             node_timeout: self.node_timeout,
+            rehash_at_once: self.rehash_at_once,
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(self.listen)

@@ -168,6 +168,11 @@ pub struct Serve {
     /// no account's storage limits may come near it.
     #[arg(long, env = "STRATUS_CLUSTER_STORE_BYTES", default_value_t = 2 << 30)]
     cluster_store_bytes: u64,
+    /// Distinct nodes in an arc (cluster): a reservation's environments are
+    /// split across this many nodes, and the frontends spread a group's
+    /// calls over as many.
+    #[arg(long, env = "STRATUS_ARC_SIZE", default_value_t = crate::cluster::DEFAULT_ARC_SIZE)]
+    arc_size: usize,
     /// How far apart the nodes' clocks may be: tokens' `nbf` and `iat` are
     /// allowed this much (never `exp`), e.g. `1s`.
     #[arg(long, env = "STRATUS_CLOCK_SKEW", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -382,7 +387,10 @@ impl Serve {
                 format!("http://{}", self.listen)
             }
         };
-        self.etcd.config(node_id, advertise).map(Some)
+        anyhow::ensure!(self.arc_size >= 1, "--arc-size must be at least 1");
+        let mut cluster = self.etcd.config(node_id, advertise)?;
+        cluster.arc_size = self.arc_size;
+        Ok(Some(cluster))
     }
 
     /// Runs until SIGTERM or Ctrl-C; with `--print-config`, prints the
@@ -488,6 +496,22 @@ pub async fn start(
         let membership = crate::cluster::members::join(&node.client, &cluster).await?;
         let _ = node.advertise.set(cluster.advertise.clone());
         let _ = node.membership.set(membership);
+        crate::cluster::placement::Leader {
+            client: node.client.clone(),
+            cluster: cluster.clone(),
+            registry: state.registry.clone(),
+            peers: node.peers.clone(),
+            view: node.placement.clone(),
+            arc_size: cluster.arc_size,
+            keep: config.runtime.warm.idle_ttl,
+        }
+        .spawn(std::sync::Arc::downgrade(&state), {
+            let state = std::sync::Arc::downgrade(&state);
+            move || {
+                let state = state.upgrade()?;
+                Some(state.cluster.as_ref()?.membership.get()?.lease())
+            }
+        });
         println!(
             "stratus node {} joined the cluster at {}",
             cluster.node_id,

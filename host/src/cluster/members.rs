@@ -35,6 +35,11 @@ pub struct Membership {
 }
 
 impl Membership {
+    /// The lease the entry is held with now (a new one after rejoining).
+    pub fn lease(&self) -> i64 {
+        self.lease.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Leaves the cluster now (stopping): the entry goes with its lease.
     pub async fn leave(&self, client: &Client) {
         self.renew.abort();

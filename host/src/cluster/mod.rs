@@ -17,6 +17,8 @@
 
 pub mod code;
 pub mod members;
+pub mod placement;
+pub mod ring;
 pub mod settings;
 
 use std::path::PathBuf;
@@ -34,6 +36,9 @@ pub const SCHEMA: u32 = 1;
 pub const DEFAULT_BLOB_BYTES_PER_ACCOUNT: u64 = 128 << 20;
 /// See [`DEFAULT_BLOB_BYTES_PER_ACCOUNT`].
 pub const DEFAULT_KV_BYTES_PER_ACCOUNT: u64 = 128 << 20;
+
+/// Distinct nodes in an arc unless `--arc-size` says otherwise.
+pub const DEFAULT_ARC_SIZE: usize = 2;
 
 /// Compiled code is a few times its component's size (3.3× for `hello`),
 /// and lives in etcd too: a component costs the store about this many times
@@ -79,6 +84,9 @@ pub struct ClusterConfig {
     pub user: Option<String>,
     /// The password of `user`.
     pub password: Option<String>,
+    /// Distinct nodes in an arc: a group's calls, and a reservation's
+    /// environments, spread over at most this many nodes.
+    pub arc_size: usize,
 }
 
 impl ClusterConfig {

@@ -117,9 +117,7 @@ pub fn compute<'a>(
             });
         }
     }
-    placed.sort_by(|a, b| {
-        (&a.account, &a.function, &a.qualifier).cmp(&(&b.account, &b.function, &b.qualifier))
-    });
+    placed.sort_by(Placed::order);
     Placement {
         leader: String::new(),
         keep_ms: keep.as_millis() as u64,
@@ -127,23 +125,31 @@ pub fn compute<'a>(
     }
 }
 
+impl Placed {
+    fn order(a: &Placed, b: &Placed) -> std::cmp::Ordering {
+        (&a.account, &a.function, &a.qualifier).cmp(&(&b.account, &b.function, &b.qualifier))
+    }
+}
+
 impl Placement {
-    /// The reservation of `account/function[:qualifier]`, if placed.
+    /// The reservation of `account/function[:qualifier]`, if placed (a
+    /// binary search: the reservations are kept in order, and a frontend
+    /// looks up every call).
     pub fn find(&self, account: &str, function: &str, qualifier: Option<&str>) -> Option<&Placed> {
-        self.reservations
-            .iter()
-            .find(|p| p.account == account && p.function == function && p.qualifier.as_deref() == qualifier)
+        let at = self
+            .reservations
+            .binary_search_by(|p| {
+                (p.account.as_str(), p.function.as_str(), p.qualifier.as_deref()).cmp(&(account, function, qualifier))
+            })
+            .ok()?;
+        self.reservations.get(at)
     }
 
     /// `node`'s (min, target) of that reservation; `None` when the node is
     /// not on its arc (or it is not placed yet).
     pub fn share(&self, node: &str, account: &str, function: &str, qualifier: Option<&str>) -> Option<(u32, u32)> {
         let placed = self.find(account, function, qualifier)?;
-        placed
-            .nodes
-            .iter()
-            .find(|s| s.node == node)
-            .map(|s| (s.min, s.target))
+        placed.nodes.iter().find(|s| s.node == node).map(|s| (s.min, s.target))
     }
 
     /// Whether the two place the same environments on the same nodes.
@@ -199,7 +205,9 @@ impl View {
             .clone()
     }
 
-    fn set(&self, placement: Placement) {
+    fn set(&self, mut placement: Placement) {
+        // In order whoever wrote it, so that lookups can search it.
+        placement.reservations.sort_by(Placed::order);
         let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if **current != placement {
             *current = Arc::new(placement);
@@ -230,11 +238,7 @@ impl Leader {
     /// `lease`, which changes when the node joins again); while it leads,
     /// writes the placement whenever the reservations or the nodes change.
     /// Ends when `alive` can no longer be upgraded.
-    pub fn spawn<T: Send + Sync + 'static>(
-        self,
-        alive: Weak<T>,
-        lease: impl Fn() -> Option<i64> + Send + 'static,
-    ) {
+    pub fn spawn<T: Send + Sync + 'static>(self, alive: Weak<T>, lease: impl Fn() -> Option<i64> + Send + 'static) {
         tokio::spawn(async move {
             let name = self.cluster.key(ELECTION);
             let mut election = self.client.election_client();
@@ -298,15 +302,14 @@ impl Leader {
                 CompareOp::Equal,
                 leader.rev(),
             )])
-            .and_then([TxnOp::put(
-                self.cluster.key(KEY),
-                serde_json::to_vec(&placement)?,
-                None,
-            )]);
+            .and_then([TxnOp::put(self.cluster.key(KEY), serde_json::to_vec(&placement)?, None)]);
         if !self.client.clone().txn(txn).await?.succeeded() {
             return Ok(false);
         }
-        tracing::info!(reservations = placement.reservations.len(), "placed the cluster's reservations");
+        tracing::info!(
+            reservations = placement.reservations.len(),
+            "placed the cluster's reservations"
+        );
         self.view.set(placement);
         Ok(true)
     }
@@ -337,13 +340,24 @@ mod tests {
         assert_eq!(split(1, 2), vec![1, 0]);
         assert_eq!(split(0, 3), vec![0, 0, 0]);
         let nodes: Vec<String> = (1..=3).map(|i| format!("node{i}")).collect();
-        let records = [record("big", 5, 8, None), record("one", 1, 1, None), record("sub", 2, 2, Some("alice"))];
+        let records = [
+            record("big", 5, 8, None),
+            record("one", 1, 1, None),
+            record("sub", 2, 2, Some("alice")),
+        ];
         let placement = compute(&nodes, records.iter(), 2, Duration::from_secs(60));
         assert_eq!(placement.keep_ms, 60_000);
-        for (placed, record) in placement.reservations.iter().zip([&records[0], &records[1], &records[2]]) {
+        for (placed, record) in placement
+            .reservations
+            .iter()
+            .zip([&records[0], &records[1], &records[2]])
+        {
             assert_eq!(placed.nodes.iter().map(|s| s.min).sum::<u32>(), record.min);
             assert_eq!(placed.nodes.iter().map(|s| s.target).sum::<u32>(), record.target);
-            assert!(placed.nodes.iter().all(|s| s.target > 0), "no node of an arc holds nothing");
+            assert!(
+                placed.nodes.iter().all(|s| s.target > 0),
+                "no node of an arc holds nothing"
+            );
         }
         let one = placement.find("acme", "one", None).unwrap_or_else(|| panic!("placed"));
         assert_eq!(one.nodes.len(), 1, "a target of 1 needs one node");
@@ -362,11 +376,19 @@ mod tests {
         let nodes: Vec<String> = (1..=3).map(|i| format!("node{i}")).collect();
         let records = [record("big", 4, 4, None)];
         let placement = compute(&nodes, records.iter(), 2, Duration::ZERO);
-        let on: Vec<&str> = placement.reservations[0].nodes.iter().map(|s| s.node.as_str()).collect();
+        let on: Vec<&str> = placement.reservations[0]
+            .nodes
+            .iter()
+            .map(|s| s.node.as_str())
+            .collect();
         for node in &nodes {
             let share = placement.share(node, "acme", "big", None);
             assert_eq!(share.is_some(), on.contains(&node.as_str()), "{node}");
         }
-        assert_eq!(placement.share(&on[0], "acme", "big", Some("live")), None, "another qualifier");
+        assert_eq!(
+            placement.share(on[0], "acme", "big", Some("live")),
+            None,
+            "another qualifier"
+        );
     }
 }

@@ -55,7 +55,11 @@ impl Ring {
         for (i, (at, _)) in self.points.iter().enumerate() {
             // The keys from the previous point (exclusive) up to this one
             // land here.
-            let previous = if i == 0 { self.points[self.points.len() - 1].0 } else { self.points[i - 1].0 };
+            let previous = if i == 0 {
+                self.points[self.points.len() - 1].0
+            } else {
+                self.points[i - 1].0
+            };
             let width = at.wrapping_sub(previous);
             owned[self.points[i].1] = owned[self.points[i].1].wrapping_add(width);
         }
@@ -64,7 +68,11 @@ impl Ring {
             .iter()
             .zip(owned)
             .map(|(node, width)| {
-                let part = if self.nodes.len() == 1 { 1.0 } else { width as f64 / whole };
+                let part = if self.nodes.len() == 1 {
+                    1.0
+                } else {
+                    width as f64 / whole
+                };
                 (node.clone(), part)
             })
             .collect()

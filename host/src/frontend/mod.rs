@@ -11,7 +11,6 @@
 //! connection is marked down and skipped at once.
 
 pub mod forward;
-pub mod ring;
 pub mod route;
 
 use std::collections::{HashMap, HashSet};
@@ -34,6 +33,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::cluster::ClusterConfig;
 use crate::cluster::members::{Directory, Member};
+use crate::cluster::ring;
 
 /// What a frontend answers with.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
@@ -43,8 +43,8 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
 pub struct FrontendConfig {
     /// Where it reaches the cluster.
     pub cluster: ClusterConfig,
-    /// Distinct nodes in a group's arc.
-    pub arc_size: usize,
+    /// Distinct nodes in a group's arc; the cluster's `--arc-size` if none.
+    pub arc_size: Option<usize>,
     /// The bounded-load factor `c`.
     pub load_factor: f64,
     /// Points per node on the ring.
@@ -53,7 +53,14 @@ pub struct FrontendConfig {
     pub header_read_timeout: Duration,
     /// How long a node may take to start answering a call it was sent.
     pub node_timeout: Duration,
+    /// Send a reservation's calls where the ring puts them as soon as it
+    /// shrinks, rather than keeping each partition on its node while warm.
+    pub rehash_at_once: bool,
 }
+
+/// Partitions remembered on their nodes at most (a partition costs its key
+/// and node id): past it, the oldest new ones simply are not remembered.
+const MAX_STICKY: usize = 100_000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabel {
@@ -106,6 +113,16 @@ pub struct Frontend {
     /// lease they had then: down until a probe answers or they rejoin.
     down: Mutex<HashMap<String, u64>>,
     ring: RwLock<Arc<ring::Ring>>,
+    /// Where the reservations are, with their arcs.
+    placement: Arc<crate::cluster::placement::View>,
+    /// The arc size in use.
+    arc_size: usize,
+    /// The node each partition of a reserved function was last sent to, and
+    /// when: after the reservation shrinks, its partitions stay where their
+    /// warm environments are until those expire.
+    sticky: Mutex<HashMap<Vec<u8>, (String, std::time::Instant)>>,
+    /// Whether `sticky` holds anything (unreserved calls skip its lock).
+    any_sticky: std::sync::atomic::AtomicBool,
     in_flight: Mutex<HashMap<String, u64>>,
     total_in_flight: AtomicU64,
     next_any: AtomicUsize,
@@ -179,6 +196,14 @@ impl Frontend {
             .await
             .map_err(|e| anyhow::anyhow!("cannot read the cluster's settings (is --cluster right?): {e}"))?;
         let base_domain = settings.get("base-domain").filter(|b| !b.is_empty()).cloned();
+        let arc_size = match config.arc_size {
+            Some(size) => size,
+            None => settings
+                .get("arc-size")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(crate::cluster::DEFAULT_ARC_SIZE),
+        };
+        let placement = crate::cluster::placement::View::follow(client.clone(), config.cluster.clone());
         let directory = Directory::follow(client, config.cluster.clone());
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -191,6 +216,10 @@ impl Frontend {
             directory,
             down: Mutex::default(),
             ring: RwLock::default(),
+            placement,
+            arc_size,
+            sticky: Mutex::default(),
+            any_sticky: std::sync::atomic::AtomicBool::new(false),
             in_flight: Mutex::default(),
             total_in_flight: AtomicU64::new(0),
             next_any: AtomicUsize::new(0),
@@ -206,7 +235,7 @@ impl Frontend {
     /// marked down.
     async fn keep_ring(this: std::sync::Weak<Self>) {
         let probe = HttpClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        loop {
+        for round in 0u64.. {
             let Some(frontend) = this.upgrade() else { return };
             let members = frontend.directory.members();
             let down: Vec<(String, u64)> = frontend
@@ -241,6 +270,9 @@ impl Frontend {
                 }
             }
             frontend.rebuild(&members);
+            if round % 50 == 0 {
+                frontend.forget_cold();
+            }
             drop(frontend);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -298,7 +330,11 @@ impl Frontend {
     fn candidates(&self, route: &route::Route) -> Vec<String> {
         let ring = self.ring();
         match route {
-            route::Route::Call { key, minted_by } => {
+            route::Route::Call {
+                key,
+                minted_by,
+                function,
+            } => {
                 // The node that knows the token's invocation, while it lives.
                 if let Some(node) = minted_by
                     && ring.nodes().iter().any(|n| n == node)
@@ -308,9 +344,47 @@ impl Frontend {
                 // Every node in ring order from the key: the arc is its first
                 // `arc_size`, the rest are where the call goes if those fail.
                 let all = ring.arc(key, usize::MAX);
-                let arc = &all[..self.config.arc_size.min(all.len())];
                 let total = self.total_in_flight.load(Ordering::Acquire);
-                let chosen = ring::choose(arc, |node| self.count(node), total, self.config.load_factor);
+                let c = self.config.load_factor;
+                let placement = self.placement.get();
+                // A reserved function's calls go to its reserved arc (in the
+                // order the ring gives this partition), where its environments
+                // are kept.
+                let reserved: Vec<&str> = function
+                    .as_ref()
+                    .and_then(|f| {
+                        placement
+                            .find(&f.account, &f.name, f.qualifier.as_deref())
+                            .map(|p| (f, p))
+                    })
+                    .filter(|(f, p)| p.sub_tenant.is_none() || p.sub_tenant == f.sub_tenant)
+                    .map(|(_, p)| {
+                        all.iter()
+                            .copied()
+                            .filter(|node| p.nodes.iter().any(|s| s.node == *node))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let chosen = if !reserved.is_empty() {
+                    let chosen = ring::choose(&reserved, |node| self.count(node), total, c);
+                    if let Some(node) = chosen
+                        && !self.config.rehash_at_once
+                    {
+                        self.remember(key, node);
+                    }
+                    chosen
+                } else {
+                    let arc = &all[..self.arc_size.min(all.len())];
+                    let bound = (c * (total + 1) as f64 / arc.len().max(1) as f64).ceil() as u64;
+                    // A partition whose reservation shrank stays on its node
+                    // while its environment there is warm (and the node is
+                    // not overloaded); then it moves to its place on the ring.
+                    let kept = self
+                        .kept(key, Duration::from_millis(placement.keep_ms))
+                        .filter(|node| self.count(node) < bound)
+                        .and_then(|node| all.iter().copied().find(|n| *n == node));
+                    kept.or_else(|| ring::choose(arc, |node| self.count(node), total, c))
+                };
                 let mut order: Vec<String> = chosen.into_iter().map(str::to_string).collect();
                 order.extend(
                     all.iter()
@@ -411,6 +485,52 @@ impl Frontend {
             "unavailable",
             "no node of the cluster took the call",
         )
+    }
+
+    /// Remembers that `key`'s partition was just sent to `node`.
+    fn remember(&self, key: &[u8], node: &str) {
+        let now = std::time::Instant::now();
+        let mut sticky = self.sticky.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = sticky.get_mut(key) {
+            entry.1 = now;
+            if entry.0 != node {
+                entry.0 = node.to_string();
+            }
+            return;
+        }
+        if sticky.len() < MAX_STICKY {
+            sticky.insert(key.to_vec(), (node.to_string(), now));
+            self.any_sticky.store(true, Ordering::Release);
+        }
+    }
+
+    /// The node `key`'s partition was sent to within `keep`, refreshed.
+    fn kept(&self, key: &[u8], keep: Duration) -> Option<String> {
+        if !self.any_sticky.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut sticky = self.sticky.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = sticky.get_mut(key)?;
+        let now = std::time::Instant::now();
+        if now.duration_since(entry.1) >= keep {
+            sticky.remove(key);
+            return None;
+        }
+        entry.1 = now;
+        Some(entry.0.clone())
+    }
+
+    /// Forgets partitions idle past the warm time: their environments
+    /// have expired, so nothing keeps them off their ring places.
+    fn forget_cold(&self) {
+        if !self.any_sticky.load(Ordering::Acquire) {
+            return;
+        }
+        let keep = Duration::from_millis(self.placement.get().keep_ms);
+        let mut sticky = self.sticky.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        sticky.retain(|_, (_, at)| now.duration_since(*at) < keep);
+        self.any_sticky.store(!sticky.is_empty(), Ordering::Release);
     }
 
     fn enter(self: &Arc<Self>, node: &str) -> InFlight {

@@ -14,9 +14,25 @@ pub enum Route {
         key: Vec<u8>,
         /// The node that knows the token's invocation.
         minted_by: Option<String>,
+        /// The function called, when the address names one: what a
+        /// reservation's placement is looked up by.
+        function: Option<Called>,
     },
     /// Anything else (admin API, introspection, JWKS): any live node.
     Any,
+}
+
+/// The function a call names, as its address spells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Called {
+    /// The account in the address.
+    pub account: String,
+    /// The function or alias name.
+    pub name: String,
+    /// The qualifier; none is `latest`.
+    pub qualifier: Option<String>,
+    /// The sub-tenant the call names, if any.
+    pub sub_tenant: Option<String>,
 }
 
 /// The claims of a bearer JWT, unverified; `None` if it is not one.
@@ -63,13 +79,23 @@ pub fn of(path: &str, headers: &http::HeaderMap, base_domain: Option<&str>) -> R
         Some(address) => format!("{}/{}", address.account, address.name),
         None => path.to_string(),
     };
-    if let Some(sub) = sub_tenant {
+    if let Some(sub) = &sub_tenant {
         key.push('/');
-        key.push_str(&sub);
+        key.push_str(sub);
     }
+    let function = address.map(|address| Called {
+        account: address.account.as_str().to_string(),
+        name: address.name.as_str().to_string(),
+        qualifier: match address.qualifier {
+            stratus_wire::names::Qualifier::Latest => None,
+            other => Some(other.to_string()),
+        },
+        sub_tenant,
+    });
     Route::Call {
         key: key.into_bytes(),
         minted_by,
+        function,
     }
 }
 
@@ -112,6 +138,21 @@ mod tests {
         assert_eq!(key("/v1/introspect", &none), "any");
         let host = headers(&[("host", "hello--acme.fn.example:8080")]);
         assert!(matches!(of("/x", &host, Some("fn.example")), Route::Call { key, .. } if key == b"acme/hello"));
+        let called = |path: &str| match of(path, &sub, None) {
+            Route::Call { function, .. } => function,
+            Route::Any => None,
+        };
+        let live = called("/fn/acme/hello:live/x").unwrap_or_else(|| panic!("a call"));
+        assert_eq!(
+            (
+                live.account.as_str(),
+                live.name.as_str(),
+                live.qualifier.as_deref(),
+                live.sub_tenant.as_deref()
+            ),
+            ("acme", "hello", Some("live"), Some("alice"))
+        );
+        assert_eq!(called("/fn/acme/hello/").and_then(|c| c.qualifier), None, "latest");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `GET /admin/v1/cluster`: the live nodes, how far each one's registry is
-//! behind, and etcd's health, as seen from the node asked.
+//! behind, their parts of the ring, where the reservations are placed, and
+//! etcd's health, as seen from the node asked.
 
 use std::time::Duration;
 
@@ -41,6 +42,12 @@ pub async fn status(state: &AppState) -> Result<Value, ApiError> {
         Err(_) => (node.peers.members(), "as last seen"),
     };
     let newest = etcd["revision"].as_i64().unwrap_or_default();
+    // The ring the frontends build from these nodes (at their default
+    // points per node), and each node's part of the group keys.
+    let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+    let ring = crate::cluster::ring::Ring::new(&ids, crate::cluster::ring::VNODES);
+    let shares: std::collections::HashMap<String, f64> = ring.shares().into_iter().collect();
+    let shares = &shares;
     let asks = members.iter().map(|member| async move {
         let client = crate::client::Client::new(&member.advertise, None);
         let answer = tokio::time::timeout(ASK, client.send(Method::GET, "/readyz", &[], Bytes::new())).await;
@@ -58,6 +65,7 @@ pub async fn status(state: &AppState) -> Result<Value, ApiError> {
             "revision": revision,
             "revisions_behind": revision.map(|r| (newest - r).max(0)),
             "lag_seconds": ready.as_ref().and_then(|r| r["lag_seconds"].as_f64()),
+            "ring_share": shares.get(&member.id).copied().unwrap_or(0.0),
         })
     });
     let nodes = futures::future::join_all(asks).await;
@@ -67,6 +75,8 @@ pub async fn status(state: &AppState) -> Result<Value, ApiError> {
         "etcd": etcd,
         "nodes": nodes,
         "nodes_listed": listed,
+        "arc_size": node.config.arc_size,
+        "placement": *node.placement.get(),
     }))
 }
 

@@ -76,6 +76,7 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
             let node = state::ClusterNode {
                 config: cluster.clone(),
                 peers: crate::cluster::members::Directory::follow(client.clone(), cluster.clone()),
+                placement: crate::cluster::placement::View::follow(client.clone(), cluster.clone()),
                 client,
                 advertise: std::sync::OnceLock::new(),
                 membership: std::sync::OnceLock::new(),
@@ -170,7 +171,11 @@ pub async fn prepare(config: ServeConfig) -> anyhow::Result<(Arc<AppState>, Opti
 /// The settings every node of a cluster must share, by flag name.
 fn shared_settings(config: &ServeConfig) -> crate::cluster::settings::Settings {
     let storage = &config.storage;
-    let pairs: [(&str, String); 14] = [
+    let arc_size = config
+        .cluster
+        .as_ref()
+        .map_or(crate::cluster::DEFAULT_ARC_SIZE, |c| c.arc_size);
+    let pairs: [(&str, String); 15] = [
         ("issuer", config.issuer.clone()),
         ("base-domain", config.base_domain.clone().unwrap_or_default()),
         ("clock-skew", humantime::format_duration(config.clock_skew).to_string()),
@@ -185,6 +190,7 @@ fn shared_settings(config: &ServeConfig) -> crate::cluster::settings::Settings {
         ("kv-max-key-bytes", storage.kv.max_key_bytes.to_string()),
         ("kv-max-value-bytes", storage.kv.max_value_bytes.to_string()),
         ("max-reserved-per-account", config.accounts.max_reserved.to_string()),
+        ("arc-size", arc_size.to_string()),
     ];
     crate::cluster::settings::Settings(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }

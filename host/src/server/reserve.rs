@@ -1,6 +1,6 @@
 //! Keeps the runtime's reserved environments in line with the registry's
-//! reservations: after every change, after a call took one, and twice a
-//! second in any case.
+//! reservations (in a cluster, with this node's share of them): after every
+//! change, after a call took one, and twice a second in any case.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +29,24 @@ pub fn spawn(state: &Arc<AppState>) {
 
 async fn reconcile(state: &AppState) {
     let snapshot = state.registry.snapshot();
+    // In a cluster, this node keeps only its share of each reservation, as
+    // the placement says; none before the reservation is placed.
+    let placement = state
+        .cluster
+        .as_ref()
+        .map(|node| (node.config.node_id.as_str(), node.placement.get()));
     let mut wanted = HashMap::new();
     let mut versions = HashMap::new();
     for ((account, function, _), record) in snapshot.reservations() {
+        let (min, target) = match &placement {
+            None => (record.min, record.target),
+            Some((node, placement)) => {
+                match placement.share(node, account.as_str(), function.as_str(), record.qualifier.as_deref()) {
+                    Some(share) => share,
+                    None => continue,
+                }
+            }
+        };
         let qualifier = match &record.qualifier {
             None => Qualifier::Latest,
             Some(text) => match Qualifier::parse(text) {
@@ -47,8 +62,8 @@ async fn reconcile(state: &AppState) {
             key.clone(),
             Sizes {
                 sub_tenant: record.sub_tenant.clone(),
-                min: record.min,
-                target: record.target,
+                min,
+                target,
             },
         );
         versions.insert(key, version.clone());

@@ -55,6 +55,8 @@ pub struct ClusterNode {
     pub advertise: std::sync::OnceLock<String>,
     /// The live nodes, refreshed every second.
     pub peers: std::sync::Arc<crate::cluster::members::Directory>,
+    /// Where the cluster's reservations are kept, refreshed twice a second.
+    pub placement: std::sync::Arc<crate::cluster::placement::View>,
     /// Its entry among the live nodes, once it listens.
     pub membership: std::sync::OnceLock<crate::cluster::members::Membership>,
 }

@@ -7,6 +7,7 @@ mod faults;
 mod frontends;
 mod import;
 mod propagation;
+mod reserved;
 mod script;
 mod shared;
 mod tls;

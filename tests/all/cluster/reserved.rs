@@ -60,7 +60,11 @@ fn a_reservation_is_split_over_its_arc_and_its_calls_find_it_through_a_flood() {
         .collect();
     assert_eq!(arc.len(), 2, "an arc of the cluster's 2 nodes: {placement}");
     for share in placement["nodes"].as_array().unwrap() {
-        assert_eq!((share["min"].as_u64(), share["target"].as_u64()), (Some(2), Some(2)), "{placement}");
+        assert_eq!(
+            (share["min"].as_u64(), share["target"].as_u64()),
+            (Some(2), Some(2)),
+            "{placement}"
+        );
     }
     // Each node keeps its share, and only the arc's nodes keep any.
     within_5s("every node keeps its share", || {
@@ -79,7 +83,10 @@ fn a_reservation_is_split_over_its_arc_and_its_calls_find_it_through_a_flood() {
         .lines()
         .find(|l| l.contains("acme/hello"))
         .unwrap_or_else(|| panic!("{shown}"));
-    assert!(arc.iter().all(|node| line.contains(&format!("{node} min 2 target 2"))), "{line}");
+    assert!(
+        arc.iter().all(|node| line.contains(&format!("{node} min 2 target 2"))),
+        "{line}"
+    );
 
     // Another account floods its unreserved function through the same
     // frontend; the reserved one's calls still go to its arc and find its
@@ -132,7 +139,10 @@ fn a_reservation_is_split_over_its_arc_and_its_calls_find_it_through_a_flood() {
         (served, statuses)
     });
     let calls = statuses.len();
-    assert!(flooded.load(Ordering::Relaxed) > calls, "the flood outnumbers the reserved calls");
+    assert!(
+        flooded.load(Ordering::Relaxed) > calls,
+        "the flood outnumbers the reserved calls"
+    );
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert!(served.iter().all(|n| arc.contains(n)), "{served:?} outside {arc:?}");
     let hits = cluster.sum("stratus_reserved_hits_total") - hits_before;
@@ -188,7 +198,7 @@ fn cold_starts_after_reduction(cluster: &Cluster, key: &str, frontend: &Frontend
     // frontends' ring is off the reserved arc (the others land on the same
     // node either way).
     let ids: Vec<String> = (0..cluster.nodes.len()).map(|i| format!("n{i}")).collect();
-    let ring = stratus::cluster::ring::Ring::new(&ids, stratus::cluster::ring::VNODES);
+    let ring = stratus::bench::Ring::new(&ids, stratus::bench::VNODES);
     let partitions: Vec<String> = (0..)
         .map(|i| format!("p{i}"))
         .filter(|sub| {
@@ -237,7 +247,10 @@ fn a_reduced_reservation_keeps_its_partitions_on_their_warm_nodes_unlike_an_imme
     }
     let immediate = cold_starts_after_reduction(&cluster, &key, &rehashing, "rehashed");
     let kept = cold_starts_after_reduction(&cluster, &key, &graceful, "kept");
-    assert!(immediate >= 4.0, "an immediate rehash moves the partitions: {immediate} cold starts");
+    assert!(
+        immediate >= 4.0,
+        "an immediate rehash moves the partitions: {immediate} cold starts"
+    );
     assert!(
         kept <= immediate / 4.0,
         "{kept} cold starts after a graceful reduction, {immediate} after an immediate rehash"
