@@ -185,3 +185,25 @@ fn completions_are_generated_for_each_shell() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let server = Server::start();
+    server.create_account("acme");
+    for args in [&["--json", "account", "list"][..], &["account", "list"][..]] {
+        let mut child = Command::new(stratus_bin())
+            .args(args)
+            .env("STRATUS_URL", &server.url)
+            .env("STRATUS_KEY", OPERATOR_KEY)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before anything is written (`| head -c 0`).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -36,7 +36,7 @@ impl AccountCommand {
                     .admin(Method::POST, "/accounts", Some(json!({ "name": name })))
                     .await?;
                 if quiet && !global.json {
-                    println!("{}", cell(&value["key"]));
+                    super::output::say!("{}", cell(&value["key"]));
                     return Ok(());
                 }
                 done(global.json, &value, || {

@@ -58,7 +58,10 @@ impl EtcdArgs {
 /// Cluster commands (operator).
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
-    /// List the live nodes, how far behind each one's registry is, and etcd's health.
+    /// List the live nodes, how far behind each one's registry is, each
+    /// one's part of the ring (RING: the share of call groups whose first
+    /// node it is), where every reservation is placed (its arc, with each
+    /// node's min and target), and etcd's health.
     Status,
     /// Move a single node's data directory (stopped) into a new, empty
     /// cluster: accounts, key hashes, signing keys, versions and their

@@ -14,7 +14,8 @@ pub struct Frontend {
     #[arg(long, env = "STRATUS_FRONTEND_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Distinct nodes in each group's arc: a group's calls spread over at
-    /// most this many nodes (default: the cluster's `--arc-size`).
+    /// most this many nodes (default: the cluster's `--arc-size`). A
+    /// reserved function's calls always go to its reservation's arc.
     #[arg(long, env = "STRATUS_ARC_SIZE")]
     arc_size: Option<usize>,
     /// Bounded-load factor: a node with more than this times its fair share

@@ -216,7 +216,7 @@ impl FunctionCommand {
                     })
                     .unwrap_or_default();
                 if !global.json {
-                    println!("{account}/{name}  latest: {}", cell(&value["latest"]));
+                    super::output::say!("{account}/{name}  latest: {}", cell(&value["latest"]));
                 }
                 print(
                     global.json,
@@ -240,15 +240,15 @@ impl FunctionCommand {
                     for v in value["versions"].as_array().into_iter().flatten() {
                         let n = cell(&v["version"]);
                         if let Some(error) = v["error"].as_str() {
-                            println!("version {n} failed: {error}");
+                            super::output::say!("version {n} failed: {error}");
                         }
                         if let Some(env) = v["config"]["env"].as_object().filter(|e| !e.is_empty()) {
                             let keys: Vec<&str> = env.keys().map(String::as_str).collect();
-                            println!("version {n} env: {}", keys.join(", "));
+                            super::output::say!("version {n} env: {}", keys.join(", "));
                         }
                         if let Some(allow) = v["config"]["allow_outbound"].as_array().filter(|a| !a.is_empty()) {
                             let hosts: Vec<String> = allow.iter().map(cell).collect();
-                            println!("version {n} allow-outbound: {}", hosts.join(", "));
+                            super::output::say!("version {n} allow-outbound: {}", hosts.join(", "));
                         }
                     }
                 }

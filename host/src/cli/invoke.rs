@@ -81,11 +81,11 @@ impl Invoke {
                 "headers": headers,
                 "body": String::from_utf8_lossy(&reply.body),
             });
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            super::output::say!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             std::io::stdout().write_all(&reply.body)?;
             if !reply.body.ends_with(b"\n") {
-                println!();
+                super::output::say!();
             }
         }
         if reply.status.is_redirection() {

@@ -148,10 +148,10 @@ impl New {
         if lock.is_file() {
             std::fs::copy(&lock, dir.join("Cargo.lock")).with_context(|| format!("cannot copy {}", lock.display()))?;
         }
-        println!("created {} from the {:?} template", dir.display(), self.template);
-        println!("  cd {}", dir.display());
-        println!("  cargo test          # its unit tests, with stratus_sdk::testing");
-        println!("  stratus up .        # build it for wasm32-wasip2, serve it and print its URL");
+        super::output::say!("created {} from the {:?} template", dir.display(), self.template);
+        super::output::say!("  cd {}", dir.display());
+        super::output::say!("  cargo test          # its unit tests, with stratus_sdk::testing");
+        super::output::say!("  stratus up .        # build it for wasm32-wasip2, serve it and print its URL");
         Ok(())
     }
 }

@@ -1,9 +1,26 @@
 //! Printing results: JSON with `--json`, aligned columns otherwise.
 
+/// `println!` for results: when the reader has gone (`| head`, a closed
+/// pager), the command ends quietly with success instead of panicking, as
+/// the reader has what it wanted.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(err) = writeln!(out, $($arg)*).and_then(|()| out.flush()) {
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("cannot write to stdout: {err}");
+        }
+    }};
+}
+pub(crate) use say;
+
 /// Prints `value` as JSON, or `rows` under `headers` as a table.
 pub fn print(json: bool, value: &serde_json::Value, headers: &[&str], rows: Vec<Vec<String>>) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
         return;
     }
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -20,7 +37,7 @@ pub fn print(json: bool, value: &serde_json::Value, headers: &[&str], rows: Vec<
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_uppercase()).collect());
     for row in rows {
@@ -40,9 +57,9 @@ pub fn cell(value: &serde_json::Value) -> String {
 /// Prints a one-line confirmation, or the JSON with `--json`.
 pub fn done(json: bool, value: &serde_json::Value, message: impl FnOnce() -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     } else {
-        println!("{}", message());
+        say!("{}", message());
     }
 }
 

@@ -168,9 +168,10 @@ pub struct Serve {
     /// no account's storage limits may come near it.
     #[arg(long, env = "STRATUS_CLUSTER_STORE_BYTES", default_value_t = 2 << 30)]
     cluster_store_bytes: u64,
-    /// Distinct nodes in an arc (cluster): a reservation's environments are
-    /// split across this many nodes, and the frontends spread a group's
-    /// calls over as many.
+    /// Distinct nodes in an arc (cluster; every node must share it): a
+    /// reservation's environments are split across this many nodes (fewer
+    /// when its target is smaller), and the frontends spread a group's calls
+    /// (one function's, or one sub-tenant's of it) over as many.
     #[arg(long, env = "STRATUS_ARC_SIZE", default_value_t = crate::cluster::DEFAULT_ARC_SIZE)]
     arc_size: usize,
     /// How far apart the nodes' clocks may be: tokens' `nbf` and `iat` are

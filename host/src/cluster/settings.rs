@@ -160,7 +160,8 @@ fn compare(ours: &Settings, theirs: &BTreeMap<String, String>, given_hash: Optio
                 }
             };
             anyhow::bail!(
-                "--{name} is {} on this node but {} in the cluster: every node must share it; start this node with the cluster's value",
+                "--{name} is {} on this node but {} in the cluster: every node must share it; start this node with the cluster's value \
+                 (to change it for the whole cluster, stop every node, then update {{PREFIX}}/v1/settings as docs/cluster.md says under \"Settings every node must share\")",
                 shown(value),
                 shown(stored)
             );

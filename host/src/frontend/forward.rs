@@ -145,6 +145,18 @@ pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
 
 /// Removes the headers nodes use between themselves, which a client must
 /// not set (they would, say, make a log read answer for one node only).
+/// Appends the client's address to `x-forwarded-for` (after any a proxy in
+/// front of this one added), so the function can see who called.
+pub fn add_forwarded_for(headers: &mut http::HeaderMap, client: std::net::IpAddr) {
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {client}"),
+        _ => client.to_string(),
+    };
+    if let Ok(value) = http::HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", value);
+    }
+}
+
 pub fn strip_internal(headers: &mut http::HeaderMap) {
     headers.remove("x-stratus-logs-local");
     headers.remove("x-stratus-introspection-forwarded");
@@ -160,6 +172,17 @@ mod tests {
         headers.insert("x-stratus-sub-tenant", http::HeaderValue::from_static("a"));
         super::strip_internal(&mut headers);
         assert_eq!(headers.len(), 1);
+    }
+
+    #[test]
+    fn the_client_is_appended_to_x_forwarded_for() {
+        let client: std::net::IpAddr = [10, 0, 0, 7].into();
+        let mut headers = http::HeaderMap::new();
+        super::add_forwarded_for(&mut headers, client);
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.7");
+        headers.insert("x-forwarded-for", http::HeaderValue::from_static("203.0.113.1"));
+        super::add_forwarded_for(&mut headers, client);
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.1, 10.0.0.7");
     }
 
     #[test]

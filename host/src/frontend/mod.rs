@@ -11,6 +11,7 @@
 //! connection is marked down and skipped at once.
 
 pub mod forward;
+pub mod keys;
 pub mod route;
 
 use std::collections::{HashMap, HashSet};
@@ -127,6 +128,9 @@ pub struct Frontend {
     total_in_flight: AtomicU64,
     next_any: AtomicUsize,
     base_domain: Option<String>,
+    /// The cluster's public keys, to verify an invocation token before
+    /// sending its call to the node it names.
+    keys: keys::Keys,
     http: HttpClient<HttpConnector, forward::Replayable>,
     metrics: Metrics,
 }
@@ -204,6 +208,11 @@ impl Frontend {
                 .unwrap_or(crate::cluster::DEFAULT_ARC_SIZE),
         };
         let placement = crate::cluster::placement::View::follow(client.clone(), config.cluster.clone());
+        let skew = settings
+            .get("clock-skew")
+            .and_then(|s| humantime::parse_duration(s).ok())
+            .unwrap_or(Duration::from_secs(1));
+        let keys = keys::Keys::new(settings.get("issuer").cloned().unwrap_or_default(), skew.as_secs());
         let directory = Directory::follow(client, config.cluster.clone());
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -224,6 +233,7 @@ impl Frontend {
             total_in_flight: AtomicU64::new(0),
             next_any: AtomicUsize::new(0),
             base_domain,
+            keys,
             http,
             metrics: Metrics::new(),
         });
@@ -270,6 +280,11 @@ impl Frontend {
                 }
             }
             frontend.rebuild(&members);
+            if frontend.keys.stale()
+                && let Some(member) = members.first()
+            {
+                frontend.keys.refresh(&member.advertise).await;
+            }
             if round % 50 == 0 {
                 frontend.forget_cold();
             }
@@ -365,25 +380,33 @@ impl Frontend {
                             .collect()
                     })
                     .unwrap_or_default();
-                let chosen = if !reserved.is_empty() {
-                    let chosen = ring::choose(&reserved, |node| self.count(node), total, c);
-                    if let Some(node) = chosen
-                        && !self.config.rehash_at_once
-                    {
-                        self.remember(key, node);
-                    }
-                    chosen
+                let arc = if reserved.is_empty() {
+                    &all[..self.arc_size.min(all.len())]
                 } else {
-                    let arc = &all[..self.arc_size.min(all.len())];
-                    let bound = (c * (total + 1) as f64 / arc.len().max(1) as f64).ceil() as u64;
-                    // A partition whose reservation shrank stays on its node
-                    // while its environment there is warm (and the node is
-                    // not overloaded); then it moves to its place on the ring.
-                    let kept = self
-                        .kept(key, Duration::from_millis(placement.keep_ms))
-                        .filter(|node| self.count(node) < bound)
-                        .and_then(|node| all.iter().copied().find(|n| *n == node));
-                    kept.or_else(|| ring::choose(arc, |node| self.count(node), total, c))
+                    &reserved[..]
+                };
+                let bound = (c * (total + 1) as f64 / arc.len().max(1) as f64).ceil() as u64;
+                // A partition a reservation placed stays on the node it was
+                // sent to while its environment there is warm (and the node
+                // is not overloaded), whether the reservation since shrank,
+                // moved or went; idle past the warm time, it goes where the
+                // placement or the ring puts it.
+                let kept = self
+                    .kept(key, Duration::from_millis(placement.keep_ms))
+                    .filter(|node| self.count(node) < bound)
+                    .and_then(|node| all.iter().copied().find(|n| *n == node));
+                let chosen = match kept {
+                    Some(node) => Some(node),
+                    None => {
+                        let chosen = ring::choose(arc, |node| self.count(node), total, c);
+                        if let Some(node) = chosen
+                            && !reserved.is_empty()
+                            && !self.config.rehash_at_once
+                        {
+                            self.remember(key, node);
+                        }
+                        chosen
+                    }
                 };
                 let mut order: Vec<String> = chosen.into_iter().map(str::to_string).collect();
                 order.extend(
@@ -405,7 +428,7 @@ impl Frontend {
     }
 
     /// Sends `req` to the first of its candidates that takes the connection.
-    async fn forward(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    async fn forward(self: &Arc<Self>, req: Request<Incoming>, client: std::net::IpAddr) -> Response<Body> {
         // Only `/path` targets are forwarded: `*`, or an absolute or
         // authority form, has no meaning for a node (and must never make a
         // node look down).
@@ -416,7 +439,29 @@ impl Frontend {
                 "the frontend forwards requests for a /path only",
             );
         }
-        let route = route::of(req.uri().path(), req.headers(), self.base_domain.as_deref());
+        let mut route = route::of(req.uri().path(), req.headers(), self.base_domain.as_deref());
+        // An invocation token's node is trusted only once the token verifies:
+        // a forged one is routed like any other call (and refused there).
+        if let route::Route::Call { minted_by, .. } = &mut route
+            && minted_by.is_some()
+        {
+            let bearer = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            let any = self
+                .ring()
+                .nodes()
+                .first()
+                .and_then(|id| self.directory.get(id))
+                .map(|m| m.advertise);
+            *minted_by = match bearer {
+                Some(bearer) => self.keys.minting_node(bearer, any.as_deref()).await,
+                None => None,
+            };
+        }
         let candidates = self.candidates(&route);
         let (parts, body) = req.into_parts();
         let slot = forward::BodySlot::new(body);
@@ -434,6 +479,7 @@ impl Frontend {
             *request.headers_mut() = parts.headers.clone();
             forward::strip_hop_by_hop(request.headers_mut());
             forward::strip_internal(request.headers_mut());
+            forward::add_forwarded_for(request.headers_mut(), client);
             let label = NodeLabel { node: node.clone() };
             let guard = self.enter(&node);
             let answer = match tokio::time::timeout(self.config.node_timeout, self.http.request(request)).await {
@@ -551,7 +597,7 @@ impl Frontend {
         }
     }
 
-    async fn dispatch(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    async fn dispatch(self: Arc<Self>, req: Request<Incoming>, client: std::net::IpAddr) -> Response<Body> {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => {
@@ -571,7 +617,7 @@ impl Frontend {
                     Err(err) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &err.to_string()),
                 }
             }
-            _ => self.forward(req).await,
+            _ => self.forward(req, client).await,
         }
     }
 
@@ -595,7 +641,7 @@ impl Frontend {
             let this = self.clone();
             let service = hyper::service::service_fn(move |req| {
                 let this = this.clone();
-                async move { Ok::<_, std::convert::Infallible>(this.dispatch(req).await) }
+                async move { Ok::<_, std::convert::Infallible>(this.dispatch(req, peer.ip()).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

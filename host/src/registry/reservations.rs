@@ -29,8 +29,11 @@ pub struct ReservationBounds {
     pub slots: u32,
     /// Environments one account's reservations may keep.
     pub per_account: u32,
-    /// Environments all reservations may keep; below `slots`.
+    /// Environments all reservations may keep; below `slots` on one node,
+    /// the nodes' ceilings together in a cluster.
     pub host: u32,
+    /// The nodes that share `host` (1 on a single node).
+    pub nodes: u32,
 }
 
 /// Creates or changes the reservation of `function[:qualifier]`, within
@@ -91,10 +94,17 @@ impl Command for PutReservation {
             )));
         }
         if all + wanted > u64::from(bounds.host) {
-            return Err(RegistryError::Conflict(format!(
-                "reservations may keep {} of the host's {slots} environment slots, so that calls without one keep room; {all} are reserved already",
-                bounds.host
-            )));
+            return Err(RegistryError::Conflict(if bounds.nodes > 1 {
+                format!(
+                    "reservations may keep {} environments on the cluster's {} live nodes (the nodes' --max-reserved-slots together), so that calls without one keep room; {all} are reserved already",
+                    bounds.host, bounds.nodes
+                )
+            } else {
+                format!(
+                    "reservations may keep {} of the host's {slots} environment slots, so that calls without one keep room; {all} are reserved already",
+                    bounds.host
+                )
+            }));
         }
         let existing = snapshot.reservation(account, function, &key.2);
         let record = ReservationRecord {

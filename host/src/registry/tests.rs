@@ -144,6 +144,7 @@ async fn every_write_leaves_the_snapshot_a_full_rebuild_would_give() {
         slots: 100,
         per_account: 10,
         host: 50,
+        nodes: 1,
     };
     let spec = reservations::ReservationSpec {
         sub_tenant: None,

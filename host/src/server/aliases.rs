@@ -262,13 +262,21 @@ pub fn all_reservations(state: &AppState, account: &AccountName) -> Result<Respo
     Ok(respond::json(StatusCode::OK, &json!({ "reservations": reservations })))
 }
 
-/// How much of the pool reservations may keep, from the settings.
-fn reservation_bounds(config: &crate::config::ServeConfig) -> crate::registry::reservations::ReservationBounds {
+/// How much of the pool reservations may keep, from the settings: in a
+/// cluster, every live node's share of its pool (this node's ceiling on
+/// each, as the nodes are alike), since a reservation is split over its arc.
+fn reservation_bounds(state: &AppState) -> crate::registry::reservations::ReservationBounds {
+    let config = &state.config;
     let slots = config.runtime.pool_slots;
+    let nodes = state
+        .cluster
+        .as_ref()
+        .map_or(1, |node| node.peers.members().len().max(1)) as u32;
     crate::registry::reservations::ReservationBounds {
         slots,
         per_account: config.accounts.max_reserved,
-        host: config.accounts.reserved_ceiling(slots),
+        host: config.accounts.reserved_ceiling(slots).saturating_mul(nodes),
+        nodes,
     }
 }
 
@@ -302,7 +310,7 @@ pub async fn reservations(
             };
             let (record, created) = state
                 .registry
-                .put_reservation(account, function, &qualifier, spec, reservation_bounds(&state.config))
+                .put_reservation(account, function, &qualifier, spec, reservation_bounds(state))
                 .await?;
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(respond::json(status, &reservation_json(&record)))

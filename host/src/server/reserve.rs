@@ -27,8 +27,15 @@ pub fn spawn(state: &Arc<AppState>) {
     });
 }
 
+/// Whether this node was last short of room for its shares (said once).
+static SHORT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 async fn reconcile(state: &AppState) {
     let snapshot = state.registry.snapshot();
+    // A node keeps no more than its own ceiling, whatever its shares add up
+    // to (a node on many arcs, or one started with a lower ceiling).
+    let mut room = state.config.accounts.reserved_ceiling(state.config.runtime.pool_slots);
+    let mut short = false;
     // In a cluster, this node keeps only its share of each reservation, as
     // the placement says; none before the reservation is placed.
     let placement = state
@@ -37,12 +44,23 @@ async fn reconcile(state: &AppState) {
         .map(|node| (node.config.node_id.as_str(), node.placement.get()));
     let mut wanted = HashMap::new();
     let mut versions = HashMap::new();
-    for ((account, function, _), record) in snapshot.reservations() {
+    // In one order, so that a node short of room keeps the same ones.
+    let mut reservations: Vec<_> = snapshot.reservations().collect();
+    reservations.sort_by(|a, b| a.0.cmp(b.0));
+    for ((account, function, _), record) in reservations {
         let (min, target) = match &placement {
             None => (record.min, record.target),
             Some((node, placement)) => {
                 match placement.share(node, account.as_str(), function.as_str(), record.qualifier.as_deref()) {
-                    Some(share) => share,
+                    Some((min, target)) => {
+                        let kept = target.min(room);
+                        short |= kept < target;
+                        room -= kept;
+                        if kept == 0 {
+                            continue;
+                        }
+                        (min.min(kept), kept)
+                    }
                     None => continue,
                 }
             }
@@ -67,6 +85,14 @@ async fn reconcile(state: &AppState) {
             },
         );
         versions.insert(key, version.clone());
+    }
+    if short && !SHORT.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "this node's shares of the cluster's reservations exceed its --max-reserved-slots; it keeps what fits"
+        );
+    }
+    if !short {
+        SHORT.store(false, std::sync::atomic::Ordering::Relaxed);
     }
     let lacking = state.runtime.reserved.set(&wanted);
     for (key, shortfall) in lacking {

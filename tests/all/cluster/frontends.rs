@@ -295,3 +295,83 @@ fn a_request_the_frontend_cannot_forward_is_refused_there_and_marks_no_node_down
     let metrics = call_url("GET", &format!("{}/metrics", frontend.url), &[], b"").text();
     assert!(!metrics.contains("stratus_frontend_skipped_total{"), "{metrics}");
 }
+
+#[test]
+fn an_invocation_token_goes_to_its_node_only_when_its_signature_holds() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let cluster = Cluster::start_with(3, &["--allow-private-outbound", "127.0.0.1"]);
+    let key = cluster.node(0).create_account("acme");
+    let frontend = FrontendProcess::start(&cluster.url, &[]);
+    within_5s("the frontend sees the 3 nodes", || frontend.sees(3).then_some(()));
+    // A name the ring puts off n0, where the token is minted, so that
+    // reaching n0 says the token was followed.
+    let ids: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+    let ring = stratus::bench::Ring::new(&ids, stratus::bench::VNODES);
+    let name = (0..)
+        .map(|i| format!("whoami{i}"))
+        .find(|name| ring.arc(format!("acme/{name}").as_bytes(), 1)[0] != "n0")
+        .unwrap();
+    cluster
+        .node(0)
+        .deploy(&key, "acme", &name, crate::harness::WHOAMI_COMPONENT, json!({}));
+    // Where the ring puts it: a forged token must not move it.
+    let ring_node = call_url(
+        "GET",
+        &format!("{}/fn/acme/{name}/", frontend.url),
+        &[("authorization", &bearer(&key))],
+        b"",
+    )
+    .header("x-stratus-node")
+    .unwrap()
+    .to_string();
+    assert_ne!(ring_node, "n0");
+    let forged_node = ["n1", "n2"].into_iter().find(|n| *n != ring_node).unwrap();
+
+    // While `fetch` runs on n0, its upstream calls whoami through the
+    // frontend with the invocation token it was given, and with a copy
+    // whose `node` claim was changed (so its signature no longer holds).
+    let via = frontend.url.clone();
+    let called = name.clone();
+    let upstream = crate::harness::Upstream::start(move |_origin, _path, auth| {
+        let name = &called;
+        let token = auth
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_string();
+        let node_of = |token: &str| {
+            call_url(
+                "GET",
+                &format!("{via}/fn/acme/{name}/"),
+                &[("authorization", &format!("Bearer {token}"))],
+                b"",
+            )
+            .header("x-stratus-node")
+            .map(str::to_string)
+        };
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        claims["node"] = json!(forged_node);
+        let forged = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
+        (200, json!({ "genuine": node_of(&token), "forged": node_of(&forged) }))
+    });
+    cluster.node(0).deploy(
+        &key,
+        "acme",
+        "fetch",
+        crate::harness::FETCH_COMPONENT,
+        json!({ "allow_outbound": [upstream.authority], "timeout_ms": 10_000 }),
+    );
+    let reply = cluster.node(0).get(
+        &format!("/fn/acme/fetch/?url={}", crate::credentials::encode(&upstream.origin)),
+        &bearer(&key),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body: serde_json::Value = serde_json::from_str(reply.json()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["genuine"], "n0", "a verified token goes to its node: {body}");
+    assert_eq!(
+        body["forged"],
+        ring_node.as_str(),
+        "a forged one goes where the ring says: {body}"
+    );
+}

@@ -256,3 +256,94 @@ fn a_reduced_reservation_keeps_its_partitions_on_their_warm_nodes_unlike_an_imme
         "{kept} cold starts after a graceful reduction, {immediate} after an immediate rehash"
     );
 }
+
+#[test]
+fn a_lowered_reservation_leaves_its_partitions_on_the_warm_nodes_its_arc_dropped() {
+    let cluster = Cluster::start(3);
+    let key = cluster.node(0).create_account("acme");
+    cluster.node(0).deploy(
+        &key,
+        "acme",
+        "counter",
+        COUNTER_COMPONENT,
+        json!({ "tenancy": "multi", "reuse": "warm" }),
+    );
+    let frontend = FrontendProcess::start(&cluster.url, &[]);
+    within_5s("the frontend sees the 3 nodes", || frontend.sees(3).then_some(()));
+    reserve(&cluster, &key, "counter", 4, 6);
+    let wide = placed(&cluster, "counter");
+    assert_eq!(wide["nodes"].as_array().unwrap().len(), 2, "{wide}");
+    within_5s("the nodes keep the 6", || {
+        (cluster.sum("stratus_reserved_instances") == 6.0).then_some(())
+    });
+    let call = |sub: &str| {
+        let reply = call_url(
+            "POST",
+            &format!("{}/fn/acme/counter/", frontend.url),
+            &[("authorization", &bearer(&key)), ("x-stratus-sub-tenant", sub)],
+            b"",
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.header("x-stratus-node").unwrap().to_string()
+    };
+    let partitions: Vec<String> = (0..12).map(|i| format!("p{i}")).collect();
+    let before: Vec<String> = partitions.iter().map(|p| call(p)).collect();
+    assert_eq!(partitions.iter().map(|p| call(p)).collect::<Vec<_>>(), before);
+
+    // Down to one environment: an arc of one node.
+    reserve(&cluster, &key, "counter", 1, 1);
+    let narrow = within_5s("the arc narrows", || {
+        let placed = placed(&cluster, "counter");
+        (placed["nodes"].as_array()?.len() == 1).then_some(placed)
+    });
+    let left = narrow["nodes"][0]["node"].as_str().unwrap().to_string();
+    assert!(
+        before.iter().any(|node| *node != left),
+        "some partitions were on the node the arc dropped: {before:?}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let cold = cluster.sum("stratus_cold_starts_total");
+    let after: Vec<String> = partitions.iter().map(|p| call(p)).collect();
+    assert_eq!(after, before, "every partition stays where its environment is warm");
+    assert_eq!(cluster.sum("stratus_cold_starts_total"), cold, "no cold start");
+}
+
+#[test]
+fn the_cluster_reserves_what_its_nodes_hold_together_and_no_node_keeps_more_than_its_own() {
+    let cluster = Cluster::start_with(3, &["--max-reserved-slots", "4"]);
+    let key = cluster.node(0).create_account("acme");
+    cluster
+        .node(0)
+        .deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({ "tenancy": "multi" }));
+    // One node's 4, but the three nodes' 12 together (once the node asked
+    // has seen the others join).
+    within_5s("10 are accepted", || {
+        let reply = cluster.node(0).admin(
+            &key,
+            "PUT",
+            "/accounts/acme/functions/hello/reservations/latest",
+            Some(json!({ "min": 10, "target": 10 })),
+        );
+        (reply.status == 201).then_some(())
+    });
+    let reply = cluster.node(0).admin(
+        &key,
+        "PUT",
+        "/accounts/acme/functions/hello/reservations/1",
+        Some(json!({ "min": 1, "target": 3 })),
+    );
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert!(
+        reply.text().contains("12 environments on the cluster's 3 live nodes"),
+        "{}",
+        reply.text()
+    );
+    // Its arc of 2 would take 5 each; each keeps its own 4.
+    placed(&cluster, "hello");
+    within_5s("each arc node keeps its ceiling", || {
+        let kept: Vec<f64> = (0..3)
+            .map(|i| cluster.node(i).metric("stratus_reserved_instances"))
+            .collect();
+        (kept.iter().filter(|k| **k == 4.0).count() == 2 && kept.iter().sum::<f64>() == 8.0).then_some(())
+    });
+}
