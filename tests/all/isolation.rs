@@ -1078,3 +1078,27 @@ fn uploads_received_at_once_are_bounded_host_wide() {
         );
     }
 }
+
+#[test]
+fn a_deadline_that_passes_while_the_body_never_comes_blames_the_client() {
+    use std::io::Read;
+    // The body-rate grace (the header timeout, 10 s) outlasts the deadline.
+    let server = Server::start();
+    let key = server.create_account("acme");
+    server.deploy(
+        &key,
+        "acme",
+        "echo",
+        ECHO_COMPONENT,
+        json!({ "public": true, "timeout_ms": 1000 }),
+    );
+    let mut stream = stalled_post(&server, "/fn/acme/echo/");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+}

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 pub struct Replayable {
     slot: Arc<Mutex<Option<Incoming>>>,
     taken: Arc<AtomicBool>,
+    broken: Arc<AtomicBool>,
     hint: SizeHint,
     end: bool,
     body: Option<Incoming>,
@@ -28,6 +29,8 @@ pub struct Replayable {
 pub struct BodySlot {
     slot: Arc<Mutex<Option<Incoming>>>,
     taken: Arc<AtomicBool>,
+    /// The client's body failed (it went away, or sent a broken body).
+    broken: Arc<AtomicBool>,
     hint: SizeHint,
     end: bool,
 }
@@ -40,6 +43,7 @@ impl BodySlot {
             end: body.is_end_stream(),
             slot: Arc::new(Mutex::new(Some(body))),
             taken: Arc::default(),
+            broken: Arc::default(),
         }
     }
 
@@ -48,6 +52,7 @@ impl BodySlot {
         Replayable {
             slot: self.slot.clone(),
             taken: self.taken.clone(),
+            broken: self.broken.clone(),
             hint: self.hint,
             end: self.end,
             body: None,
@@ -58,6 +63,12 @@ impl BodySlot {
     /// may have reached its node, and is never sent again).
     pub fn was_taken(&self) -> bool {
         self.taken.load(Ordering::Acquire)
+    }
+
+    /// Whether the client's body failed while it was being sent: a call
+    /// that then fails is the client's doing, not the node's.
+    pub fn client_broke(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 }
 
@@ -76,7 +87,13 @@ impl Body for Replayable {
             self.body = body;
         }
         match self.body.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
+            Some(body) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if matches!(polled, Poll::Ready(Some(Err(_)))) {
+                    self.broken.store(true, Ordering::Release);
+                }
+                polled
+            }
             None => Poll::Ready(None),
         }
     }

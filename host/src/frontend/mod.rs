@@ -74,6 +74,7 @@ struct Metrics {
     routed: Family<NodeLabel, Counter>,
     skipped: Family<NodeLabel, Counter>,
     failed: Family<NodeLabel, Counter>,
+    client_aborted: Counter,
     in_flight: Family<NodeLabel, Gauge>,
 }
 
@@ -94,6 +95,12 @@ impl Metrics {
             "Calls sent to a node that failed before it answered (never sent again)",
             failed.clone(),
         );
+        let client_aborted = Counter::default();
+        registry.register(
+            "client_aborted",
+            "Calls whose client broke off its request body while it was forwarded",
+            client_aborted.clone(),
+        );
         let in_flight = Family::<NodeLabel, Gauge>::default();
         registry.register("in_flight", "Calls in flight to each node", in_flight.clone());
         Self {
@@ -101,6 +108,7 @@ impl Metrics {
             routed,
             skipped,
             failed,
+            client_aborted,
             in_flight,
         }
     }
@@ -514,6 +522,17 @@ impl Frontend {
                     // Nothing was sent: the next node gets the call.
                     self.metrics.skipped.get_or_create(&label).inc();
                     self.mark_down(&node);
+                }
+                Err(err) if slot.client_broke() => {
+                    // The client went away (or broke its body) mid-request:
+                    // nothing to blame the node for.
+                    self.metrics.client_aborted.inc();
+                    tracing::debug!(%err, node, "the client's request body broke off");
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "the request body ended before it was complete",
+                    );
                 }
                 Err(err) => {
                     self.metrics.failed.get_or_create(&label).inc();

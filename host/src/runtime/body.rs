@@ -98,6 +98,8 @@ pub struct RateBody<B> {
     received: u64,
     timer: Pin<Box<tokio::time::Sleep>>,
     too_slow: Arc<AtomicBool>,
+    /// Set while the body's reader waits for bytes the client has not sent.
+    stalled: Option<Arc<AtomicBool>>,
 }
 
 impl<B> RateBody<B> {
@@ -111,7 +113,16 @@ impl<B> RateBody<B> {
             received: 0,
             timer: Box::pin(tokio::time::sleep_until(started + min.grace)),
             too_slow,
+            stalled: None,
         }
+    }
+
+    /// Keeps `stalled` set while the body's reader waits on the client, so
+    /// that a call whose deadline passes then can blame the client (408),
+    /// not the function.
+    pub fn with_stall(mut self, stalled: Arc<AtomicBool>) -> Self {
+        self.stalled = Some(stalled);
+        self
     }
 
     /// When the body must have made more progress by.
@@ -130,7 +141,11 @@ where
     type Error = HttpError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Some(stalled) = &self.stalled {
+            stalled.store(polled.is_pending(), Ordering::Release);
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.received += data.len() as u64;

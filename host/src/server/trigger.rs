@@ -299,7 +299,8 @@ where
     let exceeded = Arc::new(AtomicBool::new(false));
     let too_slow = Arc::new(AtomicBool::new(false));
     let min_rate = state.config.min_body_rate;
-    let body = RateBody::new(body, min_rate, too_slow.clone());
+    let stalled = Arc::new(AtomicBool::new(false));
+    let body = RateBody::new(body, min_rate, too_slow.clone()).with_stall(stalled.clone());
     let request = Request::from_parts(parts, LimitedBody::new(body, limit, exceeded.clone()));
 
     let started = Instant::now();
@@ -323,6 +324,10 @@ where
             let err = if exceeded.load(Ordering::Acquire) {
                 ApiError::PayloadTooLarge { limit }
             } else if too_slow.load(Ordering::Acquire) {
+                min_rate.error()
+            } else if matches!(failed.error, ApiError::Timeout { .. }) && stalled.load(Ordering::Acquire) {
+                // The deadline passed while the function waited for the
+                // rest of a body the client never sent.
                 min_rate.error()
             } else {
                 failed.error

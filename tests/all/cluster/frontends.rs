@@ -375,3 +375,41 @@ fn an_invocation_token_goes_to_its_node_only_when_its_signature_holds() {
         "a forged one goes where the ring says: {body}"
     );
 }
+
+#[test]
+fn a_client_that_breaks_off_its_body_is_not_counted_against_the_node() {
+    use std::io::Write as _;
+    let (cluster, key) = counter_cluster(2);
+    let frontend = FrontendProcess::start(&cluster.url, &[]);
+    within_5s("the frontend sees the 2 nodes", || frontend.sees(2).then_some(()));
+    let authority = frontend.url.trim_start_matches("http://").to_string();
+    for _ in 0..20 {
+        let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+        write!(
+            stream,
+            "POST /fn/acme/counter/ HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {key}\r\nx-stratus-sub-tenant: a\r\ncontent-length: 100000\r\n\r\nsome"
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(stream);
+    }
+    let metric = |name: &str| -> f64 {
+        call_url("GET", &format!("{}/metrics", frontend.url), &[], b"")
+            .text()
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    within_5s("the aborts are counted as the client's", || {
+        (metric("stratus_frontend_client_aborted_total") > 0.0).then_some(())
+    });
+    assert_eq!(metric("stratus_frontend_failed_total"), 0.0, "no node is blamed");
+    let reply = call_url(
+        "POST",
+        &format!("{}/fn/acme/counter/", frontend.url),
+        &[("authorization", &bearer(&key)), ("x-stratus-sub-tenant", "a")],
+        b"",
+    );
+    assert_eq!(reply.status, 200, "the nodes still serve: {}", reply.text());
+}
