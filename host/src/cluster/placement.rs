@@ -267,11 +267,19 @@ impl Leader {
                     continue;
                 };
                 tracing::info!(node = %self.cluster.node_id, "this node now places the cluster's reservations");
+                // Each failure is said once, not every round.
+                let mut failing: Option<String> = None;
                 while alive.strong_count() > 0 && lease() == Some(held) {
                     match self.write_if_changed(&leader).await {
-                        Ok(true) => {}
+                        Ok(true) => failing = None,
                         Ok(false) => break,
-                        Err(err) => tracing::debug!(%err, "cannot write the placement now"),
+                        Err(err) => {
+                            let text = err.to_string();
+                            if failing.as_deref() != Some(text.as_str()) {
+                                tracing::warn!(err = %text, "cannot write the placement; the last one stands");
+                                failing = Some(text);
+                            }
+                        }
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
