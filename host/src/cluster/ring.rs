@@ -87,11 +87,14 @@ impl Ring {
         }
         let at = point(key);
         let start = self.points.partition_point(|(p, _)| *p < at);
+        // Seen nodes by index: all of them are met within about n·ln n
+        // points, so even the whole ring's order is cheap.
+        let mut seen = vec![false; self.nodes.len()];
         for step in 0..self.points.len() {
             let (_, index) = self.points[(start + step) % self.points.len()];
-            let node = self.nodes[index].as_str();
-            if !arc.contains(&node) {
-                arc.push(node);
+            if !seen[index] {
+                seen[index] = true;
+                arc.push(self.nodes[index].as_str());
                 if arc.len() == want {
                     break;
                 }

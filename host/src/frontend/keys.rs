@@ -24,7 +24,10 @@ const UNKNOWN_AGAIN: Duration = Duration::from_secs(1);
 pub struct Keys {
     issuer: String,
     skew_s: u64,
+    /// The keys, and when they were last asked for (answered or not).
     known: RwLock<(HashMap<String, DecodingKey>, Option<Instant>)>,
+    /// A read is under way: concurrent calls do not start another.
+    reading: std::sync::atomic::AtomicBool,
     http: HttpClient<HttpConnector, Full<Bytes>>,
 }
 
@@ -35,12 +38,25 @@ impl Keys {
             issuer,
             skew_s,
             known: RwLock::new((HashMap::new(), None)),
+            reading: std::sync::atomic::AtomicBool::new(false),
             http: HttpClient::builder(TokioExecutor::new()).build_http(),
         }
     }
 
-    /// Reads the key set from the node at `base` (its URL).
+    /// Reads the key set from the node at `base` (its URL), unless a read
+    /// is under way. A failed read counts as one: it is tried again after
+    /// the same wait, not at once.
     pub async fn refresh(&self, base: &str) {
+        use std::sync::atomic::Ordering;
+        if self.reading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.read(base).await;
+        self.reading.store(false, Ordering::Release);
+    }
+
+    async fn read(&self, base: &str) {
+        self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner).1 = Some(Instant::now());
         let Ok(uri) = format!("{base}/.well-known/jwks.json").parse::<http::Uri>() else {
             return;
         };

@@ -60,7 +60,8 @@ pub struct FrontendConfig {
 }
 
 /// Partitions remembered on their nodes at most (a partition costs its key
-/// and node id): past it, the oldest new ones simply are not remembered.
+/// and node id): past it, new ones are not remembered until idle ones are
+/// forgotten (every few seconds).
 const MAX_STICKY: usize = 100_000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -204,9 +205,25 @@ impl Frontend {
     /// Connects to the cluster and starts following its nodes.
     pub async fn start(config: FrontendConfig) -> anyhow::Result<Arc<Self>> {
         let client = config.cluster.connect().await?;
-        let settings = crate::cluster::settings::read(&client, &config.cluster)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot read the cluster's settings (is --cluster right?): {e}"))?;
+        // The settings (issuer, base domain, arc size) are the first node's:
+        // until one has joined, there is nothing to route by.
+        let mut told = false;
+        let settings = loop {
+            let settings = crate::cluster::settings::read(&client, &config.cluster)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the cluster's settings (is --cluster right?): {e}"))?;
+            if !settings.is_empty() {
+                break settings;
+            }
+            if !told {
+                told = true;
+                eprintln!(
+                    "waiting for the cluster's first node: no node has joined {} yet (is the prefix right?)",
+                    config.cluster.key("")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
         let base_domain = settings.get("base-domain").filter(|b| !b.is_empty()).cloned();
         let arc_size = match config.arc_size {
             Some(size) => size,
@@ -288,8 +305,13 @@ impl Frontend {
                 }
             }
             frontend.rebuild(&members);
+            // From a node on the ring (not marked down).
             if frontend.keys.stale()
-                && let Some(member) = members.first()
+                && let Some(member) = frontend
+                    .ring()
+                    .nodes()
+                    .first()
+                    .and_then(|id| frontend.directory.get(id))
             {
                 frontend.keys.refresh(&member.advertise).await;
             }
@@ -399,19 +421,28 @@ impl Frontend {
                 // is not overloaded), whether the reservation since shrank,
                 // moved or went; idle past the warm time, it goes where the
                 // placement or the ring puts it.
+                // Remembered per qualifier: a reservation of `hello:3` says
+                // nothing about where `hello:4` is warm.
+                let sticky_key = match function.as_ref().and_then(|f| f.qualifier.as_deref()) {
+                    Some(qualifier) => [key.as_slice(), b"\0", qualifier.as_bytes()].concat(),
+                    None => key.clone(),
+                };
                 let kept = self
-                    .kept(key, Duration::from_millis(placement.keep_ms))
+                    .kept(&sticky_key, Duration::from_millis(placement.keep_ms))
                     .filter(|node| self.count(node) < bound)
                     .and_then(|node| all.iter().copied().find(|n| *n == node));
                 let chosen = match kept {
-                    Some(node) => Some(node),
+                    Some(node) => {
+                        self.remember(&sticky_key, node);
+                        Some(node)
+                    }
                     None => {
                         let chosen = ring::choose(arc, |node| self.count(node), total, c);
                         if let Some(node) = chosen
                             && !reserved.is_empty()
                             && !self.config.rehash_at_once
                         {
-                            self.remember(key, node);
+                            self.remember(&sticky_key, node);
                         }
                         chosen
                     }
@@ -569,7 +600,8 @@ impl Frontend {
         }
     }
 
-    /// The node `key`'s partition was sent to within `keep`, refreshed.
+    /// The node `key`'s partition was sent to within `keep` (refreshed only
+    /// once the call is sent there again).
     fn kept(&self, key: &[u8], keep: Duration) -> Option<String> {
         if !self.any_sticky.load(Ordering::Acquire) {
             return None;
@@ -581,7 +613,6 @@ impl Frontend {
             sticky.remove(key);
             return None;
         }
-        entry.1 = now;
         Some(entry.0.clone())
     }
 

@@ -66,11 +66,14 @@ pub fn of(path: &str, headers: &http::HeaderMap, base_domain: Option<&str>) -> R
         },
     };
     let claims = unverified_claims(headers);
+    // Only a well-formed id (the node refuses any other): a caller cannot
+    // make group keys of any length.
     let sub_tenant = headers
         .get("x-stratus-sub-tenant")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-        .or_else(|| claims.as_ref()?.get("sub_tenant")?.as_str().map(str::to_string));
+        .or_else(|| claims.as_ref()?.get("sub_tenant")?.as_str().map(str::to_string))
+        .filter(|s| stratus_wire::names::SubTenantId::parse(s).is_ok());
     let minted_by = claims
         .as_ref()
         .and_then(|c| c.get("node")?.as_str().map(str::to_string));
@@ -132,6 +135,8 @@ mod tests {
         assert_eq!(key("/fn/acme/hello:3/", &none), "acme/hello");
         let sub = headers(&[("x-stratus-sub-tenant", "alice")]);
         assert_eq!(key("/fn/acme/hello/", &sub), "acme/hello/alice");
+        let malformed = headers(&[("x-stratus-sub-tenant", "a/b")]);
+        assert_eq!(key("/fn/acme/hello/", &malformed), "acme/hello", "not a sub-tenant id");
         let with_token = headers(&[("authorization", &token(serde_json::json!({"sub_tenant": "bob"})))]);
         assert_eq!(key("/fn/acme/hello/", &with_token), "acme/hello/bob");
         assert_eq!(key("/admin/v1/accounts", &none), "any");

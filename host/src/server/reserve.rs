@@ -48,6 +48,18 @@ async fn reconcile(state: &AppState) {
     let mut reservations: Vec<_> = snapshot.reservations().collect();
     reservations.sort_by(|a, b| a.0.cmp(b.0));
     for ((account, function, _), record) in reservations {
+        let qualifier = match &record.qualifier {
+            None => Qualifier::Latest,
+            Some(text) => match Qualifier::parse(text) {
+                Ok(qualifier) => qualifier,
+                Err(_) => continue,
+            },
+        };
+        let Some((version, alias)) = snapshot.reserved_version(account, function, &qualifier) else {
+            continue;
+        };
+        let key = ReservedKey::of(version, alias.map(|a| a.as_str()));
+        // Room is counted only for reservations this node can keep.
         let (min, target) = match &placement {
             None => (record.min, record.target),
             Some((node, placement)) => {
@@ -65,17 +77,6 @@ async fn reconcile(state: &AppState) {
                 }
             }
         };
-        let qualifier = match &record.qualifier {
-            None => Qualifier::Latest,
-            Some(text) => match Qualifier::parse(text) {
-                Ok(qualifier) => qualifier,
-                Err(_) => continue,
-            },
-        };
-        let Some((version, alias)) = snapshot.reserved_version(account, function, &qualifier) else {
-            continue;
-        };
-        let key = ReservedKey::of(version, alias.map(|a| a.as_str()));
         wanted.insert(
             key.clone(),
             Sizes {

@@ -413,3 +413,24 @@ fn a_client_that_breaks_off_its_body_is_not_counted_against_the_node() {
     );
     assert_eq!(reply.status, 200, "the nodes still serve: {}", reply.text());
 }
+
+#[test]
+fn a_frontend_started_before_any_node_waits_for_the_first_one() {
+    let mut cluster = Cluster::start(0);
+    let url = cluster.url.clone();
+    let started = std::thread::spawn(move || FrontendProcess::start(&url, &[]));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!started.is_finished(), "no settings yet: the frontend waits");
+    let node = cluster.spawn(&[], Some(crate::harness::OPERATOR_KEY));
+    let frontend = started.join().unwrap();
+    within_5s("the frontend sees the node", || frontend.sees(1).then_some(()));
+    let key = node.create_account("acme");
+    node.deploy(&key, "acme", "hello", HELLO_COMPONENT, json!({}));
+    let reply = call_url(
+        "GET",
+        &format!("{}/fn/acme/hello/", frontend.url),
+        &[("authorization", &bearer(&key))],
+        b"",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
