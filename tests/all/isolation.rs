@@ -748,6 +748,17 @@ fn compiles_queue_per_account_and_wait_behind_one_of_another_account() {
 }
 
 /// Starts a POST whose body never comes: headers and a few bytes only.
+/// What the server first answers on `stream` (waiting up to 30 s).
+fn first_answer(mut stream: std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
 fn stalled_post(server: &Server, path: &str) -> std::net::TcpStream {
     use std::io::Write;
     let authority = server.url.trim_start_matches("http://").to_string();
@@ -788,21 +799,14 @@ fn anonymous_callers_of_one_owner_cannot_starve_another_owners_public_functions(
 
 #[test]
 fn a_body_that_trickles_in_too_slowly_is_cut_off_with_408() {
-    use std::io::Read;
     let server = Server::start_with(&["--min-body-rate", "1000", "--header-read-timeout", "1s"]);
     let key = server.create_account("acme");
     server.deploy(&key, "acme", "echo", ECHO_COMPONENT, json!({ "public": true }));
-    let mut stream = stalled_post(&server, "/fn/acme/echo/");
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = stream.read(&mut answer).unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    let answer = first_answer(stalled_post(&server, "/fn/acme/echo/"));
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
     // So is an introspection form that never comes.
-    let mut form = {
+    let form = {
         use std::io::Write;
         let authority = server.url.trim_start_matches("http://").to_string();
         let mut stream = std::net::TcpStream::connect(&authority).unwrap();
@@ -813,19 +817,10 @@ fn a_body_that_trickles_in_too_slowly_is_cut_off_with_408() {
         .unwrap();
         stream
     };
-    form.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = form.read(&mut answer).unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    let answer = first_answer(form);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     // An upload trickled the same way is cut off too.
-    let mut upload = stalled_upload(&server, &key, "acme");
-    upload
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = upload.read(&mut answer).unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    let answer = first_answer(stalled_upload(&server, &key, "acme"));
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     // The host goes on serving.
     assert_eq!(server.request("GET", "/fn/acme/echo/", &[], b"").status, 200);
@@ -1081,7 +1076,6 @@ fn uploads_received_at_once_are_bounded_host_wide() {
 
 #[test]
 fn a_deadline_that_passes_while_the_body_never_comes_blames_the_client() {
-    use std::io::Read;
     // The body-rate grace (the header timeout, 10 s) outlasts the deadline.
     let server = Server::start();
     let key = server.create_account("acme");
@@ -1092,13 +1086,7 @@ fn a_deadline_that_passes_while_the_body_never_comes_blames_the_client() {
         ECHO_COMPONENT,
         json!({ "public": true, "timeout_ms": 1000 }),
     );
-    let mut stream = stalled_post(&server, "/fn/acme/echo/");
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = stream.read(&mut answer).unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    let answer = first_answer(stalled_post(&server, "/fn/acme/echo/"));
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 }

@@ -36,6 +36,16 @@ fn placed(cluster: &Cluster, function: &str) -> Value {
     })
 }
 
+/// The nodes of a placed reservation's arc.
+fn arc_of(placement: &Value) -> Vec<String> {
+    placement["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn a_reservation_is_split_over_its_arc_and_its_calls_find_it_through_a_flood() {
     let cluster = Cluster::start(3);
@@ -52,12 +62,7 @@ fn a_reservation_is_split_over_its_arc_and_its_calls_find_it_through_a_flood() {
 
     reserve(&cluster, &acme, "hello", 4, 4);
     let placement = placed(&cluster, "hello");
-    let arc: Vec<String> = placement["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["node"].as_str().unwrap().to_string())
-        .collect();
+    let arc = arc_of(&placement);
     assert_eq!(arc.len(), 2, "an arc of the cluster's 2 nodes: {placement}");
     for share in placement["nodes"].as_array().unwrap() {
         assert_eq!(
@@ -76,18 +81,22 @@ fn a_reservation_is_split_over_its_arc_and_its_calls_find_it_through_a_flood() {
             .collect();
         (kept == expected).then_some(())
     });
-    // The operator sees it, with each node's part of the ring.
-    let shown = cluster.node(2).cli_ok(OPERATOR_KEY, &["cluster", "status"]);
+    // The operator sees it through any node (once that node's view of the
+    // placement, read twice a second, has it), with each node's part of the
+    // ring.
+    let (shown, line) = within_5s("node 2 shows the placement", || {
+        let shown = cluster.node(2).cli_ok(OPERATOR_KEY, &["cluster", "status"]);
+        let line = shown.lines().find(|l| l.contains("acme/hello"))?.to_string();
+        Some((shown, line))
+    });
     assert!(shown.contains("RING"), "{shown}");
-    let line = shown
-        .lines()
-        .find(|l| l.contains("acme/hello"))
-        .unwrap_or_else(|| panic!("{shown}"));
     assert!(
         arc.iter().all(|node| line.contains(&format!("{node} min 2 target 2"))),
         "{line}"
     );
 
+    // The frontend reads the placement twice a second too.
+    std::thread::sleep(Duration::from_secs(1));
     // Another account floods its unreserved function through the same
     // frontend; the reserved one's calls still go to its arc and find its
     // environments, never a 429 or 503.
@@ -185,12 +194,7 @@ fn cold_starts_after_reduction(cluster: &Cluster, key: &str, frontend: &Frontend
     );
     reserve(cluster, key, function, 8, 8);
     let placement = placed(cluster, function);
-    let arc: Vec<String> = placement["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["node"].as_str().unwrap().to_string())
-        .collect();
+    let arc = arc_of(&placement);
     within_5s("the nodes keep the 8", || {
         (cluster.sum("stratus_reserved_instances") == 8.0).then_some(())
     });
@@ -276,6 +280,8 @@ fn a_lowered_reservation_leaves_its_partitions_on_the_warm_nodes_its_arc_dropped
     within_5s("the nodes keep the 6", || {
         (cluster.sum("stratus_reserved_instances") == 6.0).then_some(())
     });
+    // The frontend reads the placement twice a second too.
+    std::thread::sleep(Duration::from_secs(1));
     let call = |sub: &str| {
         let reply = call_url(
             "POST",
