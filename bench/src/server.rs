@@ -281,7 +281,14 @@ pub fn provenance() -> String {
     };
     // Dirty only for changes to what is measured: the results file itself
     // grows with every benchmark of a run.
-    let changed = git(&["status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/RESULTS.md"]);
+    let changed = git(&[
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!bench/RESULTS.md",
+    ]);
     let commit = format!(
         "{}{}",
         git(&["describe", "--always"]),
