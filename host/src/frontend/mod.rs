@@ -422,27 +422,34 @@ impl Frontend {
                 // moved or went; idle past the warm time, it goes where the
                 // placement or the ring puts it.
                 // Remembered per qualifier: a reservation of `hello:3` says
-                // nothing about where `hello:4` is warm.
-                let sticky_key = match function.as_ref().and_then(|f| f.qualifier.as_deref()) {
-                    Some(qualifier) => [key.as_slice(), b"\0", qualifier.as_bytes()].concat(),
-                    None => key.clone(),
-                };
-                let kept = self
-                    .kept(&sticky_key, Duration::from_millis(placement.keep_ms))
+                // nothing about where `hello:4` is warm. Built only when
+                // there is something to look up or remember, not per call.
+                let sticky_key = (!reserved.is_empty() || self.any_sticky.load(Ordering::Acquire)).then(|| {
+                    match function.as_ref().and_then(|f| f.qualifier.as_deref()) {
+                        Some(qualifier) => [key.as_slice(), b"\0", qualifier.as_bytes()].concat(),
+                        None => key.clone(),
+                    }
+                });
+                let kept = sticky_key
+                    .as_deref()
+                    .and_then(|sticky| self.kept(sticky, Duration::from_millis(placement.keep_ms)))
                     .filter(|node| self.count(node) < bound)
                     .and_then(|node| all.iter().copied().find(|n| *n == node));
                 let chosen = match kept {
                     Some(node) => {
-                        self.remember(&sticky_key, node);
+                        if let Some(sticky) = &sticky_key {
+                            self.remember(sticky, node);
+                        }
                         Some(node)
                     }
                     None => {
                         let chosen = ring::choose(arc, |node| self.count(node), total, c);
                         if let Some(node) = chosen
+                            && let Some(sticky) = &sticky_key
                             && !reserved.is_empty()
                             && !self.config.rehash_at_once
                         {
-                            self.remember(&sticky_key, node);
+                            self.remember(sticky, node);
                         }
                         chosen
                     }

@@ -42,7 +42,8 @@ fn call_loop(
     }
 }
 
-fn counter_cluster(nodes: usize) -> (Cluster, String) {
+/// `nodes` nodes with `counter` deployed multi-tenant and warm; the key.
+pub(super) fn counter_cluster(nodes: usize) -> (Cluster, String) {
     let cluster = Cluster::start(nodes);
     let key = cluster.node(0).create_account("acme");
     cluster.node(0).deploy(

@@ -263,15 +263,7 @@ fn a_reduced_reservation_keeps_its_partitions_on_their_warm_nodes_unlike_an_imme
 
 #[test]
 fn a_lowered_reservation_leaves_its_partitions_on_the_warm_nodes_its_arc_dropped() {
-    let cluster = Cluster::start(3);
-    let key = cluster.node(0).create_account("acme");
-    cluster.node(0).deploy(
-        &key,
-        "acme",
-        "counter",
-        COUNTER_COMPONENT,
-        json!({ "tenancy": "multi", "reuse": "warm" }),
-    );
+    let (cluster, key) = super::frontends::counter_cluster(3);
     let frontend = FrontendProcess::start(&cluster.url, &[]);
     within_5s("the frontend sees the 3 nodes", || frontend.sees(3).then_some(()));
     reserve(&cluster, &key, "counter", 4, 6);
