@@ -19,7 +19,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::call::CallContext;
 use super::loopback::Loopback;
 use super::state::{self, HostState};
-use super::{code_cache, compile, credentials, egress, kv, live, reserve, warm};
+use super::{code_cache, compile, cores, credentials, egress, kv, live, reserve, warm};
 use crate::registry::kv::{KvBackend, Namespace};
 use crate::registry::records::VersionRecord;
 use crate::tenancy::lineage::Lineage;
@@ -80,6 +80,9 @@ pub struct RuntimeStats {
     pub cold_starts: Counter,
     /// Invocation tokens minted at a guest's request.
     pub tokens_minted: Counter,
+    /// Calls that waited for a core behind other accounts' or sub-tenants'
+    /// long calls.
+    pub core_waits: Counter,
 }
 
 /// The engine with its linker and compiled versions.
@@ -115,6 +118,8 @@ pub struct Runtime {
     pub(super) egress: Arc<egress::Egress>,
     /// Unbound environments kept for reservations.
     pub reserved: reserve::Reserved,
+    /// The cores, shared fairly among calls longer than a tick.
+    pub(super) cores: Arc<cores::Cores>,
     /// The host-wide instantiation rate.
     pub(super) rate: reserve::InstantiationRate,
     /// Metrics.
@@ -156,19 +161,28 @@ impl Runtime {
 
         let code_cache = code_cache::DirCodeCache::open(&config.code_cache_dir, &engine, config.own_code_cache)?;
 
+        // As many guests run at once as the runtime has worker threads
+        // (tokio's default: one per core).
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores::Cores::new(workers, config.epoch_tick);
         let ticker = engine.weak();
         let tick = config.epoch_tick;
+        let sweeper = cores.clone();
         std::thread::Builder::new()
             .name("stratus-epoch".into())
             .spawn(move || {
                 while let Some(engine) = ticker.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
+                    sweeper.sweep();
                     std::thread::sleep(tick);
                 }
             })?;
 
-        let stats = RuntimeStats::default();
+        let stats = RuntimeStats {
+            core_waits: cores.waits.clone(),
+            ..RuntimeStats::default()
+        };
         let warm = warm::WarmPool::new(config.warm.clone(), stats.idle_instances.clone());
         let runtime = Arc::new(Self {
             engine,
@@ -194,6 +208,7 @@ impl Runtime {
             loopback: std::sync::OnceLock::new(),
             egress: Arc::new(egress::Egress::new(config.private_exempt.clone().into())),
             reserved: reserve::Reserved::new(),
+            cores,
             rate: reserve::InstantiationRate::new(config.instantiation_rate),
             stats,
             cut_off: tokio::sync::watch::Sender::new(None),
@@ -244,13 +259,18 @@ impl Runtime {
         // the 128 MiB default.
         store.set_hostcall_fuel(HOSTCALL_FUEL);
         // Each epoch tick: past the call's deadline, trap; otherwise yield so
-        // other calls share the cores with a guest that spins.
+        // other calls share the cores with a guest that spins, first waiting
+        // for a core if the call's account or sub-tenant has had more than
+        // its share (`cores.rs`).
         store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
+            let now = Instant::now();
+            if now >= ctx.data().deadline {
+                return Err(Trap::Interrupt.into());
             }
+            Ok(match ctx.data().seat.as_ref().and_then(|seat| seat.tick(now)) {
+                Some(wait) => UpdateDeadline::YieldCustom(1, wait),
+                None => UpdateDeadline::Yield(1),
+            })
         });
         store.set_epoch_deadline(1);
         store

@@ -57,6 +57,13 @@ impl Runtime {
         let source = self
             .environment(version, call, warm.then_some(&partition), &invocation)
             .await?;
+        // Core time is the caller's, like its concurrency: anonymous callers
+        // are counted per owner.
+        let account = match call.caller_id {
+            crate::tenancy::ANONYMOUS => format!("{}@{}", crate::tenancy::ANONYMOUS, version.account_id),
+            id => id.to_string(),
+        };
+        let seat = self.cores.seat(&account, call.sub_tenant.map_or("", |s| s.as_str()));
         let live = self.live.enter(invocation.id.clone(), lineage);
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
         let (sender, receiver) = oneshot::channel();
@@ -77,6 +84,7 @@ impl Runtime {
                     answer: sender,
                     captured,
                     keep: warm.then_some(partition),
+                    seat,
                 },
             );
             // The epoch callback stops guest code; this also stops a guest
@@ -157,9 +165,18 @@ impl Runtime {
         B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        // A backlogged account's new call waits its turn before any of its
+        // code runs.
+        if let Some(wait) = job.seat.at_start() {
+            wait.await;
+        }
         let mut env = match source {
-            Source::Warm(env) => env,
+            Source::Warm(mut env) => {
+                env.store.data_mut().seat = Some(job.seat);
+                env
+            }
             Source::Fresh(permit, mut store) => {
+                store.data_mut().seat = Some(job.seat);
                 store.data_mut().set_deadline(job.deadline);
                 let proxy = pre.instantiate_async(&mut store).await.map_err(Failure::from_trap)?;
                 warm::Env::new(store, proxy, permit, self.stats.live_instances.clone())
@@ -185,6 +202,8 @@ impl Runtime {
         if let Err(err) = handled {
             return Err(Failure::of_call(err, env.store.data().limits.memory_refused()));
         }
+        // Its core goes to the next call now, not when the environment does.
+        env.store.data_mut().seat = None;
         // Taken before the environment can serve anyone else.
         let printed = env.store.data().output.take();
         if let Some(partition) = job.keep {
@@ -207,6 +226,8 @@ struct Run<B> {
     captured: Arc<std::sync::OnceLock<output::CallOutput>>,
     /// The partition to keep the environment for afterwards (warm versions).
     keep: Option<warm::Partition>,
+    /// Its place at the cores.
+    seat: super::cores::Seat,
 }
 
 /// Aborts a task when dropped, unless disarmed.

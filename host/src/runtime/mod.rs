@@ -12,6 +12,7 @@ mod call;
 mod code;
 mod code_cache;
 pub mod compile;
+mod cores;
 pub mod credentials;
 pub mod egress;
 mod engine;

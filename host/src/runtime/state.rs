@@ -31,6 +31,8 @@ pub struct HostState {
     pub(crate) credentials: super::credentials::CredentialsAccess,
     /// When the current call must end; set at the start of every call.
     pub(crate) deadline: std::time::Instant,
+    /// The current call's place at the cores.
+    pub(super) seat: Option<super::cores::Seat>,
 }
 
 impl HostState {
@@ -96,6 +98,7 @@ impl HostState {
             kv,
             credentials,
             deadline: std::time::Instant::now(),
+            seat: None,
         }
     }
 }

@@ -126,6 +126,11 @@ impl Metrics {
             runtime.stats.tokens_minted.clone(),
         );
         registry.register(
+            "core_waits",
+            "Calls that waited for a core because others' long calls held them and had had less core time",
+            runtime.stats.core_waits.clone(),
+        );
+        registry.register(
             "live_instances",
             "Environments alive now, running or idle",
             runtime.stats.live_instances.clone(),
