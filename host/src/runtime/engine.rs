@@ -267,10 +267,17 @@ impl Runtime {
             if now >= ctx.data().deadline {
                 return Err(Trap::Interrupt.into());
             }
-            Ok(match ctx.data().seat.as_ref().and_then(|seat| seat.tick(now)) {
-                Some(wait) => UpdateDeadline::YieldCustom(1, wait),
-                None => UpdateDeadline::Yield(1),
-            })
+            // Tokio's own yield, not wasmtime's self-wake: it lets the
+            // worker poll for I/O before the guest runs on. A self-woken task
+            // goes straight back on the run queue, and a worker with runnable
+            // tasks looks for I/O only every 61 polls — 61 ms when each poll
+            // is a guest spinning for a tick, so a spinning guest held up
+            // every request arriving on its worker.
+            let wait = match ctx.data().seat.as_ref().and_then(|seat| seat.tick(now)) {
+                Some(wait) => wait,
+                None => Box::pin(tokio::task::yield_now()),
+            };
+            Ok(UpdateDeadline::YieldCustom(1, wait))
         });
         store.set_epoch_deadline(1);
         store
