@@ -115,10 +115,12 @@ impl Cores {
     /// A seat for one call, charged to `account`, then `sub_tenant`.
     pub fn seat(self: &Arc<Self>, account: &str, sub_tenant: &str) -> Seat {
         Seat {
-            cores: self.clone(),
-            id: self.next_seat.fetch_add(1, Ordering::Relaxed),
-            account: account.into(),
-            sub_tenant: sub_tenant.into(),
+            place: Arc::new(Place {
+                cores: self.clone(),
+                id: self.next_seat.fetch_add(1, Ordering::Relaxed),
+                account: account.into(),
+                sub_tenant: sub_tenant.into(),
+            }),
         }
     }
 
@@ -168,7 +170,7 @@ impl Cores {
     }
 
     /// Queues `seat`; the future ends when it holds a core.
-    fn enqueue(&self, state: &mut State, seat: &Seat) -> Wait {
+    fn enqueue(&self, state: &mut State, seat: &Place) -> Wait {
         let (wake, woken) = oneshot::channel();
         let account = state.activate(&seat.account, &seat.sub_tenant, self.margin);
         account.waiting += 1;
@@ -341,6 +343,11 @@ impl State {
 /// One call's place at the cores; leaving (dropping it) frees its core or
 /// its place in a queue.
 pub struct Seat {
+    place: Arc<Place>,
+}
+
+/// Who a seat is, shared with the futures its guest awaits.
+struct Place {
     cores: Arc<Cores>,
     id: u64,
     account: Arc<str>,
@@ -351,20 +358,42 @@ impl Seat {
     /// At the call's start: if its account already has calls waiting, the
     /// call waits its turn with them rather than running ahead of them.
     pub fn at_start(&self) -> Option<Wait> {
-        if self.cores.waiting.load(Ordering::Relaxed) == 0 {
+        let place = &self.place;
+        if place.cores.waiting.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let mut state = self.cores.lock();
-        if !state.accounts.get(&self.account).is_some_and(|a| a.waiting > 0) {
+        let mut state = place.cores.lock();
+        if !state.accounts.get(&place.account).is_some_and(|a| a.waiting > 0) {
             return None;
         }
-        Some(self.cores.enqueue(&mut state, self))
+        Some(place.cores.enqueue(&mut state, place))
     }
 
-    /// At each of the guest's epoch ticks: `None` to run on (after letting
-    /// the run queue move), or a future to await first, which ends once this
-    /// call holds a core again.
-    pub fn tick(&self, now: Instant) -> Option<Wait> {
+    /// What the guest awaits at each of its epoch ticks: a yield, so the
+    /// worker looks for I/O and runs what else is ready, and then, if a
+    /// waiter's claim is better than this call's, the wait for a core again.
+    /// The check is made after the yield, not before, so a call that came
+    /// in during it is seen at once rather than a tick later.
+    pub fn tick(&self, now: Instant) -> Wait {
+        match self.place.tick(now) {
+            Some(wait) => wait,
+            None => {
+                let place = self.place.clone();
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    if let Some(wait) = place.check(Instant::now()) {
+                        wait.await;
+                    }
+                })
+            }
+        }
+    }
+}
+
+impl Place {
+    /// Charges a holder's tick, or asks for a core: `None` once it holds
+    /// one, or the wait for one.
+    fn tick(&self, now: Instant) -> Option<Wait> {
         let cores = &self.cores;
         let mut state = cores.lock();
         let epoch = cores.epoch.load(Ordering::Relaxed);
@@ -373,17 +402,7 @@ impl Seat {
             if let Some(holder) = state.holders.get_mut(&self.id) {
                 holder.seen = epoch;
             }
-            if cores.waiting.load(Ordering::Relaxed) == 0
-                || !state.outclassed(self.id, cores.margin, cores.quantum, now)
-            {
-                return None;
-            }
-            // Queued before it lets go, so that its account and sub-tenant
-            // stay active and keep the core time they have had.
-            let wait = cores.enqueue(&mut state, self);
-            state.release(self.id, None);
-            cores.grant(&mut state, now);
-            return Some(wait);
+            return None;
         }
         // The first tick of this call, or its core was given away while it
         // was parked.
@@ -396,19 +415,41 @@ impl Seat {
         cores.grant(&mut state, now);
         Some(wait)
     }
+
+    /// A holder, back from its yield: hands its core to a waiter whose
+    /// claim is better, and answers the wait for a core again.
+    fn check(&self, now: Instant) -> Option<Wait> {
+        let cores = &self.cores;
+        if cores.waiting.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut state = cores.lock();
+        // The yield was not this call's core time.
+        state.holders.get_mut(&self.id)?.charged = now;
+        if !state.outclassed(self.id, cores.margin, cores.quantum, now) {
+            return None;
+        }
+        // Queued before it lets go, so that its account and sub-tenant stay
+        // active and keep the core time they have had.
+        let wait = cores.enqueue(&mut state, self);
+        state.release(self.id, None);
+        cores.grant(&mut state, now);
+        Some(wait)
+    }
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        let cores = &self.cores;
+        let place = &self.place;
+        let cores = &place.cores;
         let mut state = cores.lock();
-        if state.holders.contains_key(&self.id) {
+        if state.holders.contains_key(&place.id) {
             let now = Instant::now();
-            state.release(self.id, Some(now));
+            state.release(place.id, Some(now));
             cores.grant(&mut state, now);
-        } else if state.unqueue(self.id, &self.account, &self.sub_tenant) {
+        } else if state.unqueue(place.id, &place.account, &place.sub_tenant) {
             cores.waiting.fetch_sub(1, Ordering::Relaxed);
-            state.retire(&self.account, &self.sub_tenant);
+            state.retire(&place.account, &place.sub_tenant);
         }
     }
 }
@@ -426,6 +467,11 @@ mod tests {
         wait.as_mut().poll(&mut cx).is_ready()
     }
 
+    /// A tick and the check after its yield: `None` to run on.
+    fn step(seat: &Seat, now: Instant) -> Option<Wait> {
+        seat.place.tick(now).or_else(|| seat.place.check(now))
+    }
+
     fn holders(cores: &Cores) -> usize {
         cores.lock().holders.len()
     }
@@ -435,12 +481,12 @@ mod tests {
         let cores = Cores::new(2, TICK);
         let now = Instant::now();
         let (a, b) = (cores.seat("a", ""), cores.seat("a", ""));
-        assert!(a.at_start().is_none() && a.tick(now).is_none());
-        assert!(b.at_start().is_none() && b.tick(now).is_none());
+        assert!(a.at_start().is_none() && step(&a, now).is_none());
+        assert!(b.at_start().is_none() && step(&b, now).is_none());
         assert_eq!(holders(&cores), 2);
         let c = cores.seat("a", "");
         assert!(c.at_start().is_none(), "nobody waits yet: a new call runs");
-        let mut wait = c.tick(now).expect("both cores are held");
+        let mut wait = step(&c, now).expect("both cores are held");
         assert!(!ready(&mut wait));
         drop(a);
         assert!(ready(&mut wait), "a leaving hands its core to the waiter");
@@ -455,22 +501,22 @@ mod tests {
         let cores = Cores::new(2, TICK);
         let mut now = Instant::now();
         let flood: Vec<Seat> = (0..8).map(|_| cores.seat("noisy", "flood")).collect();
-        let mut waits: Vec<Option<Wait>> = flood.iter().map(|s| s.tick(now)).collect();
+        let mut waits: Vec<Option<Wait>> = flood.iter().map(|s| step(s, now)).collect();
         assert_eq!(waits.iter().filter(|w| w.is_none()).count(), 2);
         now += TICK * 5;
         let quiet = cores.seat("quiet", "");
         assert!(quiet.at_start().is_none(), "its own account has nobody waiting");
-        let mut wait = quiet.tick(now).expect("the cores are held");
+        let mut wait = step(&quiet, now).expect("the cores are held");
         // The flood's next tick hands a core to the newcomer, not to the
         // flood's own waiters.
         let holder = waits.iter().position(Option::is_none).unwrap();
-        let handed = flood[holder].tick(now + TICK);
+        let handed = step(&flood[holder], now + TICK);
         assert!(handed.is_some(), "the holder queues again");
         assert!(ready(&mut wait));
         waits[holder] = handed;
         // Having had far less core time, the quiet account keeps its core at
         // its own ticks.
-        assert!(quiet.tick(now + TICK * 2).is_none());
+        assert!(step(&quiet, now + TICK * 2).is_none());
     }
 
     #[test]
@@ -484,16 +530,16 @@ mod tests {
         // Everyone asks at the start; then the holder ticks, 1 ms at a
         // time, for a simulated second. Waiting futures are polled to see
         // who holds the core.
-        let mut waits: Vec<Option<Wait>> = seats.iter().map(|s| s.tick(start)).collect();
+        let mut waits: Vec<Option<Wait>> = seats.iter().map(|s| step(s, start)).collect();
         let mut had = [0u32; 2];
-        for step in 1..=1000u32 {
-            let now = start + TICK * step;
+        for ms in 1..=1000u32 {
+            let now = start + TICK * ms;
             let holder = (0..seats.len())
                 .find(|&i| waits[i].as_mut().is_none_or(ready))
                 .expect("someone holds the core");
             waits[holder] = None;
             had[usize::from(holder == seats.len() - 1)] += 1;
-            waits[holder] = seats[holder].tick(now);
+            waits[holder] = step(seats[holder], now);
         }
         let share = f64::from(had[1]) / 1000.0;
         assert!((0.4..=0.6).contains(&share), "the lone account had {share} of the core");
@@ -504,14 +550,14 @@ mod tests {
         let cores = Cores::new(1, TICK);
         let now = Instant::now();
         let flood = cores.seat("a", "flood");
-        assert!(flood.tick(now).is_none());
+        assert!(step(&flood, now).is_none());
         let backlog = cores.seat("a", "flood");
-        let mut backlogged = backlog.tick(now).expect("queued");
+        let mut backlogged = step(&backlog, now).expect("queued");
         // Now the account has a waiter, so the quiet sub-tenant's new call
         // queues at its start.
         let quiet = cores.seat("a", "quiet");
         let mut wait = quiet.at_start().expect("its account is backlogged");
-        assert!(flood.tick(now + TICK * 3).is_some());
+        assert!(step(&flood, now + TICK * 3).is_some());
         assert!(ready(&mut wait), "the sub-tenant with less core time goes first");
         assert!(!ready(&mut backlogged));
     }
@@ -521,16 +567,16 @@ mod tests {
         let cores = Cores::new(1, TICK);
         let now = Instant::now();
         let parked = cores.seat("a", "");
-        assert!(parked.tick(now).is_none());
+        assert!(step(&parked, now).is_none());
         let other = cores.seat("b", "");
-        let mut wait = other.tick(now).expect("queued");
+        let mut wait = step(&other, now).expect("queued");
         cores.sweep();
         cores.sweep();
         assert!(!ready(&mut wait), "two ticks are allowed");
         cores.sweep();
         assert!(ready(&mut wait));
         // Back from its host call, it queues like anyone else.
-        let mut back = parked.tick(now + TICK * 3).expect("its core was given away");
+        let mut back = step(&parked, now + TICK * 3).expect("its core was given away");
         drop(other);
         assert!(ready(&mut back));
     }
@@ -540,9 +586,9 @@ mod tests {
         let cores = Cores::new(1, TICK);
         let now = Instant::now();
         let holder = cores.seat("a", "");
-        assert!(holder.tick(now).is_none());
+        assert!(step(&holder, now).is_none());
         let gone = cores.seat("b", "");
-        let wait = gone.tick(now).expect("queued");
+        let wait = step(&gone, now).expect("queued");
         drop(wait);
         drop(gone);
         assert_eq!(cores.waiting.load(Ordering::Relaxed), 0);

@@ -273,8 +273,8 @@ impl Runtime {
             // tasks looks for I/O only every 61 polls — 61 ms when each poll
             // is a guest spinning for a tick, so a spinning guest held up
             // every request arriving on its worker.
-            let wait = match ctx.data().seat.as_ref().and_then(|seat| seat.tick(now)) {
-                Some(wait) => wait,
+            let wait = match ctx.data().seat.as_ref() {
+                Some(seat) => seat.tick(now),
                 None => Box::pin(tokio::task::yield_now()),
             };
             Ok(UpdateDeadline::YieldCustom(1, wait))
