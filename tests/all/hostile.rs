@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::harness::*;
 
-fn settles_at(server: &Server, metric: &str, want: f64) -> bool {
+pub(crate) fn settles_at(server: &Server, metric: &str, want: f64) -> bool {
     server.settle(metric, |n| n == want) == want
 }
 

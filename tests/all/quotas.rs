@@ -144,3 +144,46 @@ fn a_full_host_answers_503_with_retry_after() {
     assert_eq!(full[0].header("retry-after"), Some("1"));
     assert!(replies.iter().any(|r| r.status == 200));
 }
+
+#[test]
+fn spinning_calls_wait_for_a_core_behind_another_account_and_still_end_at_their_deadline() {
+    let server = Server::start();
+    let noisy = server.create_account("noisy");
+    server.deploy(&noisy, "noisy", "busy", BUSY_COMPONENT, json!({ "timeout_ms": 1500 }));
+    let quiet = server.create_account("quiet");
+    server.deploy(&quiet, "quiet", "busy", BUSY_COMPONENT, json!({}));
+    // More spinning guests than the host has cores (it runs as many guests
+    // at once as it has cores).
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|scope| {
+        let runaways: Vec<_> = (0..cores * 4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let started = std::time::Instant::now();
+                    let reply = server.get("/fn/noisy/busy/", &bearer(&noisy));
+                    (reply.status, started.elapsed())
+                })
+            })
+            .collect();
+        // Once some runaways queue for a core, the other account's calls
+        // still go through.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while server.metric("stratus_core_waits_total") < 1.0 {
+            assert!(std::time::Instant::now() < deadline, "no call ever waited for a core");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for _ in 0..5 {
+            let reply = server.get("/fn/quiet/busy/?ms=5", &bearer(&quiet));
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert!(reply.text().starts_with("spun "), "{}", reply.text());
+        }
+        for runaway in runaways {
+            let (status, took) = runaway.join().unwrap();
+            // Waiting for a core does not stop the deadline: each ends with
+            // 504 at its 1.5 s, give or take a loaded machine.
+            assert_eq!(status, 504);
+            assert!(took < Duration::from_millis(3500), "a runaway took {took:?}");
+        }
+    });
+    assert!(crate::hostile::settles_at(&server, "stratus_live_instances", 0.0));
+}

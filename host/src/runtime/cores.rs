@@ -174,7 +174,7 @@ impl Cores {
         let (wake, woken) = oneshot::channel();
         let account = state.activate(&seat.account, &seat.sub_tenant, self.margin);
         account.waiting += 1;
-        let sub_tenant = account.sub_tenants.get_mut(&seat.sub_tenant).expect("activated");
+        let sub_tenant = account.sub_tenants.entry(seat.sub_tenant.clone()).or_default();
         sub_tenant.queue.push_back(Waiter { seat: seat.id, wake });
         self.waiting.fetch_add(1, Ordering::Relaxed);
         self.waits.inc();
@@ -189,34 +189,33 @@ impl State {
     /// little less core time than the least of those present, so it runs
     /// next rather than after everyone's history.
     fn activate(&mut self, account: &Arc<str>, sub_tenant: &Arc<str>, margin: u64) -> &mut Account {
-        if !self.accounts.contains_key(account) {
-            let least = self.accounts.values().map(|a| a.used).min().unwrap_or(0);
-            let fresh = Account {
-                used: least.saturating_sub(2 * margin),
-                ..Account::default()
-            };
-            self.accounts.insert(account.clone(), fresh);
-        }
-        let entry = self.accounts.get_mut(account).expect("inserted");
-        if !entry.sub_tenants.contains_key(sub_tenant) {
-            let least = entry.sub_tenants.values().map(|s| s.used).min().unwrap_or(0);
-            let fresh = SubTenant {
+        let least = match self.accounts.contains_key(account) {
+            true => 0,
+            false => self.accounts.values().map(|a| a.used).min().unwrap_or(0),
+        };
+        let entry = self.accounts.entry(account.clone()).or_insert_with(|| Account {
+            used: least.saturating_sub(2 * margin),
+            ..Account::default()
+        });
+        let least = match entry.sub_tenants.contains_key(sub_tenant) {
+            true => 0,
+            false => entry.sub_tenants.values().map(|s| s.used).min().unwrap_or(0),
+        };
+        entry
+            .sub_tenants
+            .entry(sub_tenant.clone())
+            .or_insert_with(|| SubTenant {
                 used: least.saturating_sub(2 * margin),
                 ..SubTenant::default()
-            };
-            entry.sub_tenants.insert(sub_tenant.clone(), fresh);
-        }
+            });
         entry
     }
 
     fn hold(&mut self, seat: u64, account: Arc<str>, sub_tenant: Arc<str>, epoch: u64, now: Instant) {
-        let entry = self.accounts.get_mut(&account).expect("a holder's account is active");
+        // Active already (it was queued, or activated just now).
+        let entry = self.accounts.entry(account.clone()).or_default();
         entry.holding += 1;
-        entry
-            .sub_tenants
-            .get_mut(&sub_tenant)
-            .expect("a holder's sub-tenant is active")
-            .holding += 1;
+        entry.sub_tenants.entry(sub_tenant.clone()).or_default().holding += 1;
         self.holders.insert(
             seat,
             Holder {
@@ -363,7 +362,7 @@ impl Seat {
             return None;
         }
         let mut state = place.cores.lock();
-        if !state.accounts.get(&place.account).is_some_and(|a| a.waiting > 0) {
+        if state.accounts.get(&place.account).is_none_or(|a| a.waiting == 0) {
             return None;
         }
         Some(place.cores.enqueue(&mut state, place))
@@ -486,7 +485,7 @@ mod tests {
         assert_eq!(holders(&cores), 2);
         let c = cores.seat("a", "");
         assert!(c.at_start().is_none(), "nobody waits yet: a new call runs");
-        let mut wait = step(&c, now).expect("both cores are held");
+        let mut wait = step(&c, now).unwrap_or_else(|| panic!("both cores are held"));
         assert!(!ready(&mut wait));
         drop(a);
         assert!(ready(&mut wait), "a leaving hands its core to the waiter");
@@ -506,10 +505,13 @@ mod tests {
         now += TICK * 5;
         let quiet = cores.seat("quiet", "");
         assert!(quiet.at_start().is_none(), "its own account has nobody waiting");
-        let mut wait = step(&quiet, now).expect("the cores are held");
+        let mut wait = step(&quiet, now).unwrap_or_else(|| panic!("the cores are held"));
         // The flood's next tick hands a core to the newcomer, not to the
         // flood's own waiters.
-        let holder = waits.iter().position(Option::is_none).unwrap();
+        let holder = waits
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or_else(|| panic!("someone holds a core"));
         let handed = step(&flood[holder], now + TICK);
         assert!(handed.is_some(), "the holder queues again");
         assert!(ready(&mut wait));
@@ -536,7 +538,7 @@ mod tests {
             let now = start + TICK * ms;
             let holder = (0..seats.len())
                 .find(|&i| waits[i].as_mut().is_none_or(ready))
-                .expect("someone holds the core");
+                .unwrap_or_else(|| panic!("someone holds the core"));
             waits[holder] = None;
             had[usize::from(holder == seats.len() - 1)] += 1;
             waits[holder] = step(seats[holder], now);
@@ -552,11 +554,11 @@ mod tests {
         let flood = cores.seat("a", "flood");
         assert!(step(&flood, now).is_none());
         let backlog = cores.seat("a", "flood");
-        let mut backlogged = step(&backlog, now).expect("queued");
+        let mut backlogged = step(&backlog, now).unwrap_or_else(|| panic!("queued"));
         // Now the account has a waiter, so the quiet sub-tenant's new call
         // queues at its start.
         let quiet = cores.seat("a", "quiet");
-        let mut wait = quiet.at_start().expect("its account is backlogged");
+        let mut wait = quiet.at_start().unwrap_or_else(|| panic!("its account is backlogged"));
         assert!(step(&flood, now + TICK * 3).is_some());
         assert!(ready(&mut wait), "the sub-tenant with less core time goes first");
         assert!(!ready(&mut backlogged));
@@ -569,14 +571,14 @@ mod tests {
         let parked = cores.seat("a", "");
         assert!(step(&parked, now).is_none());
         let other = cores.seat("b", "");
-        let mut wait = step(&other, now).expect("queued");
+        let mut wait = step(&other, now).unwrap_or_else(|| panic!("queued"));
         cores.sweep();
         cores.sweep();
         assert!(!ready(&mut wait), "two ticks are allowed");
         cores.sweep();
         assert!(ready(&mut wait));
         // Back from its host call, it queues like anyone else.
-        let mut back = step(&parked, now + TICK * 3).expect("its core was given away");
+        let mut back = step(&parked, now + TICK * 3).unwrap_or_else(|| panic!("its core was given away"));
         drop(other);
         assert!(ready(&mut back));
     }
@@ -588,7 +590,7 @@ mod tests {
         let holder = cores.seat("a", "");
         assert!(step(&holder, now).is_none());
         let gone = cores.seat("b", "");
-        let wait = step(&gone, now).expect("queued");
+        let wait = step(&gone, now).unwrap_or_else(|| panic!("queued"));
         drop(wait);
         drop(gone);
         assert_eq!(cores.waiting.load(Ordering::Relaxed), 0);
