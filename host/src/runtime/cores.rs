@@ -12,10 +12,11 @@
 //! hands its core over when a waiter's claim is better than its own.
 //!
 //! What it costs a call that does not wait: a call runs freely until its
-//! first tick, so a short call never takes the lock; it reads one atomic at
-//! its start. A call whose account already has calls waiting queues at its
-//! start instead, so a backlogged account's new calls cannot run ahead of
-//! the queue until their first tick.
+//! first tick (its epoch deadline is reset at its start, warm environments'
+//! too), so a short call never takes the lock; the tick it ran freely is
+//! charged at that first tick. An account or sub-tenant that goes idle while
+//! ahead of the others is remembered so for a second, so that going idle
+//! between calls does not make it a newcomer again.
 //!
 //! A holder parked in a host call (a slow client, an outgoing request, a
 //! nested call) is not running wasm and does not tick: after two ticks
@@ -37,6 +38,15 @@ pub type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Ticks a holder may go without ticking before its core is given away.
 const STALE_TICKS: u64 = 2;
+
+/// How long an account (or sub-tenant) that went idle while ahead of the
+/// others is remembered as ahead: coming back, it resumes its lead rather
+/// than starting as a newcomer.
+const OWED_FOR: Duration = Duration::from_secs(1);
+
+/// Idle accounts and sub-tenants remembered at most (past it, the oldest
+/// half of the memory is dropped).
+const MAX_OWED: usize = 4096;
 
 /// The cores and who holds them.
 pub struct Cores {
@@ -60,6 +70,40 @@ struct State {
     cores: usize,
     holders: HashMap<u64, Holder>,
     accounts: HashMap<Arc<str>, Account>,
+    /// Core time idle accounts had had beyond the least active one, and
+    /// since when they are idle.
+    ahead: Ahead<Arc<str>>,
+    /// The same for idle sub-tenants, by account and sub-tenant.
+    sub_ahead: Ahead<(Arc<str>, Arc<str>)>,
+}
+
+/// Leads of idle accounts or sub-tenants, so that going idle between calls
+/// does not wipe a history of having had more than the others.
+struct Ahead<K>(HashMap<K, (u64, Instant)>);
+
+impl<K: std::hash::Hash + Eq> Ahead<K> {
+    fn remember(&mut self, key: K, lead: u64, now: Instant) {
+        if lead == 0 {
+            return;
+        }
+        if self.0.len() >= MAX_OWED {
+            let mut ages: Vec<Instant> = self.0.values().map(|(_, since)| *since).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            self.0.retain(|_, (_, since)| *since > cut);
+        }
+        self.0.insert(key, (lead, now));
+    }
+
+    /// Where a newcomer starts, against `least` of those active: its lead
+    /// if it went idle ahead less than `OWED_FOR` ago, else a little
+    /// behind, so it runs next.
+    fn start(&mut self, key: &K, least: u64, margin: u64, now: Instant) -> u64 {
+        match self.0.remove(key) {
+            Some((lead, since)) if now.saturating_duration_since(since) < OWED_FOR => least + lead,
+            _ => least.saturating_sub(2 * margin),
+        }
+    }
 }
 
 struct Holder {
@@ -102,12 +146,14 @@ impl Cores {
                 cores: cores.max(1),
                 holders: HashMap::new(),
                 accounts: HashMap::new(),
+                ahead: Ahead(HashMap::new()),
+                sub_ahead: Ahead(HashMap::new()),
             }),
             waiting: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),
             next_seat: AtomicU64::new(0),
             margin: tick.as_nanos() as u64,
-            quantum: tick * 10,
+            quantum: tick * 2,
             waits: Counter::default(),
         })
     }
@@ -189,25 +235,31 @@ impl State {
     /// little less core time than the least of those present, so it runs
     /// next rather than after everyone's history.
     fn activate(&mut self, account: &Arc<str>, sub_tenant: &Arc<str>, margin: u64) -> &mut Account {
-        let least = match self.accounts.contains_key(account) {
-            true => 0,
-            false => self.accounts.values().map(|a| a.used).min().unwrap_or(0),
-        };
-        let entry = self.accounts.entry(account.clone()).or_insert_with(|| Account {
-            used: least.saturating_sub(2 * margin),
-            ..Account::default()
-        });
-        let least = match entry.sub_tenants.contains_key(sub_tenant) {
-            true => 0,
-            false => entry.sub_tenants.values().map(|s| s.used).min().unwrap_or(0),
-        };
-        entry
-            .sub_tenants
-            .entry(sub_tenant.clone())
-            .or_insert_with(|| SubTenant {
-                used: least.saturating_sub(2 * margin),
-                ..SubTenant::default()
-            });
+        let now = Instant::now();
+        if !self.accounts.contains_key(account) {
+            let least = self.accounts.values().map(|a| a.used).min().unwrap_or(0);
+            let used = self.ahead.start(account, least, margin, now);
+            self.accounts.insert(
+                account.clone(),
+                Account {
+                    used,
+                    ..Account::default()
+                },
+            );
+        }
+        let entry = self.accounts.entry(account.clone()).or_default();
+        if !entry.sub_tenants.contains_key(sub_tenant) {
+            let least = entry.sub_tenants.values().map(|s| s.used).min().unwrap_or(0);
+            let key = (account.clone(), sub_tenant.clone());
+            let used = self.sub_ahead.start(&key, least, margin, now);
+            entry.sub_tenants.insert(
+                sub_tenant.clone(),
+                SubTenant {
+                    used,
+                    ..SubTenant::default()
+                },
+            );
+        }
         entry
     }
 
@@ -261,20 +313,30 @@ impl State {
         self.retire(&holder.account, &holder.sub_tenant);
     }
 
-    /// Forgets a sub-tenant, and its account, with nothing holding or waiting.
+    /// Forgets a sub-tenant, and its account, with nothing holding or
+    /// waiting; remembering by how much they were ahead of the others.
     fn retire(&mut self, account: &Arc<str>, sub_tenant: &Arc<str>) {
+        let now = Instant::now();
         let Some(entry) = self.accounts.get_mut(account) else {
             return;
         };
-        if entry
-            .sub_tenants
-            .get(sub_tenant)
-            .is_some_and(|s| s.holding == 0 && s.queue.is_empty())
+        if let Some(sub) = entry.sub_tenants.get(sub_tenant)
+            && sub.holding == 0
+            && sub.queue.is_empty()
         {
+            let used = sub.used;
             entry.sub_tenants.remove(sub_tenant);
+            if let Some(least) = entry.sub_tenants.values().map(|s| s.used).min() {
+                let key = (account.clone(), sub_tenant.clone());
+                self.sub_ahead.remember(key, used.saturating_sub(least), now);
+            }
         }
         if entry.holding == 0 && entry.waiting == 0 {
+            let used = entry.used;
             self.accounts.remove(account);
+            if let Some(least) = self.accounts.values().map(|a| a.used).min() {
+                self.ahead.remember(account.clone(), used.saturating_sub(least), now);
+            }
         }
     }
 
@@ -354,20 +416,6 @@ struct Place {
 }
 
 impl Seat {
-    /// At the call's start: if its account already has calls waiting, the
-    /// call waits its turn with them rather than running ahead of them.
-    pub fn at_start(&self) -> Option<Wait> {
-        let place = &self.place;
-        if place.cores.waiting.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let mut state = place.cores.lock();
-        if state.accounts.get(&place.account).is_none_or(|a| a.waiting == 0) {
-            return None;
-        }
-        Some(place.cores.enqueue(&mut state, place))
-    }
-
     /// What the guest awaits at each of its epoch ticks: a yield, so the
     /// worker looks for I/O and runs what else is ready, and then, if a
     /// waiter's claim is better than this call's, the wait for a core again.
@@ -404,9 +452,12 @@ impl Place {
             return None;
         }
         // The first tick of this call, or its core was given away while it
-        // was parked.
+        // was parked. Since its start (or its return) it ran freely, for at
+        // most a tick: charged as one.
+        let account = state.activate(&self.account, &self.sub_tenant, cores.margin);
+        account.used += cores.margin;
+        account.sub_tenants.entry(self.sub_tenant.clone()).or_default().used += cores.margin;
         if state.holders.len() < state.cores {
-            state.activate(&self.account, &self.sub_tenant, cores.margin);
             state.hold(self.id, self.account.clone(), self.sub_tenant.clone(), epoch, now);
             return None;
         }
@@ -480,11 +531,10 @@ mod tests {
         let cores = Cores::new(2, TICK);
         let now = Instant::now();
         let (a, b) = (cores.seat("a", ""), cores.seat("a", ""));
-        assert!(a.at_start().is_none() && step(&a, now).is_none());
-        assert!(b.at_start().is_none() && step(&b, now).is_none());
+        assert!(step(&a, now).is_none());
+        assert!(step(&b, now).is_none());
         assert_eq!(holders(&cores), 2);
         let c = cores.seat("a", "");
-        assert!(c.at_start().is_none(), "nobody waits yet: a new call runs");
         let mut wait = step(&c, now).unwrap_or_else(|| panic!("both cores are held"));
         assert!(!ready(&mut wait));
         drop(a);
@@ -504,7 +554,6 @@ mod tests {
         assert_eq!(waits.iter().filter(|w| w.is_none()).count(), 2);
         now += TICK * 5;
         let quiet = cores.seat("quiet", "");
-        assert!(quiet.at_start().is_none(), "its own account has nobody waiting");
         let mut wait = step(&quiet, now).unwrap_or_else(|| panic!("the cores are held"));
         // The flood's next tick hands a core to the newcomer, not to the
         // flood's own waiters.
@@ -555,10 +604,8 @@ mod tests {
         assert!(step(&flood, now).is_none());
         let backlog = cores.seat("a", "flood");
         let mut backlogged = step(&backlog, now).unwrap_or_else(|| panic!("queued"));
-        // Now the account has a waiter, so the quiet sub-tenant's new call
-        // queues at its start.
         let quiet = cores.seat("a", "quiet");
-        let mut wait = quiet.at_start().unwrap_or_else(|| panic!("its account is backlogged"));
+        let mut wait = step(&quiet, now).unwrap_or_else(|| panic!("queued"));
         assert!(step(&flood, now + TICK * 3).is_some());
         assert!(ready(&mut wait), "the sub-tenant with less core time goes first");
         assert!(!ready(&mut backlogged));
@@ -597,5 +644,26 @@ mod tests {
         assert!(!cores.lock().accounts.contains_key("b"));
         drop(holder);
         assert!(cores.lock().accounts.is_empty());
+    }
+
+    #[test]
+    fn going_idle_between_calls_does_not_make_an_account_a_newcomer() {
+        let cores = Cores::new(1, TICK);
+        let now = Instant::now();
+        let hog = cores.seat("hog", "");
+        assert!(step(&hog, now).is_none());
+        let other = cores.seat("other", "");
+        let mut waiting = step(&other, now).unwrap_or_else(|| panic!("queued"));
+        // The hog runs on until the other's claim is better, then queues.
+        let handed = step(&hog, now + TICK * 5);
+        assert!(handed.is_some() && ready(&mut waiting));
+        drop(handed);
+        drop(hog);
+        // Its next call, at once: still ahead by what it had, so it waits
+        // rather than taking the core back as a newcomer would.
+        let again = cores.seat("hog", "");
+        let mut queued = step(&again, now + TICK * 6).unwrap_or_else(|| panic!("the core is held"));
+        assert!(step(&other, now + TICK * 7).is_none(), "the other keeps its core");
+        assert!(!ready(&mut queued));
     }
 }

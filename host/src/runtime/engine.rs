@@ -80,8 +80,7 @@ pub struct RuntimeStats {
     pub cold_starts: Counter,
     /// Invocation tokens minted at a guest's request.
     pub tokens_minted: Counter,
-    /// Calls that waited for a core behind other accounts' or sub-tenants'
-    /// long calls.
+    /// Times a call running past a tick waited for a core.
     pub core_waits: Counter,
 }
 

@@ -165,11 +165,6 @@ impl Runtime {
         B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        // A backlogged account's new call waits its turn before any of its
-        // code runs.
-        if let Some(wait) = job.seat.at_start() {
-            wait.await;
-        }
         let mut env = match source {
             Source::Warm(mut env) => {
                 env.store.data_mut().seat = Some(job.seat);
@@ -178,6 +173,8 @@ impl Runtime {
             Source::Fresh(permit, mut store) => {
                 store.data_mut().seat = Some(job.seat);
                 store.data_mut().set_deadline(job.deadline);
+                // A tick from now, not from when the store was made.
+                store.set_epoch_deadline(1);
                 let proxy = pre.instantiate_async(&mut store).await.map_err(Failure::from_trap)?;
                 warm::Env::new(store, proxy, permit, self.stats.live_instances.clone())
             }
@@ -194,6 +191,10 @@ impl Runtime {
             Ok::<_, wasmtime::Error>((req, out))
         };
         let (req, out) = http(&mut env.store).map_err(|e| Failure::Trap(format!("{e:#}")))?;
+        // A tick from now: a warm environment's deadline is from its last
+        // call, long past, and would stop the guest (to yield, and to take a
+        // core) at its first instruction.
+        env.store.set_epoch_deadline(1);
         let handled = env
             .proxy
             .wasi_http_incoming_handler()

@@ -127,7 +127,7 @@ impl Metrics {
         );
         registry.register(
             "core_waits",
-            "Calls that waited for a core because others' long calls held them and had had less core time",
+            "Times a call running past a tick waited for a core: held by others, or handed to a call with a better claim",
             runtime.stats.core_waits.clone(),
         );
         registry.register(
