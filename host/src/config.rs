@@ -118,7 +118,7 @@ impl ServeConfig {
             pool_slots: 256,
             max_memory_mb: 256,
             async_stack_zeroing: true,
-            epoch_tick: Duration::from_micros(500),
+            epoch_tick: Duration::from_millis(1),
             code_cache_dir: data_dir.join("code-cache"),
             queue_wait: Duration::from_secs(2),
             warm: crate::runtime::warm::WarmLimits {

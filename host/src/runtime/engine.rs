@@ -258,25 +258,18 @@ impl Runtime {
         // the 128 MiB default.
         store.set_hostcall_fuel(HOSTCALL_FUEL);
         // Each epoch tick: past the call's deadline, trap; otherwise yield so
-        // other calls share the cores with a guest that spins, first waiting
-        // for a core if the call's account or sub-tenant has had more than
-        // its share (`cores.rs`).
+        // other calls share the cores with a guest that spins, waiting for a
+        // core if the call's account or sub-tenant has had more than its
+        // share (`cores.rs`).
         store.epoch_deadline_callback(|ctx| {
             let now = Instant::now();
             if now >= ctx.data().deadline {
                 return Err(Trap::Interrupt.into());
             }
-            // Tokio's own yield, not wasmtime's self-wake: it lets the
-            // worker poll for I/O before the guest runs on. A self-woken task
-            // goes straight back on the run queue, and a worker with runnable
-            // tasks looks for I/O only every 61 polls — 61 ms when each poll
-            // is a guest spinning for a tick, so a spinning guest held up
-            // every request arriving on its worker.
-            let wait = match ctx.data().seat.as_ref() {
-                Some(seat) => seat.tick(now),
-                None => Box::pin(tokio::task::yield_now()),
-            };
-            Ok(UpdateDeadline::YieldCustom(1, wait))
+            Ok(match ctx.data().seat.as_ref().and_then(|seat| seat.tick(now)) {
+                Some(wait) => UpdateDeadline::YieldCustom(1, wait),
+                None => UpdateDeadline::Yield(1),
+            })
         });
         store.set_epoch_deadline(1);
         store
