@@ -11,6 +11,10 @@
 //! least core time. A holder looks at the queues at each of its ticks and
 //! hands its core over when a waiter's claim is better than its own.
 //!
+//! A call whose sub-tenant already has calls waiting queues at its start
+//! instead, so a backlogged flood's new calls do not each run a tick
+//! unqueued.
+//!
 //! What it costs a call that does not wait: a call runs freely until its
 //! first tick (its epoch deadline is reset at its start, warm environments'
 //! too), so a short call never takes the lock; the tick it ran freely is
@@ -419,6 +423,28 @@ struct Place {
 }
 
 impl Seat {
+    /// At the call's start: if its sub-tenant already has calls waiting for
+    /// a core, the call waits its turn with them rather than running ahead
+    /// of them for a tick. A backlogged flood's new calls would otherwise
+    /// each take a tick of core unqueued, which with calls ending as fast as
+    /// the queue lets them is most of a core.
+    pub fn at_start(&self) -> Option<Wait> {
+        let place = &self.place;
+        if place.cores.waiting.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut state = place.cores.lock();
+        let backlogged = state
+            .accounts
+            .get(&place.account)
+            .and_then(|a| a.sub_tenants.get(&place.sub_tenant))
+            .is_some_and(|s| !s.queue.is_empty());
+        if !backlogged {
+            return None;
+        }
+        Some(place.cores.enqueue(&mut state, place))
+    }
+
     /// What the guest awaits at an epoch tick; `None` to be put back on the
     /// run queue only.
     ///
@@ -638,11 +664,18 @@ mod tests {
         assert!(step(&flood, now).is_none());
         let backlog = cores.seat("a", "flood");
         let mut backlogged = step(&backlog, now).unwrap_or_else(|| panic!("queued"));
+        // A new call of the backlogged sub-tenant queues at its start; one
+        // of another sub-tenant runs to its first tick.
+        let more = cores.seat("a", "flood");
+        let mut behind = more
+            .at_start()
+            .unwrap_or_else(|| panic!("its sub-tenant is backlogged"));
         let quiet = cores.seat("a", "quiet");
+        assert!(quiet.at_start().is_none());
         let mut wait = step(&quiet, now).unwrap_or_else(|| panic!("queued"));
         assert!(step(&flood, now + TICK * 3).is_some());
         assert!(ready(&mut wait), "the sub-tenant with less core time goes first");
-        assert!(!ready(&mut backlogged));
+        assert!(!ready(&mut backlogged) && !ready(&mut behind));
     }
 
     #[test]

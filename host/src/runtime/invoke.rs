@@ -165,6 +165,11 @@ impl Runtime {
         B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        // A backlogged sub-tenant's new call waits its turn before any of
+        // its code runs.
+        if let Some(wait) = job.seat.at_start() {
+            wait.await;
+        }
         let mut env = match source {
             Source::Warm(mut env) => {
                 env.store.data_mut().seat = Some(job.seat);
