@@ -458,13 +458,15 @@ impl Seat {
     /// again: checked after the yield, not before, so a call that came in
     /// during it is seen at once rather than a tick later.
     ///
-    /// At the first tick, a call that got its core is only put back on the
-    /// run queue: most calls that meet one are short calls that merely
-    /// crossed it, and tokio's yield would park them until the worker has
-    /// nothing else to run, which at 32 connections of single-use `hello`
-    /// doubled their p99.
+    /// At the first tick, while nobody waits for a core, a call that got
+    /// one is only put back on the run queue: most calls that meet a first
+    /// tick are short calls that merely crossed it, and tokio's yield would
+    /// park them until the worker has nothing else to run, which at 32
+    /// connections of single-use `hello` doubled their p99. When calls do
+    /// wait, every tick polls for I/O and checks the queues.
     pub fn tick(&self, now: Instant) -> Option<Wait> {
-        if !self.place.ticked.swap(true, Ordering::Relaxed) {
+        let first = !self.place.ticked.swap(true, Ordering::Relaxed);
+        if first && self.place.cores.waiting.load(Ordering::Relaxed) == 0 {
             return self.place.tick(now);
         }
         Some(match self.place.tick(now) {
