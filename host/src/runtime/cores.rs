@@ -157,7 +157,7 @@ impl Cores {
             epoch: AtomicU64::new(0),
             next_seat: AtomicU64::new(0),
             margin: tick.as_nanos() as u64,
-            quantum: tick * 2,
+            quantum: tick * 10,
             waits: Counter::default(),
         })
     }
