@@ -101,11 +101,13 @@ impl<K: std::hash::Hash + Eq> Ahead<K> {
 
     /// Where a newcomer starts, against `least` of those active: its lead
     /// if it went idle ahead less than `OWED_FOR` ago, else a little
-    /// behind, so it runs next.
+    /// behind, so it runs next: three ticks, two once the tick it ran
+    /// before asking is charged, which is what it needs to beat a holder's
+    /// claim by more than the margin.
     fn start(&mut self, key: &K, least: u64, margin: u64, now: Instant) -> u64 {
         match self.0.remove(key) {
             Some((lead, since)) if now.saturating_duration_since(since) < OWED_FOR => least + lead,
-            _ => least.saturating_sub(2 * margin),
+            _ => least.saturating_sub(3 * margin),
         }
     }
 }
