@@ -436,7 +436,11 @@ impl Seat {
             return None;
         }
         let mut state = place.cores.lock();
-        let backlogged = state.accounts.get(&place.account).is_some_and(|a| a.waiting > 0);
+        let backlogged = state
+            .accounts
+            .get(&place.account)
+            .and_then(|a| a.sub_tenants.get(&place.sub_tenant))
+            .is_some_and(|s| !s.queue.is_empty());
         if !backlogged {
             return None;
         }
