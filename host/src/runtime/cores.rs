@@ -173,6 +173,7 @@ impl Cores {
                 account: account.into(),
                 sub_tenant: sub_tenant.into(),
                 ticked: std::sync::atomic::AtomicBool::new(false),
+                entered: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -224,6 +225,7 @@ impl Cores {
 
     /// Queues `seat`; the future ends when it holds a core.
     fn enqueue(&self, state: &mut State, seat: &Place) -> Wait {
+        seat.entered.store(true, Ordering::Relaxed);
         let (wake, woken) = oneshot::channel();
         let account = state.activate(&seat.account, &seat.sub_tenant, self.margin);
         account.waiting += 1;
@@ -422,6 +424,9 @@ struct Place {
     sub_tenant: Arc<str>,
     /// Whether the call has passed its first tick.
     ticked: std::sync::atomic::AtomicBool,
+    /// Whether it ever held a core or queued for one: a call that never did
+    /// leaves without the lock.
+    entered: std::sync::atomic::AtomicBool,
 }
 
 impl Seat {
@@ -492,6 +497,7 @@ impl Place {
     fn tick(&self, now: Instant) -> Option<Wait> {
         let cores = &self.cores;
         let mut state = cores.lock();
+        self.entered.store(true, Ordering::Relaxed);
         let epoch = cores.epoch.load(Ordering::Relaxed);
         if state.holders.contains_key(&self.id) {
             state.charge(self.id, now);
@@ -540,6 +546,11 @@ impl Place {
 impl Drop for Seat {
     fn drop(&mut self) {
         let place = &self.place;
+        // Set under the lock by the calls that hold or queue, all made by
+        // this seat's own task before it drops the seat.
+        if !place.entered.load(Ordering::Relaxed) {
+            return;
+        }
         let cores = &place.cores;
         let mut state = cores.lock();
         if state.holders.contains_key(&place.id) {
