@@ -15,10 +15,11 @@
 //! instead, so a backlogged flood's new calls do not each run a tick
 //! unqueued.
 //!
-//! What it costs a call that does not wait: a call runs freely until its
-//! first tick (its epoch deadline is reset at its start, warm environments'
-//! too), so a short call never takes the lock; the tick it ran freely is
-//! charged at that first tick. An account or sub-tenant that goes idle while
+//! What it costs a call that does not wait: a call runs freely until it has
+//! run for a tick, timed over its task's polls ([`Metered`]; its epoch
+//! deadline is reset at its start, warm environments' too), so a short call
+//! never takes the lock however long it waits for its worker; the tick it
+//! ran freely is charged when it first takes a core. An account or sub-tenant that goes idle while
 //! ahead of the others is remembered so for a second, so that going idle
 //! between calls does not make it a newcomer again.
 //!
@@ -69,6 +70,8 @@ pub struct Cores {
     /// Epoch ticks seen by the sweeper.
     epoch: AtomicU64,
     next_seat: AtomicU64,
+    /// What calls' poll times are measured from.
+    base: Instant,
     /// A waiter's claim must be better than a holder's by this much of core
     /// time to take its core (so equals do not trade at every tick).
     margin: u64,
@@ -167,6 +170,7 @@ impl Cores {
             waiting: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),
             next_seat: AtomicU64::new(0),
+            base: Instant::now(),
             margin: tick.as_nanos() as u64,
             quantum: tick * 10,
             waits: Counter::default(),
@@ -183,6 +187,8 @@ impl Cores {
                 sub_tenant: sub_tenant.into(),
                 ticked: std::sync::atomic::AtomicBool::new(false),
                 entered: std::sync::atomic::AtomicBool::new(false),
+                ran: AtomicU64::new(0),
+                polled_since: AtomicU64::new(0),
             }),
         }
     }
@@ -442,9 +448,71 @@ struct Place {
     /// Whether it ever held a core or queued for one: a call that never did
     /// leaves without the lock.
     entered: std::sync::atomic::AtomicBool,
+    /// How long the call's task has been polled, ns, over its polls that
+    /// ended ([`Metered`]).
+    ran: AtomicU64,
+    /// When its current poll began, ns after `Cores::base`; 0 between polls.
+    polled_since: AtomicU64,
+}
+
+impl Place {
+    /// How long the call has run by `now`: its polls, not the time it waited
+    /// for its turn on a worker or parked in a host call.
+    fn ran(&self, now: Instant) -> u64 {
+        let since = self.polled_since.load(Ordering::Relaxed);
+        let current = match since {
+            0 => 0,
+            since => (now.saturating_duration_since(self.cores.base).as_nanos() as u64).saturating_sub(since),
+        };
+        self.ran.load(Ordering::Relaxed) + current
+    }
+}
+
+/// Times a call's task (see [`Metered`]).
+pub struct Timer(Arc<Place>);
+
+impl Timer {
+    /// The task, timed at each poll.
+    pub fn time<F: Future>(self, task: F) -> Metered<F> {
+        Metered {
+            inner: Box::pin(task),
+            place: self.0,
+        }
+    }
+}
+
+/// A call's task, timed at each poll, so that a call is short or long by
+/// the time it ran, not by the ticks it happened to be alive across: under
+/// load a short call waits for its worker for longer than a tick, and
+/// counting ticks made most of them queue for a core.
+pub struct Metered<F> {
+    inner: Pin<Box<F>>,
+    place: Arc<Place>,
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let base = self.place.cores.base;
+        let started = Instant::now();
+        let offset = (started.saturating_duration_since(base).as_nanos() as u64).max(1);
+        self.place.polled_since.store(offset, Ordering::Relaxed);
+        let polled = self.inner.as_mut().poll(cx);
+        self.place.polled_since.store(0, Ordering::Relaxed);
+        let spent = started.elapsed().as_nanos() as u64;
+        self.place.ran.fetch_add(spent, Ordering::Relaxed);
+        polled
+    }
 }
 
 impl Seat {
+    /// What times the call's task, to wrap it in before the seat moves
+    /// into it.
+    pub fn timer(&self) -> Timer {
+        Timer(self.place.clone())
+    }
+
     /// At the call's start: if its sub-tenant already has calls waiting for
     /// a core, the call waits its turn with them rather than running ahead
     /// of them for a tick. A backlogged flood's new calls would otherwise
@@ -487,6 +555,11 @@ impl Seat {
     /// connections of single-use `hello` doubled their p99. When calls do
     /// wait, every tick polls for I/O and checks the queues.
     pub fn tick(&self, now: Instant) -> Option<Wait> {
+        // Short by the time it ran: no core, no lock, only back on the run
+        // queue.
+        if !self.place.entered.load(Ordering::Relaxed) && self.place.ran(now) < self.place.cores.margin {
+            return None;
+        }
         let first = !self.place.ticked.swap(true, Ordering::Relaxed);
         if first && self.place.cores.waiting.load(Ordering::Relaxed) == 0 {
             return self.place.tick(now);
@@ -606,10 +679,14 @@ mod tests {
         let cores = Cores::new(1, TICK);
         let now = Instant::now();
         let seat = cores.seat("a", "");
+        assert!(seat.tick(now).is_none(), "a call that ran under a tick only yields");
+        assert!(!seat.place.entered.load(Ordering::Relaxed), "and took no core");
+        seat.place.ran.store(TICK.as_nanos() as u64, Ordering::Relaxed);
         assert!(
             seat.tick(now).is_none(),
-            "the first tick takes the free core and runs on"
+            "the first tick past a tick of running takes the free core and runs on"
         );
+        assert_eq!(holders(&cores), 1);
         assert!(
             seat.tick(now + TICK).is_some(),
             "later ones yield, then check the queues"

@@ -71,6 +71,7 @@ impl Runtime {
         let captured: Arc<std::sync::OnceLock<output::CallOutput>> = Arc::default();
         let output = captured.clone();
         let output_so_far = captured.clone();
+        let timer = seat.timer();
         let task = tokio::spawn(async move {
             // The invocation's tokens are alive exactly while this task runs.
             let _live = live;
@@ -90,7 +91,7 @@ impl Runtime {
             // The epoch callback stops guest code; this also stops a guest
             // parked in a host call (e.g. waiting on a slow client). Either
             // way a failed environment is dropped, never reused.
-            match tokio::time::timeout_at(tokio_deadline, run).await {
+            match tokio::time::timeout_at(tokio_deadline, timer.time(run)).await {
                 Ok(Ok(printed)) => (Ok(()), printed),
                 // A failed environment is never reused: what is in its
                 // buffer is this call's (and stays there for the error path
