@@ -391,6 +391,20 @@ impl Server {
             .filter_map(|(_, value)| value.parse::<f64>().ok())
             .fold(0.0, |sum, v| sum + v)
     }
+
+    /// Polls the metric `name` until `done` holds for its value, for at
+    /// most `within`; fails the test saying `what` did not happen.
+    pub fn await_metric(&self, name: &str, within: Duration, done: impl Fn(f64) -> bool, what: &str) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let value = self.metric(name);
+            if done(value) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what} ({name} is {value})");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Server {

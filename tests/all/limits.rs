@@ -144,15 +144,12 @@ fn a_guest_that_eats_memory_fails_only_its_own_call() {
         "host RSS grew from {before} KiB to {after} KiB"
     );
     // Every environment was given back.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.metric("stratus_live_instances") != 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "environments leaked: {}",
-            server.metric("stratus_live_instances")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.await_metric(
+        "stratus_live_instances",
+        Duration::from_secs(5),
+        |n| n == 0.0,
+        "environments leaked",
+    );
 }
 
 #[test]

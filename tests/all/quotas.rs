@@ -92,11 +92,12 @@ fn a_flooding_sub_tenant_does_not_hold_up_the_others() {
         })
         .collect();
     // Wait until the flooder is past its cap and its queue is full.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while server.metric("stratus_quota_rejections_total{scope=\"sub_tenant\"}") < 1.0 {
-        assert!(std::time::Instant::now() < deadline, "the flood never reached its cap");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.await_metric(
+        "stratus_quota_rejections_total{scope=\"sub_tenant\"}",
+        Duration::from_secs(30),
+        |n| n >= 1.0,
+        "the flood never reached its cap",
+    );
     for _ in 0..5 {
         let reply = call_busy(&server, &key, Some("quiet"), 10);
         assert_eq!(reply.status, 200, "the quiet sub-tenant was refused: {}", reply.text());
@@ -167,11 +168,12 @@ fn spinning_calls_wait_for_a_core_behind_another_account_and_still_end_at_their_
             .collect();
         // Once some runaways queue for a core, the other account's calls
         // still go through.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while server.metric("stratus_core_waits_total") < 1.0 {
-            assert!(std::time::Instant::now() < deadline, "no call ever waited for a core");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        server.await_metric(
+            "stratus_core_waits_total",
+            Duration::from_secs(10),
+            |n| n >= 1.0,
+            "no call ever waited for a core",
+        );
         for _ in 0..5 {
             let reply = server.get("/fn/quiet/busy/?ms=5", &bearer(&quiet));
             assert_eq!(reply.status, 200, "{}", reply.text());

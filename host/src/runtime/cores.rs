@@ -475,33 +475,38 @@ impl Timer {
     /// The task, timed at each poll.
     pub fn time<F: Future>(self, task: F) -> Metered<F> {
         Metered {
-            inner: Box::pin(task),
+            inner: task,
             place: self.0,
         }
     }
 }
 
-/// A call's task, timed at each poll, so that a call is short or long by
-/// the time it ran, not by the ticks it happened to be alive across: under
-/// load a short call waits for its worker for longer than a tick, and
-/// counting ticks made most of them queue for a core.
-pub struct Metered<F> {
-    inner: Pin<Box<F>>,
-    place: Arc<Place>,
+pin_project_lite::pin_project! {
+    /// A call's task, timed at each poll, so that a call is short or long by
+    /// the time it ran, not by the ticks it happened to be alive across: under
+    /// load a short call waits for its worker for longer than a tick, and
+    /// counting ticks made most of them queue for a core.
+    pub struct Metered<F> {
+        #[pin]
+        inner: F,
+        place: Arc<Place>,
+    }
 }
 
 impl<F: Future> Future for Metered<F> {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
-        let base = self.place.cores.base;
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let place = &**this.place;
         let started = Instant::now();
-        let offset = (started.saturating_duration_since(base).as_nanos() as u64).max(1);
-        self.place.polled_since.store(offset, Ordering::Relaxed);
-        let polled = self.inner.as_mut().poll(cx);
-        self.place.polled_since.store(0, Ordering::Relaxed);
-        let spent = started.elapsed().as_nanos() as u64;
-        self.place.ran.fetch_add(spent, Ordering::Relaxed);
+        let offset = (started.saturating_duration_since(place.cores.base).as_nanos() as u64).max(1);
+        place.polled_since.store(offset, Ordering::Relaxed);
+        let polled = this.inner.poll(cx);
+        place.polled_since.store(0, Ordering::Relaxed);
+        place
+            .ran
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         polled
     }
 }
